@@ -1,0 +1,1 @@
+//! Kubernetes-facing types of meta-cni. Filled by the meta-plugin issue.

@@ -1,0 +1,1 @@
+//! The bridge delegate, compatible with the reference bridge plugin

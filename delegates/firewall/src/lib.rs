@@ -1,0 +1,1 @@
+//! nftables (JSON) masquerade and anti-spoofing rules

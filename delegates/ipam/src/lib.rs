@@ -1,0 +1,1 @@
+//! host-local and static compatible IPAM

@@ -1,0 +1,1 @@
+//! Namespace-bound rtnetlink handles, typed link/addr/route helpers, sysctl, and a fake client

@@ -1,0 +1,1 @@
+//! The meta plugin. Filled by the meta-plugin issue.
