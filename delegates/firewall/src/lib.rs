@@ -1,1 +1,128 @@
-//! nftables (JSON) masquerade and anti-spoofing rules
+//! nftables (JSON) masquerade and anti-spoofing rules for meta-cni delegates.
+//!
+//! Behaviour follows the `ipMasq` and `macspoofchk` options of the reference
+//! containernetworking/plugins bridge plugin, implemented with nftables' JSON interface:
+//! documents are built with `serde_json` and applied atomically with `nft -j -f -`; state
+//! is read back with `nft -j list table ...`.
+//!
+//! # Layout
+//!
+//! * `table inet meta_cni` (masquerade, IPv4 and IPv6 in one table):
+//!   * `chain postrouting` — `type nat hook postrouting priority srcnat (100)`, holding
+//!     three fixed rules commented `meta-cni:base`: `ip daddr 224.0.0.0/4 return`,
+//!     `ip6 daddr ff00::/8 return`, `goto masq_checks`;
+//!   * `chain masq_checks` — one rule per attachment IP:
+//!     `ip saddr <ip> ip daddr != <ip's subnet> masquerade`, commented with the tag
+//!     `meta-cni:masq:<network-hash>:<ifname>:<container-id>`.
+//! * `table bridge meta_cni` (MAC spoof check):
+//!   * `chain prerouting` — `type filter hook prerouting priority -300`, one rule per
+//!     attachment: `iifname "<host_ifname>" jump mac_<hash>`;
+//!   * `chain mac_<hash>` (hash of container ID and ifname) —
+//!     `ether saddr <mac> return` then `drop`;
+//!
+//!   all three rules commented with the tag `meta-cni:mac:<ifname>:<container-id>`.
+//!
+//! Tags are described in [`Tag`]. Setup replaces the attachment's rules in one transaction
+//! (so running it twice leaves one rule set); teardown and [`Firewall::gc`] find rules by
+//! listing and delete them by handle, needing only the tag's keys (the container's netns
+//! may be gone). Teardown of absent rules or tables succeeds. Tables, base chains and
+//! `masq_checks` stay when their last attachment goes away; per-attachment `mac_*`
+//! chains are deleted.
+//!
+//! # Namespaces and concurrency
+//!
+//! `nft` runs as a child of the calling thread and therefore acts on that thread's
+//! network namespace: call from a thread already inside the target namespace. Every
+//! list-then-modify sequence holds an exclusive `flock` on a lock file
+//! ([`DEFAULT_LOCK_PATH`] unless configured with [`Nftables::with_lock_path`]; its
+//! directory is created on demand).
+
+use std::collections::{BTreeSet, HashSet};
+
+use ipnet::IpNet;
+
+pub mod doc;
+mod error;
+mod nft;
+mod tag;
+
+pub use error::{Error, Result};
+pub use nft::{DEFAULT_LOCK_PATH, Nftables};
+pub use tag::{
+    MAX_COMMENT_LEN, MAX_IFNAME_LEN, TAG_PREFIX, Tag, network_hash, validate_container_id,
+    validate_ifname,
+};
+
+/// An Ethernet MAC address.
+pub type Mac = [u8; 6];
+
+/// A firewall backend for CNI delegates. All methods act on the network namespace of the
+/// calling thread.
+pub trait Firewall: Send + Sync {
+    /// Masquerades traffic from each address of `ips` to destinations outside that
+    /// address's subnet, except multicast (224.0.0.0/4, ff00::/8). Replaces any rules
+    /// previously installed for the same `network`/`container_id`/`ifname`.
+    fn setup_masq(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        ips: &[IpNet],
+    ) -> Result<()>;
+
+    /// Removes the masquerade rules of `network`/`container_id`/`ifname`; succeeds when
+    /// there are none.
+    fn teardown_masq(&self, network: &str, container_id: &str, ifname: &str) -> Result<()>;
+
+    /// Drops bridge frames entering from `host_ifname` (the host end of the container's
+    /// veth) whose Ethernet source address is not `mac`. Replaces any rules previously
+    /// installed for the same `container_id`/`ifname`.
+    fn setup_macspoofchk(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        host_ifname: &str,
+        mac: Mac,
+    ) -> Result<()>;
+
+    /// Removes the MAC spoof-check rules of `container_id`/`ifname`; succeeds when there
+    /// are none.
+    fn teardown_macspoofchk(&self, container_id: &str, ifname: &str) -> Result<()>;
+
+    /// Removes the rules of both features whose `(container_id, ifname)` is not in `valid`.
+    fn gc(&self, valid: &HashSet<(String, String)>) -> Result<()>;
+
+    /// The attachment tags currently present.
+    fn list_attachments(&self) -> Result<BTreeSet<Tag>>;
+}
+
+/// A [`Firewall`] that does nothing (for networks without masquerade or spoof checking,
+/// and for tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopFirewall;
+
+impl Firewall for NoopFirewall {
+    fn setup_masq(&self, _: &str, _: &str, _: &str, _: &[IpNet]) -> Result<()> {
+        Ok(())
+    }
+
+    fn teardown_masq(&self, _: &str, _: &str, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn setup_macspoofchk(&self, _: &str, _: &str, _: &str, _: Mac) -> Result<()> {
+        Ok(())
+    }
+
+    fn teardown_macspoofchk(&self, _: &str, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn gc(&self, _: &HashSet<(String, String)>) -> Result<()> {
+        Ok(())
+    }
+
+    fn list_attachments(&self) -> Result<BTreeSet<Tag>> {
+        Ok(BTreeSet::new())
+    }
+}

@@ -1,0 +1,625 @@
+//! Pure builders for the nftables JSON documents and a parser for `nft -j list` output.
+//!
+//! Layout (see the crate documentation):
+//!
+//! ```text
+//! table inet meta_cni {
+//!     chain postrouting {            # type nat hook postrouting priority srcnat (100)
+//!         ip daddr 224.0.0.0/4 return comment "meta-cni:base"
+//!         ip6 daddr ff00::/8 return comment "meta-cni:base"
+//!         goto masq_checks comment "meta-cni:base"
+//!     }
+//!     chain masq_checks {            # one rule per attachment IP
+//!         ip saddr 10.0.0.5 ip daddr != 10.0.0.0/24 masquerade comment "meta-cni:masq:<h>:eth0:<id>"
+//!     }
+//! }
+//! table bridge meta_cni {
+//!     chain prerouting {             # type filter hook prerouting priority -300
+//!         iifname "veth1" jump mac_<h> comment "meta-cni:mac:eth0:<id>"
+//!     }
+//!     chain mac_<h> {                # one chain per attachment
+//!         ether saddr 02:00:00:00:00:01 return comment "meta-cni:mac:eth0:<id>"
+//!         drop comment "meta-cni:mac:eth0:<id>"
+//!     }
+//! }
+//! ```
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use crate::Mac;
+use crate::tag::{Tag, fnv1a64};
+
+/// Name of both of our tables (`inet` and `bridge` family).
+pub const TABLE: &str = "meta_cni";
+/// Family of the masquerade table.
+pub const MASQ_FAMILY: &str = "inet";
+/// Base chain of the masquerade table.
+pub const MASQ_BASE_CHAIN: &str = "postrouting";
+/// Regular chain holding the per-attachment masquerade rules.
+pub const MASQ_CHAIN: &str = "masq_checks";
+/// Priority of the nat postrouting chain (`srcnat`).
+pub const MASQ_PRIORITY: i32 = 100;
+/// Family of the MAC spoof-check table.
+pub const MAC_FAMILY: &str = "bridge";
+/// Base chain of the MAC spoof-check table.
+pub const MAC_BASE_CHAIN: &str = "prerouting";
+/// Priority of the bridge prerouting filter chain (bridge `dstnat`, like the reference plugin).
+pub const MAC_PRIORITY: i32 = -300;
+/// Prefix of the per-attachment MAC spoof-check chains.
+pub const MAC_CHAIN_PREFIX: &str = "mac_";
+/// Comment on the rules of our base chains (not an attachment tag).
+pub const BASE_COMMENT: &str = "meta-cni:base";
+
+/// Name of the per-attachment MAC spoof-check chain of `container_id`/`ifname`.
+pub fn mac_chain_name(container_id: &str, ifname: &str) -> String {
+    let key = format!("{container_id}:{ifname}");
+    format!("{MAC_CHAIN_PREFIX}{:016x}", fnv1a64(key.as_bytes()))
+}
+
+/// Formats a MAC address as nftables expects it (`aa:bb:cc:dd:ee:ff`).
+pub fn format_mac(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn table(family: &str) -> Value {
+    json!({"table": {"family": family, "name": TABLE}})
+}
+
+fn base_chain(family: &str, name: &str, kind: &str, hook: &str, prio: i32) -> Value {
+    json!({"chain": {
+        "family": family, "table": TABLE, "name": name,
+        "type": kind, "hook": hook, "prio": prio, "policy": "accept"
+    }})
+}
+
+fn chain(family: &str, name: &str) -> Value {
+    json!({"chain": {"family": family, "table": TABLE, "name": name}})
+}
+
+fn rule(family: &str, chain: &str, expr: Vec<Value>, comment: &str) -> Value {
+    json!({"rule": {
+        "family": family, "table": TABLE, "chain": chain,
+        "expr": expr, "comment": comment
+    }})
+}
+
+fn add(obj: Value) -> Value {
+    json!({ "add": obj })
+}
+
+fn flush(obj: Value) -> Value {
+    json!({ "flush": obj })
+}
+
+fn delete(obj: Value) -> Value {
+    json!({ "delete": obj })
+}
+
+fn payload_match(op: &str, protocol: &str, field: &str, right: Value) -> Value {
+    json!({"match": {
+        "op": op,
+        "left": {"payload": {"protocol": protocol, "field": field}},
+        "right": right
+    }})
+}
+
+fn prefix(net: &IpNet) -> Value {
+    json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
+}
+
+/// Wraps commands into a document for `nft -j -f -`.
+pub fn document(commands: Vec<Value>) -> Value {
+    json!({ "nftables": commands })
+}
+
+/// One rule from a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedRule {
+    /// Chain the rule lives in.
+    pub chain: String,
+    /// Kernel handle of the rule.
+    pub handle: u64,
+    /// Comment, if any.
+    pub comment: Option<String>,
+    /// Jump/goto target, if the rule has one.
+    pub target: Option<String>,
+}
+
+/// One chain from a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedChain {
+    /// Chain name.
+    pub name: String,
+    /// Whether it is a base chain (has a hook).
+    pub base: bool,
+}
+
+/// The content of one of our tables as returned by `nft -j list table <family> meta_cni`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    /// Chains of the table.
+    pub chains: Vec<ListedChain>,
+    /// Rules of the table.
+    pub rules: Vec<ListedRule>,
+}
+
+impl Listing {
+    /// Parses `nft -j list table ...` output, keeping only objects of `family`/[`TABLE`].
+    pub fn parse(family: &str, text: &str) -> Result<Listing, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let items = v
+            .get("nftables")
+            .and_then(Value::as_array)
+            .ok_or_else(|| "missing top-level `nftables` array".to_owned())?;
+        let mut listing = Listing::default();
+        for item in items {
+            let ours = |o: &Value| {
+                o.get("family").and_then(Value::as_str) == Some(family)
+                    && o.get("table").and_then(Value::as_str) == Some(TABLE)
+            };
+            if let Some(c) = item.get("chain").filter(|c| ours(c)) {
+                let name = c
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("chain without name: {c}"))?;
+                listing.chains.push(ListedChain {
+                    name: name.to_owned(),
+                    base: c.get("hook").is_some(),
+                });
+            } else if let Some(r) = item.get("rule").filter(|r| ours(r)) {
+                let chain = r
+                    .get("chain")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("rule without chain: {r}"))?;
+                let handle = r
+                    .get("handle")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| format!("rule without handle: {r}"))?;
+                let target = r
+                    .get("expr")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find_map(|e| {
+                        e.get("jump")
+                            .or_else(|| e.get("goto"))
+                            .and_then(|j| j.get("target"))
+                            .and_then(Value::as_str)
+                    });
+                listing.rules.push(ListedRule {
+                    chain: chain.to_owned(),
+                    handle,
+                    comment: r.get("comment").and_then(Value::as_str).map(str::to_owned),
+                    target: target.map(str::to_owned),
+                });
+            }
+        }
+        Ok(listing)
+    }
+
+    /// All parseable attachment tags in the table.
+    pub fn tags(&self) -> BTreeSet<Tag> {
+        self.rules
+            .iter()
+            .filter_map(|r| r.comment.as_deref().and_then(Tag::parse))
+            .collect()
+    }
+}
+
+/// Commands removing every rule of `family` whose tag satisfies `doomed`, and every
+/// per-attachment chain holding or targeted by such a rule (flushed, then deleted),
+/// together with any rule that still jumps to a deleted chain. Rules inside `keep_chain`
+/// are left alone (the caller flushes that chain itself).
+pub fn delete_commands(
+    family: &str,
+    listing: &Listing,
+    keep_chain: Option<&str>,
+    doomed: impl Fn(&Tag) -> bool,
+) -> Vec<Value> {
+    let is_doomed = |r: &ListedRule| {
+        r.comment
+            .as_deref()
+            .and_then(Tag::parse)
+            .is_some_and(|t| doomed(&t))
+    };
+    let per_attachment = |name: &str| {
+        name.starts_with(MAC_CHAIN_PREFIX)
+            && Some(name) != keep_chain
+            && listing.chains.iter().any(|c| c.name == name && !c.base)
+    };
+    let mut chains: BTreeSet<&str> = BTreeSet::new();
+    for r in listing.rules.iter().filter(|r| is_doomed(r)) {
+        if per_attachment(&r.chain) {
+            chains.insert(&r.chain);
+        }
+        if let Some(t) = r.target.as_deref().filter(|t| per_attachment(t)) {
+            chains.insert(t);
+        }
+    }
+    let mut cmds = Vec::new();
+    for r in &listing.rules {
+        if chains.contains(r.chain.as_str()) || Some(r.chain.as_str()) == keep_chain {
+            continue;
+        }
+        let jumps_to_deleted = r.target.as_deref().is_some_and(|t| chains.contains(t));
+        if is_doomed(r) || jumps_to_deleted {
+            cmds.push(delete(json!({"rule": {
+                "family": family, "table": TABLE, "chain": r.chain, "handle": r.handle
+            }})));
+        }
+    }
+    for c in chains {
+        cmds.push(flush(chain(family, c)));
+        cmds.push(delete(chain(family, c)));
+    }
+    cmds
+}
+
+/// The masquerade setup transaction for `tag` and `ips`, replacing whatever `existing`
+/// holds for the same tag.
+pub fn masq_setup(tag: &Tag, ips: &[IpNet], existing: Option<&Listing>) -> Value {
+    let f = MASQ_FAMILY;
+    let mut cmds = vec![
+        add(table(f)),
+        add(chain(f, MASQ_CHAIN)),
+        add(base_chain(
+            f,
+            MASQ_BASE_CHAIN,
+            "nat",
+            "postrouting",
+            MASQ_PRIORITY,
+        )),
+    ];
+    if let Some(listing) = existing {
+        cmds.extend(delete_commands(f, listing, None, |t| t == tag));
+    }
+    cmds.push(flush(chain(f, MASQ_BASE_CHAIN)));
+    let v4_multicast: IpNet = IpNet::V4(ipnet::Ipv4Net::new_assert([224, 0, 0, 0].into(), 4));
+    let v6_multicast: IpNet = IpNet::V6(ipnet::Ipv6Net::new_assert(
+        [0xff00, 0, 0, 0, 0, 0, 0, 0].into(),
+        8,
+    ));
+    cmds.push(add(rule(
+        f,
+        MASQ_BASE_CHAIN,
+        vec![
+            payload_match("==", "ip", "daddr", prefix(&v4_multicast)),
+            json!({"return": null}),
+        ],
+        BASE_COMMENT,
+    )));
+    cmds.push(add(rule(
+        f,
+        MASQ_BASE_CHAIN,
+        vec![
+            payload_match("==", "ip6", "daddr", prefix(&v6_multicast)),
+            json!({"return": null}),
+        ],
+        BASE_COMMENT,
+    )));
+    cmds.push(add(rule(
+        f,
+        MASQ_BASE_CHAIN,
+        vec![json!({"goto": {"target": MASQ_CHAIN}})],
+        BASE_COMMENT,
+    )));
+    let comment = tag.to_string();
+    let mut seen = BTreeSet::new();
+    for ip in ips {
+        if !seen.insert(*ip) {
+            continue;
+        }
+        let proto = match ip {
+            IpNet::V4(_) => "ip",
+            IpNet::V6(_) => "ip6",
+        };
+        cmds.push(add(rule(
+            f,
+            MASQ_CHAIN,
+            vec![
+                payload_match("==", proto, "saddr", json!(ip.addr().to_string())),
+                payload_match("!=", proto, "daddr", prefix(&ip.trunc())),
+                json!({"masquerade": null}),
+            ],
+            &comment,
+        )));
+    }
+    document(cmds)
+}
+
+/// The MAC spoof-check setup transaction, replacing whatever `existing` holds for `tag`.
+pub fn mac_setup(tag: &Tag, host_ifname: &str, mac: &Mac, existing: Option<&Listing>) -> Value {
+    let f = MAC_FAMILY;
+    let chain_name = mac_chain_name(tag.container_id(), tag.ifname());
+    let comment = tag.to_string();
+    let mut cmds = vec![
+        add(table(f)),
+        add(base_chain(
+            f,
+            MAC_BASE_CHAIN,
+            "filter",
+            "prerouting",
+            MAC_PRIORITY,
+        )),
+        add(chain(f, &chain_name)),
+    ];
+    if let Some(listing) = existing {
+        cmds.extend(delete_commands(f, listing, Some(&chain_name), |t| t == tag));
+    }
+    cmds.push(flush(chain(f, &chain_name)));
+    cmds.push(add(rule(
+        f,
+        &chain_name,
+        vec![
+            payload_match("==", "ether", "saddr", json!(format_mac(mac))),
+            json!({"return": null}),
+        ],
+        &comment,
+    )));
+    cmds.push(add(rule(
+        f,
+        &chain_name,
+        vec![json!({"drop": null})],
+        &comment,
+    )));
+    cmds.push(add(rule(
+        f,
+        MAC_BASE_CHAIN,
+        vec![
+            json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": host_ifname}}),
+            json!({"jump": {"target": chain_name}}),
+        ],
+        &comment,
+    )));
+    document(cmds)
+}
+
+/// Removal transaction for `doomed` tags in `listing`, or `None` if there is nothing to do.
+pub fn removal(family: &str, listing: &Listing, doomed: impl Fn(&Tag) -> bool) -> Option<Value> {
+    let cmds = delete_commands(family, listing, None, doomed);
+    if cmds.is_empty() {
+        None
+    } else {
+        Some(document(cmds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masq_tag() -> Tag {
+        Tag::masq("net", "c1", "eth0").unwrap()
+    }
+
+    #[test]
+    fn masq_setup_fresh() {
+        let tag = masq_tag();
+        let c = tag.to_string();
+        let ips: Vec<IpNet> = vec![
+            "10.1.2.5/24".parse().unwrap(),
+            "fd00::5/64".parse().unwrap(),
+            "10.1.2.5/24".parse().unwrap(),
+        ];
+        let got = masq_setup(&tag, &ips, None);
+        let want = json!({"nftables": [
+            {"add": {"table": {"family": "inet", "name": "meta_cni"}}},
+            {"add": {"chain": {"family": "inet", "table": "meta_cni", "name": "masq_checks"}}},
+            {"add": {"chain": {"family": "inet", "table": "meta_cni", "name": "postrouting",
+                "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}},
+            {"flush": {"chain": {"family": "inet", "table": "meta_cni", "name": "postrouting"}}},
+            {"add": {"rule": {"family": "inet", "table": "meta_cni", "chain": "postrouting",
+                "expr": [
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                        "right": {"prefix": {"addr": "224.0.0.0", "len": 4}}}},
+                    {"return": null}
+                ], "comment": "meta-cni:base"}}},
+            {"add": {"rule": {"family": "inet", "table": "meta_cni", "chain": "postrouting",
+                "expr": [
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                        "right": {"prefix": {"addr": "ff00::", "len": 8}}}},
+                    {"return": null}
+                ], "comment": "meta-cni:base"}}},
+            {"add": {"rule": {"family": "inet", "table": "meta_cni", "chain": "postrouting",
+                "expr": [{"goto": {"target": "masq_checks"}}], "comment": "meta-cni:base"}}},
+            {"add": {"rule": {"family": "inet", "table": "meta_cni", "chain": "masq_checks",
+                "expr": [
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                        "right": "10.1.2.5"}},
+                    {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                        "right": {"prefix": {"addr": "10.1.2.0", "len": 24}}}},
+                    {"masquerade": null}
+                ], "comment": c}}},
+            {"add": {"rule": {"family": "inet", "table": "meta_cni", "chain": "masq_checks",
+                "expr": [
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}},
+                        "right": "fd00::5"}},
+                    {"match": {"op": "!=", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                        "right": {"prefix": {"addr": "fd00::", "len": 64}}}},
+                    {"masquerade": null}
+                ], "comment": c}}},
+        ]});
+        assert_eq!(got, want);
+    }
+
+    fn listed(chain: &str, handle: u64, comment: Option<&str>, target: Option<&str>) -> ListedRule {
+        ListedRule {
+            chain: chain.into(),
+            handle,
+            comment: comment.map(Into::into),
+            target: target.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn masq_setup_replaces_only_own_rules() {
+        let tag = masq_tag();
+        let other = Tag::masq("net", "c2", "eth0").unwrap().to_string();
+        let other_net = Tag::masq("net2", "c1", "eth0").unwrap().to_string();
+        let listing = Listing {
+            chains: vec![
+                ListedChain {
+                    name: "postrouting".into(),
+                    base: true,
+                },
+                ListedChain {
+                    name: "masq_checks".into(),
+                    base: false,
+                },
+            ],
+            rules: vec![
+                listed("postrouting", 2, Some(BASE_COMMENT), None),
+                listed("postrouting", 4, Some(BASE_COMMENT), Some("masq_checks")),
+                listed("masq_checks", 5, Some(&tag.to_string()), None),
+                listed("masq_checks", 6, Some(&other), None),
+                listed("masq_checks", 7, Some(&other_net), None),
+                listed("masq_checks", 8, Some(&tag.to_string()), None),
+                listed("masq_checks", 9, None, None),
+            ],
+        };
+        let doc = masq_setup(&tag, &[], Some(&listing));
+        let cmds = doc["nftables"].as_array().unwrap();
+        let deletes: Vec<&Value> = cmds.iter().filter(|c| c.get("delete").is_some()).collect();
+        assert_eq!(
+            deletes,
+            vec![
+                &json!({"delete": {"rule": {"family": "inet", "table": "meta_cni", "chain": "masq_checks", "handle": 5}}}),
+                &json!({"delete": {"rule": {"family": "inet", "table": "meta_cni", "chain": "masq_checks", "handle": 8}}}),
+            ]
+        );
+        // deletions come before the flush of the base chain
+        let pos = |k: &str| cmds.iter().position(|c| c.get(k).is_some()).unwrap();
+        assert!(pos("delete") < pos("flush"));
+    }
+
+    #[test]
+    fn mac_setup_shape() {
+        let tag = Tag::mac_spoof_chk("c1", "eth0").unwrap();
+        let chain = mac_chain_name("c1", "eth0");
+        assert!(chain.starts_with("mac_") && chain.len() == 20);
+        let c = tag.to_string();
+        let existing = Listing {
+            chains: vec![
+                ListedChain {
+                    name: "prerouting".into(),
+                    base: true,
+                },
+                ListedChain {
+                    name: chain.clone(),
+                    base: false,
+                },
+            ],
+            rules: vec![
+                listed("prerouting", 3, Some(&c), Some(&chain)),
+                listed(&chain, 4, Some(&c), None),
+                listed(&chain, 5, Some(&c), None),
+            ],
+        };
+        let got = mac_setup(&tag, "veth1", &[0x02, 0, 0, 0, 0xab, 1], Some(&existing));
+        let want = json!({"nftables": [
+            {"add": {"table": {"family": "bridge", "name": "meta_cni"}}},
+            {"add": {"chain": {"family": "bridge", "table": "meta_cni", "name": "prerouting",
+                "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept"}}},
+            {"add": {"chain": {"family": "bridge", "table": "meta_cni", "name": chain}}},
+            {"delete": {"rule": {"family": "bridge", "table": "meta_cni", "chain": "prerouting", "handle": 3}}},
+            {"flush": {"chain": {"family": "bridge", "table": "meta_cni", "name": chain}}},
+            {"add": {"rule": {"family": "bridge", "table": "meta_cni", "chain": chain,
+                "expr": [
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ether", "field": "saddr"}},
+                        "right": "02:00:00:00:ab:01"}},
+                    {"return": null}
+                ], "comment": c}}},
+            {"add": {"rule": {"family": "bridge", "table": "meta_cni", "chain": chain,
+                "expr": [{"drop": null}], "comment": c}}},
+            {"add": {"rule": {"family": "bridge", "table": "meta_cni", "chain": "prerouting",
+                "expr": [
+                    {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "veth1"}},
+                    {"jump": {"target": chain}}
+                ], "comment": c}}},
+        ]});
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn mac_removal_deletes_jump_then_chain() {
+        let keep = Tag::mac_spoof_chk("c1", "eth0").unwrap();
+        let gone = Tag::mac_spoof_chk("c2", "eth0").unwrap();
+        let (kc, gc) = (mac_chain_name("c1", "eth0"), mac_chain_name("c2", "eth0"));
+        let listing = Listing {
+            chains: vec![
+                ListedChain {
+                    name: "prerouting".into(),
+                    base: true,
+                },
+                ListedChain {
+                    name: kc.clone(),
+                    base: false,
+                },
+                ListedChain {
+                    name: gc.clone(),
+                    base: false,
+                },
+            ],
+            rules: vec![
+                listed("prerouting", 3, Some(&keep.to_string()), Some(&kc)),
+                listed("prerouting", 6, Some(&gone.to_string()), Some(&gc)),
+                listed(&kc, 4, Some(&keep.to_string()), None),
+                listed(&gc, 7, Some(&gone.to_string()), None),
+                listed(&gc, 8, Some(&gone.to_string()), None),
+            ],
+        };
+        let got = removal(MAC_FAMILY, &listing, |t| *t == gone).unwrap();
+        let want = json!({"nftables": [
+            {"delete": {"rule": {"family": "bridge", "table": "meta_cni", "chain": "prerouting", "handle": 6}}},
+            {"flush": {"chain": {"family": "bridge", "table": "meta_cni", "name": gc}}},
+            {"delete": {"chain": {"family": "bridge", "table": "meta_cni", "name": gc}}},
+        ]});
+        assert_eq!(got, want);
+        assert!(removal(MAC_FAMILY, &listing, |_| false).is_none());
+        assert!(removal(MAC_FAMILY, &Listing::default(), |_| true).is_none());
+    }
+
+    #[test]
+    fn parse_real_listing() {
+        let c = Tag::mac_spoof_chk("c1", "eth0").unwrap().to_string();
+        let text = format!(
+            r#"{{"nftables": [{{"metainfo": {{"version": "1.0.6", "json_schema_version": 1}}}},
+            {{"table": {{"family": "bridge", "name": "meta_cni", "handle": 1}}}},
+            {{"chain": {{"family": "bridge", "table": "meta_cni", "name": "prerouting", "handle": 1, "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept"}}}},
+            {{"chain": {{"family": "bridge", "table": "meta_cni", "name": "mac_x", "handle": 2}}}},
+            {{"rule": {{"family": "bridge", "table": "meta_cni", "chain": "prerouting", "handle": 5, "comment": "{c}", "expr": [{{"match": {{"op": "==", "left": {{"meta": {{"key": "iifname"}}}}, "right": "veth1"}}}}, {{"jump": {{"target": "mac_x"}}}}]}}}},
+            {{"rule": {{"family": "bridge", "table": "meta_cni", "chain": "mac_x", "handle": 6, "expr": [{{"drop": null}}]}}}},
+            {{"rule": {{"family": "bridge", "table": "other", "chain": "mac_x", "handle": 7, "expr": []}}}}]}}"#
+        );
+        let l = Listing::parse("bridge", &text).unwrap();
+        assert_eq!(
+            l.chains,
+            vec![
+                ListedChain {
+                    name: "prerouting".into(),
+                    base: true
+                },
+                ListedChain {
+                    name: "mac_x".into(),
+                    base: false
+                },
+            ]
+        );
+        assert_eq!(
+            l.rules,
+            vec![
+                listed("prerouting", 5, Some(&c), Some("mac_x")),
+                listed("mac_x", 6, None, None),
+            ]
+        );
+        assert_eq!(l.tags().len(), 1);
+        assert!(Listing::parse("bridge", "{}").is_err());
+        assert!(Listing::parse("bridge", "garbage").is_err());
+    }
+}

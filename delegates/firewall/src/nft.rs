@@ -1,0 +1,322 @@
+//! The real driver: runs the `nft` binary.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::Value;
+
+use crate::doc::{self, Listing};
+use crate::error::{Error, Result};
+use crate::tag::{Tag, validate_ifname};
+use crate::{Firewall, Mac};
+
+/// Default lock file serialising list-then-modify sequences between plugin processes.
+pub const DEFAULT_LOCK_PATH: &str = "/run/meta-cni/firewall.lock";
+
+const NFT_FALLBACK_PATHS: &[&str] = &[
+    "/usr/sbin/nft",
+    "/sbin/nft",
+    "/usr/local/sbin/nft",
+    "/usr/bin/nft",
+    "/bin/nft",
+];
+
+/// nftables driver. Every operation runs `nft` as a child of the calling thread, so the
+/// rules land in the network namespace of that thread; all read-modify-write sequences
+/// hold an exclusive `flock` on the lock file and each modification is one atomic
+/// `nft -j -f -` transaction.
+#[derive(Debug, Clone)]
+pub struct Nftables {
+    nft: Option<PathBuf>,
+    lock_path: PathBuf,
+}
+
+impl Default for Nftables {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Nftables {
+    /// A driver that finds `nft` in `$PATH` (then `/usr/sbin`, `/sbin`, ...) and locks
+    /// [`DEFAULT_LOCK_PATH`].
+    pub fn new() -> Self {
+        Nftables {
+            nft: None,
+            lock_path: PathBuf::from(DEFAULT_LOCK_PATH),
+        }
+    }
+
+    /// Uses `path` as the lock file (its directory is created on demand).
+    pub fn with_lock_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.lock_path = path.into();
+        self
+    }
+
+    /// Uses `path` as the `nft` executable instead of searching for it.
+    pub fn with_nft_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nft = Some(path.into());
+        self
+    }
+
+    /// The lock file in use.
+    pub fn lock_path(&self) -> &Path {
+        &self.lock_path
+    }
+
+    fn nft_binary(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.nft {
+            return Ok(p.clone());
+        }
+        let path_dirs = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let candidates = path_dirs
+            .iter()
+            .map(|d| d.join("nft"))
+            .chain(NFT_FALLBACK_PATHS.iter().map(PathBuf::from));
+        for c in candidates {
+            if let Ok(meta) = std::fs::metadata(&c)
+                && meta.is_file()
+                && meta.permissions().mode() & 0o111 != 0
+            {
+                return Ok(c);
+            }
+        }
+        Err(Error::NftNotFound {
+            searched: format!("$PATH, {}", NFT_FALLBACK_PATHS.join(", ")),
+        })
+    }
+
+    fn lock(&self) -> Result<Flock<File>> {
+        let err = |message: String| Error::Lock {
+            path: self.lock_path.clone(),
+            message,
+        };
+        if let Some(dir) = self
+            .lock_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&self.lock_path)
+            .map_err(|e| err(format!("cannot open: {e}")))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| err(format!("flock: {e}")))
+    }
+
+    /// Runs `nft` with `args`, feeding `stdin`; returns stdout on success.
+    fn run(&self, operation: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
+        let program = self.nft_binary()?;
+        let mut child = Command::new(&program)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    Error::NftNotFound {
+                        searched: program.display().to_string(),
+                    }
+                } else {
+                    Error::Spawn {
+                        program: program.clone(),
+                        source,
+                    }
+                }
+            })?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A write error (EPIPE) means nft exited early; its stderr explains why.
+            if let Err(e) = pipe.write_all(input) {
+                tracing::debug!("writing to nft stdin failed: {e}");
+            }
+        }
+        let out = child.wait_with_output().map_err(|source| Error::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        if out.status.success() {
+            return String::from_utf8(out.stdout).map_err(|e| Error::Parse {
+                operation: operation.to_owned(),
+                message: e.to_string(),
+            });
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        Err(classify(operation, out.status.to_string(), stderr))
+    }
+
+    fn apply(&self, document: &Value) -> Result<()> {
+        let text = document.to_string();
+        tracing::debug!(document = %text, "nft -j -f -");
+        self.run("apply", &["-j", "-f", "-"], Some(text.as_bytes()))
+            .map(|_| ())
+    }
+
+    /// Lists our table of `family`; `None` if it does not exist.
+    fn list(&self, family: &str) -> Result<Option<Listing>> {
+        let operation = format!("list table {family} {}", doc::TABLE);
+        match self.run(
+            &operation,
+            &["-j", "list", "table", family, doc::TABLE],
+            None,
+        ) {
+            Ok(out) => Listing::parse(family, &out)
+                .map(Some)
+                .map_err(|message| Error::Parse { operation, message }),
+            Err(Error::Nft { stderr, .. }) if stderr.contains("No such file or directory") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn remove(&self, family: &str, doomed: impl Fn(&Tag) -> bool) -> Result<()> {
+        let _lock = self.lock()?;
+        let Some(listing) = self.list(family)? else {
+            return Ok(());
+        };
+        match doc::removal(family, &listing, doomed) {
+            Some(document) => self.apply(&document),
+            None => Ok(()),
+        }
+    }
+
+    /// The attachment tags currently present in both tables (deduplicated).
+    pub fn list_attachments(&self) -> Result<BTreeSet<Tag>> {
+        let _lock = self.lock()?;
+        let mut tags = BTreeSet::new();
+        for family in [doc::MASQ_FAMILY, doc::MAC_FAMILY] {
+            if let Some(listing) = self.list(family)? {
+                tags.extend(listing.tags());
+            }
+        }
+        Ok(tags)
+    }
+}
+
+fn classify(operation: &str, status: String, stderr: String) -> Error {
+    if stderr.contains("Operation not permitted") || stderr.contains("Permission denied") {
+        Error::PermissionDenied { stderr }
+    } else if stderr.contains("Protocol not supported")
+        || stderr.contains("Operation not supported")
+        || stderr.contains("Address family not supported")
+    {
+        Error::KernelUnsupported { stderr }
+    } else {
+        Error::Nft {
+            operation: operation.to_owned(),
+            status,
+            stderr,
+        }
+    }
+}
+
+impl Firewall for Nftables {
+    fn setup_masq(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        ips: &[IpNet],
+    ) -> Result<()> {
+        let tag = Tag::masq(network, container_id, ifname)?;
+        let _lock = self.lock()?;
+        let existing = self.list(doc::MASQ_FAMILY)?;
+        self.apply(&doc::masq_setup(&tag, ips, existing.as_ref()))
+    }
+
+    fn teardown_masq(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
+        let tag = Tag::masq(network, container_id, ifname)?;
+        self.remove(doc::MASQ_FAMILY, |t| *t == tag)
+    }
+
+    fn setup_macspoofchk(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        host_ifname: &str,
+        mac: Mac,
+    ) -> Result<()> {
+        let tag = Tag::mac_spoof_chk(container_id, ifname)?;
+        validate_ifname("host_ifname", host_ifname)?;
+        let _lock = self.lock()?;
+        let existing = self.list(doc::MAC_FAMILY)?;
+        self.apply(&doc::mac_setup(&tag, host_ifname, &mac, existing.as_ref()))
+    }
+
+    fn teardown_macspoofchk(&self, container_id: &str, ifname: &str) -> Result<()> {
+        let tag = Tag::mac_spoof_chk(container_id, ifname)?;
+        self.remove(doc::MAC_FAMILY, |t| *t == tag)
+    }
+
+    fn gc(&self, valid: &HashSet<(String, String)>) -> Result<()> {
+        self.remove(doc::MASQ_FAMILY, |t| !t.is_in(valid))?;
+        self.remove(doc::MAC_FAMILY, |t| !t.is_in(valid))
+    }
+
+    fn list_attachments(&self) -> Result<BTreeSet<Tag>> {
+        Nftables::list_attachments(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_errors() {
+        let e = classify(
+            "apply",
+            "1".into(),
+            "netlink: Error: Protocol not supported".into(),
+        );
+        assert!(matches!(e, Error::KernelUnsupported { .. }));
+        assert!(e.to_string().contains("modprobe"));
+        let e = classify("apply", "1".into(), "Error: Operation not permitted".into());
+        assert!(matches!(e, Error::PermissionDenied { .. }));
+        assert!(e.to_string().contains("CAP_NET_ADMIN"));
+        let e = classify("apply", "1".into(), "Error: syntax".into());
+        assert!(matches!(e, Error::Nft { .. }));
+    }
+
+    #[test]
+    fn missing_binary_is_actionable() {
+        let fw = Nftables::new()
+            .with_nft_binary("/nonexistent/nft")
+            .with_lock_path(std::env::temp_dir().join("meta-firewall-test-missing.lock"));
+        let err = fw.teardown_masq("n", "c1", "eth0").unwrap_err();
+        assert!(matches!(err, Error::NftNotFound { .. }), "{err}");
+        assert!(err.to_string().contains("install the nftables package"));
+    }
+
+    #[test]
+    fn invalid_input_rejected_before_running_nft() {
+        let fw = Nftables::new().with_nft_binary("/nonexistent/nft");
+        assert!(matches!(
+            fw.setup_macspoofchk("c1", "eth0", "bad name", [0; 6]),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            fw.teardown_masq("n", "-bad", "eth0"),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+}
