@@ -7,6 +7,7 @@ pub mod args;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod invoke;
 pub mod plugin;
 pub mod result;
 pub mod version;
