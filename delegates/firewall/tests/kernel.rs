@@ -1,0 +1,577 @@
+//! Kernel tests: need root and `nft`; they FAIL (not skip) otherwise.
+//!
+//! Every test runs on a fresh thread that first unshares its network namespace, and runs
+//! all `nft`/`ip` commands from that thread (or from worker threads that unshared their
+//! own namespaces), so the host's ruleset and links are never touched. The namespaces
+//! disappear when the threads exit.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use meta_firewall::{Firewall, Mac, Nftables, Tag};
+use nix::sched::{CloneFlags, unshare};
+use serde_json::Value;
+
+fn netns_id() -> PathBuf {
+    std::fs::read_link("/proc/thread-self/ns/net").expect("read /proc/thread-self/ns/net")
+}
+
+/// Moves the current thread into a brand-new network namespace, checking that it did.
+fn enter_fresh_netns() {
+    let before = netns_id();
+    unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET) (are we root?)");
+    assert_ne!(
+        netns_id(),
+        before,
+        "still in the original network namespace"
+    );
+}
+
+/// Runs `f` on a new thread inside a new network namespace.
+fn in_netns<R: Send + 'static>(f: impl FnOnce(&Nftables) -> R + Send + 'static) -> R {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "kernel tests must run as root (they only touch network namespaces they create)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fw = Nftables::new().with_lock_path(dir.path().join("lock/firewall.lock"));
+    let res = std::thread::spawn(move || {
+        enter_fresh_netns();
+        let r = f(&fw);
+        drop(dir);
+        r
+    })
+    .join();
+    match res {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Rules of the current thread's ruleset as JSON objects.
+fn rules() -> Vec<Value> {
+    let v: Value = serde_json::from_str(&run(&["nft", "-j", "list", "ruleset"])).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule").cloned())
+        .collect()
+}
+
+fn chains() -> Vec<Value> {
+    let v: Value = serde_json::from_str(&run(&["nft", "-j", "list", "ruleset"])).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("chain").cloned())
+        .collect()
+}
+
+fn rules_tagged(tag: &Tag) -> Vec<Value> {
+    let t = tag.to_string();
+    rules()
+        .into_iter()
+        .filter(|r| r["comment"].as_str() == Some(&t))
+        .collect()
+}
+
+fn masq_tag(net: &str, id: &str, ifname: &str) -> Tag {
+    Tag::masq(net, id, ifname).unwrap()
+}
+
+fn mac_tag(id: &str, ifname: &str) -> Tag {
+    Tag::mac_spoof_chk(id, ifname).unwrap()
+}
+
+fn nets(s: &[&str]) -> Vec<IpNet> {
+    s.iter().map(|n| n.parse().unwrap()).collect()
+}
+
+const MAC1: Mac = [0x02, 0, 0, 0, 0, 0x01];
+
+#[test]
+fn masq_setup_is_idempotent_and_has_expected_expressions() {
+    in_netns(|fw| {
+        let ips = nets(&["10.1.2.5/24", "fd00:1::5/64"]);
+        fw.setup_masq("net a", "c1", "eth0", &ips).unwrap();
+        fw.setup_masq("net a", "c1", "eth0", &ips).unwrap();
+        let tag = masq_tag("net a", "c1", "eth0");
+        let ours = rules_tagged(&tag);
+        assert_eq!(ours.len(), 2, "{ours:#?}");
+        let v4 = ours
+            .iter()
+            .find(|r| r["expr"][0]["match"]["right"] == "10.1.2.5")
+            .expect("v4 rule");
+        assert_eq!(v4["family"], "inet");
+        assert_eq!(v4["table"], "meta_cni");
+        assert_eq!(v4["chain"], "masq_checks");
+        assert_eq!(
+            v4["expr"][0]["match"]["left"],
+            serde_json::json!({"payload": {"protocol": "ip", "field": "saddr"}})
+        );
+        assert_eq!(
+            v4["expr"][1],
+            serde_json::json!({"match": {"op": "!=",
+                "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                "right": {"prefix": {"addr": "10.1.2.0", "len": 24}}}})
+        );
+        assert_eq!(v4["expr"][2], serde_json::json!({"masquerade": null}));
+        let v6 = ours
+            .iter()
+            .find(|r| r["expr"][0]["match"]["right"] == "fd00:1::5")
+            .expect("v6 rule");
+        assert_eq!(
+            v6["expr"][1]["match"]["right"],
+            serde_json::json!({"prefix": {"addr": "fd00:1::", "len": 64}})
+        );
+
+        // the base chain: nat hook postrouting priority srcnat, multicast excluded, 3 rules
+        let pr = chains()
+            .into_iter()
+            .find(|c| c["family"] == "inet" && c["name"] == "postrouting")
+            .expect("postrouting chain");
+        assert_eq!(pr["type"], "nat");
+        assert_eq!(pr["hook"], "postrouting");
+        assert_eq!(pr["prio"], 100);
+        let base: Vec<Value> = rules()
+            .into_iter()
+            .filter(|r| r["family"] == "inet" && r["chain"] == "postrouting")
+            .collect();
+        assert_eq!(base.len(), 3, "{base:#?}");
+        assert_eq!(
+            base[0]["expr"][0]["match"]["right"],
+            serde_json::json!({"prefix": {"addr": "224.0.0.0", "len": 4}})
+        );
+        assert_eq!(
+            base[1]["expr"][0]["match"]["right"],
+            serde_json::json!({"prefix": {"addr": "ff00::", "len": 8}})
+        );
+        assert_eq!(
+            base[2]["expr"][0],
+            serde_json::json!({"goto": {"target": "masq_checks"}})
+        );
+
+        // re-setup with other IPs replaces, other attachments are kept
+        fw.setup_masq("net b", "c1", "eth0", &nets(&["10.7.0.2/16"]))
+            .unwrap();
+        fw.setup_masq("net a", "c1", "eth0", &nets(&["10.1.2.6/24"]))
+            .unwrap();
+        let ours = rules_tagged(&tag);
+        assert_eq!(ours.len(), 1);
+        assert_eq!(ours[0]["expr"][0]["match"]["right"], "10.1.2.6");
+        assert_eq!(rules_tagged(&masq_tag("net b", "c1", "eth0")).len(), 1);
+        assert_eq!(
+            rules()
+                .iter()
+                .filter(|r| r["family"] == "inet" && r["chain"] == "postrouting")
+                .count(),
+            3
+        );
+    });
+}
+
+#[test]
+fn teardown_twice_and_without_anything() {
+    in_netns(|fw| {
+        // nothing at all: no tables
+        fw.teardown_masq("n", "c1", "eth0").unwrap();
+        fw.teardown_macspoofchk("c1", "eth0").unwrap();
+        fw.gc(&HashSet::new()).unwrap();
+        assert!(fw.list_attachments().unwrap().is_empty());
+        assert!(rules().is_empty());
+
+        fw.setup_masq("n", "c1", "eth0", &nets(&["10.0.0.2/24"]))
+            .unwrap();
+        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
+        assert_eq!(
+            fw.list_attachments().unwrap(),
+            BTreeSet::from([masq_tag("n", "c1", "eth0"), mac_tag("c1", "eth0")])
+        );
+        // teardown of another key leaves ours alone
+        fw.teardown_masq("other", "c1", "eth0").unwrap();
+        fw.teardown_macspoofchk("c1", "eth1").unwrap();
+        assert_eq!(fw.list_attachments().unwrap().len(), 2);
+
+        for _ in 0..2 {
+            fw.teardown_masq("n", "c1", "eth0").unwrap();
+            fw.teardown_macspoofchk("c1", "eth0").unwrap();
+        }
+        assert!(fw.list_attachments().unwrap().is_empty());
+        // only the base rules of the masquerade table remain; per-attachment chain gone
+        let left: Vec<Value> = rules();
+        assert!(
+            left.iter().all(|r| r["comment"] == "meta-cni:base"),
+            "{left:#?}"
+        );
+        assert!(
+            chains()
+                .iter()
+                .all(|c| !c["name"].as_str().unwrap().starts_with("mac_"))
+        );
+    });
+}
+
+#[test]
+fn macspoofchk_setup_is_idempotent() {
+    in_netns(|fw| {
+        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
+        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
+        let tag = mac_tag("c1", "eth0");
+        let ours = rules_tagged(&tag);
+        assert_eq!(ours.len(), 3, "{ours:#?}");
+        let jump = ours
+            .iter()
+            .find(|r| r["chain"] == "prerouting")
+            .expect("jump rule");
+        assert_eq!(jump["family"], "bridge");
+        assert_eq!(
+            jump["expr"][0],
+            serde_json::json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "veth1"}})
+        );
+        let chain = jump["expr"][1]["jump"]["target"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let inner: Vec<&Value> = ours
+            .iter()
+            .filter(|r| r["chain"] == chain.as_str())
+            .collect();
+        assert_eq!(inner.len(), 2);
+        assert_eq!(
+            inner[0]["expr"],
+            serde_json::json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ether", "field": "saddr"}},
+                    "right": "02:00:00:00:00:01"}},
+                {"return": null}
+            ])
+        );
+        assert_eq!(inner[1]["expr"], serde_json::json!([{"drop": null}]));
+        let pre = chains()
+            .into_iter()
+            .find(|c| c["family"] == "bridge" && c["name"] == "prerouting")
+            .unwrap();
+        assert_eq!(pre["type"], "filter");
+        assert_eq!(pre["hook"], "prerouting");
+        assert_eq!(pre["prio"], -300);
+
+        // new host interface and MAC replace the old ones
+        fw.setup_macspoofchk("c1", "eth0", "veth9", [2, 0, 0, 0, 0, 9])
+            .unwrap();
+        let ours = rules_tagged(&tag);
+        assert_eq!(ours.len(), 3);
+        assert!(
+            ours.iter()
+                .any(|r| r["expr"][0]["match"]["right"] == "veth9")
+        );
+        assert!(
+            ours.iter()
+                .any(|r| r["expr"][0]["match"]["right"] == "02:00:00:00:00:09")
+        );
+    });
+}
+
+#[test]
+fn gc_removes_only_invalid_attachments() {
+    in_netns(|fw| {
+        fw.setup_masq("n1", "c1", "eth0", &nets(&["10.0.0.2/24"]))
+            .unwrap();
+        fw.setup_masq("n2", "c1", "eth0", &nets(&["10.0.1.2/24"]))
+            .unwrap();
+        fw.setup_masq("n1", "c2", "eth0", &nets(&["10.0.0.3/24"]))
+            .unwrap();
+        fw.setup_masq("n1", "c1", "net1", &nets(&["10.0.0.4/24"]))
+            .unwrap();
+        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
+        fw.setup_macspoofchk("c3", "eth0", "veth3", MAC1).unwrap();
+        assert_eq!(fw.list_attachments().unwrap().len(), 6);
+
+        let valid = HashSet::from([("c1".to_owned(), "eth0".to_owned())]);
+        fw.gc(&valid).unwrap();
+        assert_eq!(
+            fw.list_attachments().unwrap(),
+            BTreeSet::from([
+                masq_tag("n1", "c1", "eth0"),
+                masq_tag("n2", "c1", "eth0"),
+                mac_tag("c1", "eth0"),
+            ])
+        );
+        let mac_chains: Vec<String> = chains()
+            .iter()
+            .filter_map(|c| c["name"].as_str().filter(|n| n.starts_with("mac_")))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(mac_chains.len(), 1, "{mac_chains:?}");
+        fw.gc(&valid).unwrap();
+        assert_eq!(fw.list_attachments().unwrap().len(), 3);
+        fw.gc(&HashSet::new()).unwrap();
+        assert!(fw.list_attachments().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn foreign_rules_in_our_table_survive() {
+    in_netns(|fw| {
+        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
+        run(&[
+            "nft",
+            "add",
+            "rule",
+            "bridge",
+            "meta_cni",
+            "prerouting",
+            "counter",
+            "comment",
+            "\"admin\"",
+        ]);
+        fw.gc(&HashSet::new()).unwrap();
+        let left = rules();
+        assert_eq!(left.len(), 1, "{left:#?}");
+        assert_eq!(left[0]["comment"], "admin");
+    });
+}
+
+#[test]
+fn concurrent_setup_and_teardown_in_one_namespace() {
+    in_netns(|fw| {
+        // worker threads join this thread's namespace with setns()
+        let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+        let handles: Vec<JoinHandle<()>> = (0..8)
+            .map(|i| {
+                let fw = fw.clone();
+                let ns = ns.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+                    let id = format!("c{i}");
+                    let ip = nets(&[&format!("10.0.0.{}/24", i + 2)]);
+                    for _ in 0..3 {
+                        fw.setup_masq("n", &id, "eth0", &ip).unwrap();
+                        fw.setup_macspoofchk(&id, "eth0", &format!("veth{i}"), MAC1)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(fw.list_attachments().unwrap().len(), 16);
+        assert_eq!(rules().len(), 3 + 8 + 8 * 3);
+        let handles: Vec<JoinHandle<()>> = (0..8)
+            .map(|i| {
+                let fw = fw.clone();
+                let ns = ns.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+                    let id = format!("c{i}");
+                    fw.teardown_masq("n", &id, "eth0").unwrap();
+                    fw.teardown_macspoofchk(&id, "eth0").unwrap();
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert!(fw.list_attachments().unwrap().is_empty());
+    });
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread living in its own fresh network namespace, running jobs on request.
+struct NsWorker {
+    tx: Option<mpsc::Sender<Job>>,
+    tid: i32,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl NsWorker {
+    fn new() -> NsWorker {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            enter_fresh_netns();
+            tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            for job in rx {
+                job();
+            }
+        });
+        let tid = tid_rx.recv().expect("worker failed to start");
+        NsWorker {
+            tx: Some(tx),
+            tid,
+            handle: Some(handle),
+        }
+    }
+
+    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (rtx, rrx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Box::new(move || {
+                let _ = rtx.send(f());
+            }))
+            .unwrap();
+        rrx.recv().expect("job panicked in worker namespace")
+    }
+
+    fn sh(&self, args: &'static [&'static str]) {
+        self.run(move || {
+            run(args);
+        })
+    }
+}
+
+impl Drop for NsWorker {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Sends a few datagrams from `from` to `to`; returns the source address seen by the
+/// receiver, or `None` if nothing arrived.
+fn udp_probe(
+    from: &NsWorker,
+    src: &'static str,
+    to: &NsWorker,
+    dst: &'static str,
+) -> Option<std::net::IpAddr> {
+    let rx = to.run(move || UdpSocket::bind(dst).unwrap());
+    rx.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let tx = from.run(move || UdpSocket::bind(src).unwrap());
+    let mut buf = [0u8; 16];
+    for _ in 0..3 {
+        // errors (e.g. EHOSTUNREACH after failed ARP) just mean "did not arrive"
+        let _ = tx.send_to(b"probe", dst);
+        if let Ok((_, peer)) = rx.recv_from(&mut buf) {
+            return Some(peer.ip());
+        }
+    }
+    None
+}
+
+/// Bridge `br0` in the test namespace, two "containers" on it, plus an "outside" host
+/// reached through a routed veth:
+///
+/// ```text
+///  c1 10.9.0.1 ─ h1 ┐
+///                   br0 10.9.0.254 (test ns, forwarding) ── out0 192.168.50.1 ── out1 192.168.50.2 (outside)
+///  c2 10.9.0.2 ─ h2 ┘
+/// ```
+struct Topology {
+    c1: NsWorker,
+    c2: NsWorker,
+    outside: NsWorker,
+}
+
+fn topology() -> Topology {
+    let c1 = NsWorker::new();
+    let c2 = NsWorker::new();
+    let outside = NsWorker::new();
+    run(&["ip", "link", "add", "br0", "type", "bridge"]);
+    run(&["ip", "addr", "add", "10.9.0.254/24", "dev", "br0"]);
+    run(&["ip", "link", "set", "br0", "up"]);
+    for (host, peer, mac, w) in [
+        ("h1", "c1", "02:00:00:00:00:01", &c1),
+        ("h2", "c2", "02:00:00:00:00:02", &c2),
+    ] {
+        run(&[
+            "ip", "link", "add", host, "type", "veth", "peer", "name", peer,
+        ]);
+        run(&["ip", "link", "set", peer, "address", mac]);
+        run(&["ip", "link", "set", host, "master", "br0", "up"]);
+        run(&["ip", "link", "set", peer, "netns", &w.tid.to_string()]);
+    }
+    run(&[
+        "ip", "link", "add", "out0", "type", "veth", "peer", "name", "out1",
+    ]);
+    run(&["ip", "addr", "add", "192.168.50.1/24", "dev", "out0"]);
+    run(&["ip", "link", "set", "out0", "up"]);
+    run(&[
+        "ip",
+        "link",
+        "set",
+        "out1",
+        "netns",
+        &outside.tid.to_string(),
+    ]);
+    run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    c1.sh(&["ip", "addr", "add", "10.9.0.1/24", "dev", "c1"]);
+    c1.sh(&["ip", "link", "set", "c1", "up"]);
+    c1.sh(&["ip", "route", "add", "default", "via", "10.9.0.254"]);
+    c2.sh(&["ip", "addr", "add", "10.9.0.2/24", "dev", "c2"]);
+    c2.sh(&["ip", "link", "set", "c2", "up"]);
+    outside.sh(&["ip", "addr", "add", "192.168.50.2/24", "dev", "out1"]);
+    outside.sh(&["ip", "link", "set", "out1", "up"]);
+    Topology { c1, c2, outside }
+}
+
+#[test]
+fn macspoofchk_drops_spoofed_frames() {
+    in_netns(|fw| {
+        let t = topology();
+        let probe = |t: &Topology| udp_probe(&t.c1, "10.9.0.1:0", &t.c2, "10.9.0.2:4000");
+        assert!(probe(&t).is_some(), "no connectivity without rules");
+
+        fw.setup_macspoofchk("ctr1", "eth0", "h1", [2, 0, 0, 0, 0, 1])
+            .unwrap();
+        fw.setup_macspoofchk("ctr1", "eth0", "h1", [2, 0, 0, 0, 0, 1])
+            .unwrap();
+        assert!(probe(&t).is_some(), "right MAC must pass");
+
+        t.c1.sh(&["ip", "link", "set", "c1", "address", "02:00:00:00:00:66"]);
+        assert!(probe(&t).is_none(), "spoofed MAC must be dropped");
+
+        fw.teardown_macspoofchk("ctr1", "eth0").unwrap();
+        assert!(probe(&t).is_some(), "teardown must lift the check");
+    });
+}
+
+#[test]
+fn masquerade_rewrites_source_leaving_the_subnet() {
+    in_netns(|fw| {
+        let t = topology();
+        let probe = |t: &Topology| udp_probe(&t.c1, "10.9.0.1:0", &t.outside, "192.168.50.2:4000");
+        let plain: std::net::IpAddr = "10.9.0.1".parse().unwrap();
+        let masq: std::net::IpAddr = "192.168.50.1".parse().unwrap();
+        assert_eq!(probe(&t), Some(plain));
+
+        fw.setup_masq("net", "ctr1", "eth0", &nets(&["10.9.0.1/24"]))
+            .unwrap();
+        assert_eq!(probe(&t), Some(masq));
+        // inside the subnet: not masqueraded (bridged to c2, source unchanged)
+        assert_eq!(
+            udp_probe(&t.c1, "10.9.0.1:0", &t.c2, "10.9.0.2:4001"),
+            Some(plain)
+        );
+
+        fw.teardown_masq("net", "ctr1", "eth0").unwrap();
+        // new flow (new source port) after teardown is not masqueraded
+        assert_eq!(probe(&t), Some(plain));
+    });
+}
