@@ -149,8 +149,18 @@ impl NetConf {
     /// Deserializes the object into a plugin's typed config (unknown keys ignored by the
     /// target type); errors are code 7 and name the field serde reports.
     pub fn typed<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(Value::Object(self.raw.clone())).map_err(|e| {
-            Error::config(format!("invalid {} configuration: {e}", self.plugin_type()))
+        let v = Value::Object(self.raw.clone());
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                Error::config(format!("invalid {} configuration: {inner}", self.plugin_type()))
+            } else {
+                Error::config(format!(
+                    "invalid {} configuration: field {path:?}: {inner}",
+                    self.plugin_type()
+                ))
+            }
         })
     }
 
@@ -367,6 +377,20 @@ mod tests {
         let c = NetConf::parse(br#"{"cniVersion":"0.4.0","name":"n","prevResult":{"ips":[{"version":"4","address":"10.0.0.2/24"}]}}"#).unwrap();
         let p = c.prev_result().unwrap().unwrap();
         assert_eq!(p.ips[0].address.to_string(), "10.0.0.2/24");
+    }
+
+    #[test]
+    fn typed_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            #[serde(rename = "isGateway", default)]
+            is_gateway: bool,
+        }
+        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","isGateway":"yes"}"#).unwrap();
+        let e = c.typed::<T>().unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("\"isGateway\""), "{}", e.msg);
     }
 
     #[test]
