@@ -37,6 +37,8 @@
 //! ([`DEFAULT_LOCK_PATH`] unless configured with [`Nftables::with_lock_path`]; its
 //! directory is created on demand).
 
+#![deny(missing_docs)]
+
 use std::collections::{BTreeSet, HashSet};
 
 use ipnet::IpNet;
