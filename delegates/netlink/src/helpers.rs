@@ -1,0 +1,137 @@
+//! Procedures shared by all delegates, written against [`NetlinkOps`].
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::netns::Netns;
+use crate::ops::NetlinkOps;
+use crate::real::Netlink;
+
+/// Waits until no address of link `index` is tentative (IPv6 DAD finished).
+///
+/// Fails with [`Error::Timeout`] after `timeout`, and with [`Error::Invalid`] as
+/// soon as an address reports `dadfailed` (a duplicate exists on the link).
+pub fn wait_addrs_not_tentative(
+    nl: &mut impl NetlinkOps,
+    index: u32,
+    timeout: Duration,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let addrs = nl.addrs(Some(index))?;
+        if let Some(a) = addrs.iter().find(|a| a.dadfailed) {
+            return Err(Error::Invalid(format!(
+                "duplicate address detection failed for {} on link {index}",
+                a.addr
+            )));
+        }
+        let tentative: Vec<String> = addrs
+            .iter()
+            .filter(|a| a.tentative)
+            .map(|a| a.addr.to_string())
+            .collect();
+        if tentative.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::Timeout(format!(
+                "addresses {} on link {index} still tentative after {timeout:?}",
+                tentative.join(", ")
+            )));
+        }
+        std::thread::sleep(
+            Duration::from_millis(50)
+                .min(timeout.saturating_sub(start.elapsed()))
+                .max(Duration::from_millis(1)),
+        );
+    }
+}
+
+/// `"veth"` + 8 random hex characters (from `/dev/urandom`), like the reference plugins.
+pub fn random_veth_name() -> String {
+    let mut b = [0u8; 4];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    if !ok {
+        // Extremely unlikely; fall back to time and pid so we still get a name.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        b = (t ^ std::process::id().rotate_left(16)).to_ne_bytes();
+    }
+    format!("veth{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+}
+
+fn is_global_unicast(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || a.is_link_local()
+                || a.is_broadcast())
+        }
+        IpAddr::V6(a) => {
+            !(a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Deletes link `name` in `ns` and returns the global unicast addresses it had
+/// (like the reference plugins' `DelLinkByNameAddr`).
+///
+/// A missing link yields an error with [`Error::is_not_found`].
+pub fn link_del_by_name_in(ns: &Netns, name: &str) -> Result<Vec<ipnet::IpNet>> {
+    let mut nl = Netlink::open(Some(ns))?;
+    link_del_by_name(&mut nl, name)
+}
+
+/// [`link_del_by_name_in`] through an existing handle.
+pub fn link_del_by_name(nl: &mut impl NetlinkOps, name: &str) -> Result<Vec<ipnet::IpNet>> {
+    let link = nl
+        .link_by_name(name)?
+        .ok_or_else(|| Error::NotFound(format!("link {name}")))?;
+    let addrs = nl
+        .addrs(Some(link.index))?
+        .into_iter()
+        .map(|a| a.addr)
+        .filter(|a| is_global_unicast(&a.addr()))
+        .collect();
+    nl.link_del(link.index)?;
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names() {
+        let a = random_veth_name();
+        let b = random_veth_name();
+        assert_eq!(a.len(), 12);
+        assert!(a.starts_with("veth"));
+        assert!(
+            a[4..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn global_unicast() {
+        assert!(is_global_unicast(&"10.1.2.3".parse().unwrap()));
+        assert!(is_global_unicast(&"2001:db8::1".parse().unwrap()));
+        assert!(!is_global_unicast(&"fe80::1".parse().unwrap()));
+        assert!(!is_global_unicast(&"127.0.0.1".parse().unwrap()));
+        assert!(!is_global_unicast(&"169.254.1.1".parse().unwrap()));
+    }
+}
