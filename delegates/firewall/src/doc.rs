@@ -15,14 +15,17 @@
 //! }
 //! table bridge meta_cni {
 //!     chain prerouting {             # type filter hook prerouting priority -300
-//!         iifname "veth1" jump mac_<h> comment "meta-cni:mac:eth0:<id>"
+//!         iifname "veth1" jump mac_<h2> comment "meta-cni:mac:<h>:eth0:<id>"
 //!     }
-//!     chain mac_<h> {                # one chain per attachment
-//!         ether saddr 02:00:00:00:00:01 return comment "meta-cni:mac:eth0:<id>"
-//!         drop comment "meta-cni:mac:eth0:<id>"
+//!     chain mac_<h2> {               # one chain per attachment
+//!         ether saddr 02:00:00:00:00:01 return comment "meta-cni:mac:<h>:eth0:<id>"
+//!         drop comment "meta-cni:mac:<h>:eth0:<id>"
 //!     }
 //! }
 //! ```
+//!
+//! `<h>` is the network hash ([`crate::network_hash`]), `<h2>` the hash computed by
+//! [`mac_chain_name`].
 
 use std::collections::BTreeSet;
 
@@ -53,9 +56,11 @@ pub const MAC_CHAIN_PREFIX: &str = "mac_";
 /// Comment on the rules of our base chains (not an attachment tag).
 pub const BASE_COMMENT: &str = "meta-cni:base";
 
-/// Name of the per-attachment MAC spoof-check chain of `container_id`/`ifname`.
-pub fn mac_chain_name(container_id: &str, ifname: &str) -> String {
-    let key = format!("{container_id}:{ifname}");
+/// Name of the per-attachment MAC spoof-check chain of `container_id`/`ifname` on the
+/// network whose [`crate::network_hash`] is `network_hash` (distinct per network, so the
+/// same container ID and interface name on two networks never share a chain).
+pub fn mac_chain_name(network_hash: &str, container_id: &str, ifname: &str) -> String {
+    let key = format!("{network_hash}:{container_id}:{ifname}");
     format!("{MAC_CHAIN_PREFIX}{:016x}", fnv1a64(key.as_bytes()))
 }
 
@@ -336,7 +341,7 @@ pub fn masq_setup(tag: &Tag, ips: &[IpNet], existing: Option<&Listing>) -> Value
 /// The MAC spoof-check setup transaction, replacing whatever `existing` holds for `tag`.
 pub fn mac_setup(tag: &Tag, host_ifname: &str, mac: &Mac, existing: Option<&Listing>) -> Value {
     let f = MAC_FAMILY;
-    let chain_name = mac_chain_name(tag.container_id(), tag.ifname());
+    let chain_name = mac_chain_name(tag.network_hash(), tag.container_id(), tag.ifname());
     let comment = tag.to_string();
     let mut cmds = vec![
         add(table(f)),
@@ -393,6 +398,8 @@ pub fn removal(family: &str, listing: &Listing, doomed: impl Fn(&Tag) -> bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network_hash;
+    use std::collections::HashSet;
 
     fn masq_tag() -> Tag {
         Tag::masq("net", "c1", "eth0").unwrap()
@@ -500,9 +507,11 @@ mod tests {
 
     #[test]
     fn mac_setup_shape() {
-        let tag = Tag::mac_spoof_chk("c1", "eth0").unwrap();
-        let chain = mac_chain_name("c1", "eth0");
+        let tag = Tag::mac_spoof_chk("net", "c1", "eth0").unwrap();
+        let chain = mac_chain_name(tag.network_hash(), "c1", "eth0");
         assert!(chain.starts_with("mac_") && chain.len() == 20);
+        let other_net = network_hash("net2");
+        assert_ne!(chain, mac_chain_name(&other_net, "c1", "eth0"));
         let c = tag.to_string();
         let existing = Listing {
             chains: vec![
@@ -548,9 +557,12 @@ mod tests {
 
     #[test]
     fn mac_removal_deletes_jump_then_chain() {
-        let keep = Tag::mac_spoof_chk("c1", "eth0").unwrap();
-        let gone = Tag::mac_spoof_chk("c2", "eth0").unwrap();
-        let (kc, gc) = (mac_chain_name("c1", "eth0"), mac_chain_name("c2", "eth0"));
+        let keep = Tag::mac_spoof_chk("net", "c1", "eth0").unwrap();
+        let gone = Tag::mac_spoof_chk("net", "c2", "eth0").unwrap();
+        let (kc, gc) = (
+            mac_chain_name(keep.network_hash(), "c1", "eth0"),
+            mac_chain_name(gone.network_hash(), "c2", "eth0"),
+        );
         let listing = Listing {
             chains: vec![
                 ListedChain {
@@ -585,9 +597,118 @@ mod tests {
         assert!(removal(MAC_FAMILY, &Listing::default(), |_| true).is_none());
     }
 
+    /// Listing of one table holding the per-attachment rules of `(network, container,
+    /// ifname)` triples: masquerade rules in `masq_checks`, or MAC jump + chain rules.
+    fn listing_of(family: &str, attachments: &[(&str, &str, &str)]) -> Listing {
+        let mut l = Listing::default();
+        let mut handle = 10;
+        let mut next = || {
+            handle += 1;
+            handle
+        };
+        if family == MASQ_FAMILY {
+            l.chains.push(ListedChain {
+                name: MASQ_BASE_CHAIN.into(),
+                base: true,
+            });
+            l.chains.push(ListedChain {
+                name: MASQ_CHAIN.into(),
+                base: false,
+            });
+            l.rules.push(listed(
+                MASQ_BASE_CHAIN,
+                next(),
+                Some(BASE_COMMENT),
+                Some(MASQ_CHAIN),
+            ));
+            for (n, c, i) in attachments {
+                let t = Tag::masq(n, c, i).unwrap().to_string();
+                l.rules.push(listed(MASQ_CHAIN, next(), Some(&t), None));
+            }
+        } else {
+            l.chains.push(ListedChain {
+                name: MAC_BASE_CHAIN.into(),
+                base: true,
+            });
+            for (n, c, i) in attachments {
+                let t = Tag::mac_spoof_chk(n, c, i).unwrap();
+                let ch = mac_chain_name(t.network_hash(), c, i);
+                let t = t.to_string();
+                l.chains.push(ListedChain {
+                    name: ch.clone(),
+                    base: false,
+                });
+                l.rules
+                    .push(listed(MAC_BASE_CHAIN, next(), Some(&t), Some(&ch)));
+                l.rules.push(listed(&ch, next(), Some(&t), None));
+                l.rules.push(listed(&ch, next(), Some(&t), None));
+            }
+        }
+        l
+    }
+
+    #[test]
+    fn gc_removal_is_per_network() {
+        // the same container/ifname on both networks, plus one stale attachment on each
+        let attachments = [
+            ("A", "c1", "eth0"),
+            ("A", "c2", "eth0"),
+            ("B", "c1", "eth0"),
+            ("B", "c3", "eth0"),
+        ];
+        // GC of A with only (c1, eth0) valid: A's c2 goes, nothing of B goes (B's c3 is
+        // not in A's valid set, but belongs to B)
+        let valid = HashSet::from([("c1".to_owned(), "eth0".to_owned())]);
+        let a = network_hash("A");
+        let doomed = |t: &Tag| t.is_garbage(&a, &valid);
+
+        let l = listing_of(MASQ_FAMILY, &attachments);
+        let gone = Tag::masq("A", "c2", "eth0").unwrap().to_string();
+        let handle = l
+            .rules
+            .iter()
+            .find(|r| r.comment.as_deref() == Some(gone.as_str()))
+            .unwrap()
+            .handle;
+        assert_eq!(
+            removal(MASQ_FAMILY, &l, doomed).unwrap(),
+            json!({"nftables": [
+                {"delete": {"rule": {"family": "inet", "table": "meta_cni",
+                    "chain": "masq_checks", "handle": handle}}},
+            ]})
+        );
+
+        let l = listing_of(MAC_FAMILY, &attachments);
+        let gone = Tag::mac_spoof_chk("A", "c2", "eth0").unwrap();
+        let gone_chain = mac_chain_name(gone.network_hash(), "c2", "eth0");
+        let gone = gone.to_string();
+        let jump = l
+            .rules
+            .iter()
+            .find(|r| r.chain == MAC_BASE_CHAIN && r.comment.as_deref() == Some(gone.as_str()))
+            .unwrap()
+            .handle;
+        assert_eq!(
+            removal(MAC_FAMILY, &l, doomed).unwrap(),
+            json!({"nftables": [
+                {"delete": {"rule": {"family": "bridge", "table": "meta_cni",
+                    "chain": "prerouting", "handle": jump}}},
+                {"flush": {"chain": {"family": "bridge", "table": "meta_cni", "name": gone_chain}}},
+                {"delete": {"chain": {"family": "bridge", "table": "meta_cni", "name": gone_chain}}},
+            ]})
+        );
+
+        // GC of a network without rules here removes nothing, whatever `valid` says
+        let c = network_hash("C");
+        for family in [MASQ_FAMILY, MAC_FAMILY] {
+            let l = listing_of(family, &attachments);
+            assert!(removal(family, &l, |t| t.is_garbage(&c, &HashSet::new())).is_none());
+        }
+    }
+
     #[test]
     fn parse_real_listing() {
-        let c = Tag::mac_spoof_chk("c1", "eth0").unwrap().to_string();
+        let c = Tag::mac_spoof_chk("net", "c1", "eth0").unwrap().to_string();
         let text = format!(
             r#"{{"nftables": [{{"metainfo": {{"version": "1.0.6", "json_schema_version": 1}}}},
             {{"table": {{"family": "bridge", "name": "meta_cni", "handle": 1}}}},

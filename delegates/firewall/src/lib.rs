@@ -17,17 +17,25 @@
 //! * `table bridge meta_cni` (MAC spoof check):
 //!   * `chain prerouting` — `type filter hook prerouting priority -300`, one rule per
 //!     attachment: `iifname "<host_ifname>" jump mac_<hash>`;
-//!   * `chain mac_<hash>` (hash of container ID and ifname) —
+//!   * `chain mac_<hash>` (hash of network hash, container ID and ifname) —
 //!     `ether saddr <mac> return` then `drop`;
 //!
-//!   all three rules commented with the tag `meta-cni:mac:<ifname>:<container-id>`.
+//!   all three rules commented with the tag
+//!   `meta-cni:mac:<network-hash>:<ifname>:<container-id>`.
 //!
-//! Tags are described in [`Tag`]. Setup replaces the attachment's rules in one transaction
-//! (so running it twice leaves one rule set); teardown and [`Firewall::gc`] find rules by
-//! listing and delete them by handle, needing only the tag's keys (the container's netns
-//! may be gone). Teardown of absent rules or tables succeeds. Tables, base chains and
-//! `masq_checks` stay when their last attachment goes away; per-attachment `mac_*`
-//! chains are deleted.
+//! `<network-hash>` is [`network_hash`] of the CNI network name, so every rule records the
+//! network it belongs to. Tags are described in [`Tag`]; the 128-byte comment limit of
+//! nftables bounds container IDs to 81 bytes (masquerade) and 82 bytes (MAC spoof check)
+//! with a 15-byte interface name.
+//!
+//! Setup replaces the attachment's rules in one transaction (so running it twice leaves
+//! one rule set); teardown and [`Firewall::gc`] find rules by listing and delete them by
+//! handle, needing only the tag's keys (the container's netns may be gone). Teardown of
+//! absent rules or tables succeeds. Like CNI GC, [`Firewall::gc`] is per network: it only
+//! removes rules whose network hash is that of the network being collected, so the
+//! attachments of other networks (absent from its `valid` set) are left alone. Tables,
+//! base chains and `masq_checks` stay when their last attachment goes away;
+//! per-attachment `mac_*` chains are deleted.
 //!
 //! # Namespaces and concurrency
 //!
@@ -78,23 +86,27 @@ pub trait Firewall: Send + Sync {
 
     /// Drops bridge frames entering from `host_ifname` (the host end of the container's
     /// veth) whose Ethernet source address is not `mac`. Replaces any rules previously
-    /// installed for the same `container_id`/`ifname`.
+    /// installed for the same `network`/`container_id`/`ifname`.
     fn setup_macspoofchk(
         &self,
+        network: &str,
         container_id: &str,
         ifname: &str,
         host_ifname: &str,
         mac: Mac,
     ) -> Result<()>;
 
-    /// Removes the MAC spoof-check rules of `container_id`/`ifname`; succeeds when there
-    /// are none.
-    fn teardown_macspoofchk(&self, container_id: &str, ifname: &str) -> Result<()>;
+    /// Removes the MAC spoof-check rules of `network`/`container_id`/`ifname`; succeeds
+    /// when there are none.
+    fn teardown_macspoofchk(&self, network: &str, container_id: &str, ifname: &str) -> Result<()>;
 
-    /// Removes the rules of both features whose `(container_id, ifname)` is not in `valid`.
-    fn gc(&self, valid: &HashSet<(String, String)>) -> Result<()>;
+    /// Garbage-collects one network (CNI GC): removes the rules of both features that
+    /// belong to `network` (same [`network_hash`]) and whose `(container_id, ifname)` is
+    /// not in `valid` (the network's `cni.dev/valid-attachments`). Rules of other networks
+    /// are never touched.
+    fn gc(&self, network: &str, valid: &HashSet<(String, String)>) -> Result<()>;
 
-    /// The attachment tags currently present.
+    /// The attachment tags currently present (all networks).
     fn list_attachments(&self) -> Result<BTreeSet<Tag>>;
 }
 
@@ -112,15 +124,15 @@ impl Firewall for NoopFirewall {
         Ok(())
     }
 
-    fn setup_macspoofchk(&self, _: &str, _: &str, _: &str, _: Mac) -> Result<()> {
+    fn setup_macspoofchk(&self, _: &str, _: &str, _: &str, _: &str, _: Mac) -> Result<()> {
         Ok(())
     }
 
-    fn teardown_macspoofchk(&self, _: &str, _: &str) -> Result<()> {
+    fn teardown_macspoofchk(&self, _: &str, _: &str, _: &str) -> Result<()> {
         Ok(())
     }
 
-    fn gc(&self, _: &HashSet<(String, String)>) -> Result<()> {
+    fn gc(&self, _: &str, _: &HashSet<(String, String)>) -> Result<()> {
         Ok(())
     }
 

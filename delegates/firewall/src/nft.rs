@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::doc::{self, Listing};
 use crate::error::{Error, Result};
-use crate::tag::{Tag, validate_ifname};
+use crate::tag::{Tag, network_hash, validate_ifname};
 use crate::{Firewall, Mac};
 
 /// Default lock file serialising list-then-modify sequences between plugin processes.
@@ -250,26 +250,28 @@ impl Firewall for Nftables {
 
     fn setup_macspoofchk(
         &self,
+        network: &str,
         container_id: &str,
         ifname: &str,
         host_ifname: &str,
         mac: Mac,
     ) -> Result<()> {
-        let tag = Tag::mac_spoof_chk(container_id, ifname)?;
+        let tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
         validate_ifname("host_ifname", host_ifname)?;
         let _lock = self.lock()?;
         let existing = self.list(doc::MAC_FAMILY)?;
         self.apply(&doc::mac_setup(&tag, host_ifname, &mac, existing.as_ref()))
     }
 
-    fn teardown_macspoofchk(&self, container_id: &str, ifname: &str) -> Result<()> {
-        let tag = Tag::mac_spoof_chk(container_id, ifname)?;
+    fn teardown_macspoofchk(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
+        let tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
         self.remove(doc::MAC_FAMILY, |t| *t == tag)
     }
 
-    fn gc(&self, valid: &HashSet<(String, String)>) -> Result<()> {
-        self.remove(doc::MASQ_FAMILY, |t| !t.is_in(valid))?;
-        self.remove(doc::MAC_FAMILY, |t| !t.is_in(valid))
+    fn gc(&self, network: &str, valid: &HashSet<(String, String)>) -> Result<()> {
+        let hash = network_hash(network);
+        self.remove(doc::MASQ_FAMILY, |t| t.is_garbage(&hash, valid))?;
+        self.remove(doc::MAC_FAMILY, |t| t.is_garbage(&hash, valid))
     }
 
     fn list_attachments(&self) -> Result<BTreeSet<Tag>> {
@@ -311,11 +313,15 @@ mod tests {
     fn invalid_input_rejected_before_running_nft() {
         let fw = Nftables::new().with_nft_binary("/nonexistent/nft");
         assert!(matches!(
-            fw.setup_macspoofchk("c1", "eth0", "bad name", [0; 6]),
+            fw.setup_macspoofchk("n", "c1", "eth0", "bad name", [0; 6]),
             Err(Error::InvalidInput(_))
         ));
         assert!(matches!(
             fw.teardown_masq("n", "-bad", "eth0"),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            fw.teardown_macspoofchk("n", "c1", "bad:name"),
             Err(Error::InvalidInput(_))
         ));
     }

@@ -3,13 +3,19 @@
 //! Formats (fields separated by `:`, which can occur neither in a container ID nor in an
 //! interface name accepted here):
 //!
-//! * masquerade: `meta-cni:masq:<network-hash>:<ifname>:<container-id>`, where
-//!   `<network-hash>` is [`network_hash`] (16 lowercase hex digits);
-//! * MAC spoof check: `meta-cni:mac:<ifname>:<container-id>`.
+//! * masquerade: `meta-cni:masq:<network-hash>:<ifname>:<container-id>`;
+//! * MAC spoof check: `meta-cni:mac:<network-hash>:<ifname>:<container-id>`;
+//!
+//! where `<network-hash>` is [`network_hash`] of the network name (16 lowercase hex
+//! digits). Both kinds therefore identify an attachment by network, container ID and
+//! interface name, which lets garbage collection act on one network only.
 //!
 //! nftables limits comments to [`MAX_COMMENT_LEN`] bytes, which bounds the container ID
-//! length (81 bytes for masquerade with a 15-byte interface name; 64-hex-digit IDs always
-//! fit).
+//! length: with a 15-byte interface name, at most 81 bytes for masquerade tags
+//! (128 - 47 bytes of `meta-cni:masq:<16 hex>:<ifname>:`) and 82 bytes for MAC
+//! spoof-check tags (128 - 46 bytes of `meta-cni:mac:<16 hex>:<ifname>:`); shorter
+//! interface names leave correspondingly more room. 64-hex-digit IDs always fit; longer
+//! IDs are rejected with [`Error::InvalidInput`].
 
 use std::fmt;
 
@@ -35,8 +41,11 @@ pub enum Tag {
         /// Container-side interface name.
         ifname: String,
     },
-    /// MAC spoof-check rules of `container_id`/`ifname`.
+    /// MAC spoof-check rules of `container_id`/`ifname` on the network whose name hashes
+    /// to `network_hash`.
     MacSpoofChk {
+        /// [`network_hash`] of the network name.
+        network_hash: String,
         /// Container ID.
         container_id: String,
         /// Container-side interface name.
@@ -59,10 +68,11 @@ impl Tag {
     }
 
     /// Builds a validated MAC spoof-check tag.
-    pub fn mac_spoof_chk(container_id: &str, ifname: &str) -> Result<Tag> {
+    pub fn mac_spoof_chk(network: &str, container_id: &str, ifname: &str) -> Result<Tag> {
         validate_container_id(container_id)?;
         validate_ifname("ifname", ifname)?;
         let tag = Tag::MacSpoofChk {
+            network_hash: network_hash(network),
             container_id: container_id.to_owned(),
             ifname: ifname.to_owned(),
         };
@@ -88,32 +98,28 @@ impl Tag {
             return None;
         }
         let kind = parts.next()?;
+        let network_hash = parts.next()?;
+        let ifname = parts.next()?.to_owned();
+        let container_id = parts.next()?.to_owned();
+        if network_hash.len() != 16
+            || !network_hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        let network_hash = network_hash.to_owned();
         let tag = match kind {
-            "masq" => {
-                let network_hash = parts.next()?;
-                let ifname = parts.next()?;
-                let container_id = parts.next()?;
-                if network_hash.len() != 16
-                    || !network_hash
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                {
-                    return None;
-                }
-                Tag::Masq {
-                    network_hash: network_hash.to_owned(),
-                    container_id: container_id.to_owned(),
-                    ifname: ifname.to_owned(),
-                }
-            }
-            "mac" => {
-                let ifname = parts.next()?;
-                let container_id = parts.next()?;
-                Tag::MacSpoofChk {
-                    container_id: container_id.to_owned(),
-                    ifname: ifname.to_owned(),
-                }
-            }
+            "masq" => Tag::Masq {
+                network_hash,
+                container_id,
+                ifname,
+            },
+            "mac" => Tag::MacSpoofChk {
+                network_hash,
+                container_id,
+                ifname,
+            },
             _ => return None,
         };
         if parts.next().is_some()
@@ -123,6 +129,13 @@ impl Tag {
             return None;
         }
         Some(tag)
+    }
+
+    /// The [`network_hash`] of the attachment's network name.
+    pub fn network_hash(&self) -> &str {
+        match self {
+            Tag::Masq { network_hash, .. } | Tag::MacSpoofChk { network_hash, .. } => network_hash,
+        }
     }
 
     /// The container ID of the attachment.
@@ -139,10 +152,17 @@ impl Tag {
         }
     }
 
-    /// Whether `(container_id, ifname)` of this tag is in `valid`.
-    pub(crate) fn is_in(&self, valid: &std::collections::HashSet<(String, String)>) -> bool {
+    /// Whether garbage collection of the network whose [`network_hash`] is
+    /// `network_hash`, keeping the `(container_id, ifname)` pairs of `valid`, removes this
+    /// tag's rules: it belongs to that network and its attachment is not valid.
+    pub(crate) fn is_garbage(
+        &self,
+        network_hash: &str,
+        valid: &std::collections::HashSet<(String, String)>,
+    ) -> bool {
         // HashSet<(String, String)> cannot be probed with borrowed strs; the copy is cheap.
-        valid.contains(&(self.container_id().to_owned(), self.ifname().to_owned()))
+        self.network_hash() == network_hash
+            && !valid.contains(&(self.container_id().to_owned(), self.ifname().to_owned()))
     }
 }
 
@@ -158,9 +178,10 @@ impl fmt::Display for Tag {
                 "{TAG_PREFIX}:masq:{network_hash}:{ifname}:{container_id}"
             ),
             Tag::MacSpoofChk {
+                network_hash,
                 container_id,
                 ifname,
-            } => write!(f, "{TAG_PREFIX}:mac:{ifname}:{container_id}"),
+            } => write!(f, "{TAG_PREFIX}:mac:{network_hash}:{ifname}:{container_id}"),
         }
     }
 }
@@ -175,8 +196,8 @@ pub(crate) fn fnv1a64(data: &[u8]) -> u64 {
     hash
 }
 
-/// The 16-hex-digit hash of a network name used in masquerade tags (network names are
-/// arbitrary strings, so they are hashed instead of embedded). FNV-1a 64: stable, not
+/// The 16-hex-digit hash of a network name used in tags (network names are arbitrary
+/// strings, so they are hashed instead of embedded). FNV-1a 64: stable, not
 /// cryptographic; a collision would need two networks with the same container ID and
 /// interface name *and* colliding names.
 pub fn network_hash(network: &str) -> String {
@@ -236,10 +257,39 @@ mod tests {
                 network_hash("my net/with:colons")
             )
         );
-        assert_eq!(Tag::parse(&s), Some(t));
-        let m = Tag::mac_spoof_chk("c1", "net1").unwrap();
-        assert_eq!(m.to_string(), "meta-cni:mac:net1:c1");
-        assert_eq!(Tag::parse("meta-cni:mac:net1:c1"), Some(m));
+        assert_eq!(Tag::parse(&s), Some(t.clone()));
+        let m = Tag::mac_spoof_chk("my net", "c1", "net1").unwrap();
+        let s = m.to_string();
+        assert_eq!(
+            s,
+            format!("meta-cni:mac:{}:net1:c1", network_hash("my net"))
+        );
+        assert_eq!(Tag::parse(&s), Some(m.clone()));
+        assert_eq!(m.network_hash(), network_hash("my net"));
+        assert_eq!(t.network_hash(), network_hash("my net/with:colons"));
+        // the same attachment on two networks has two distinct tags
+        assert_ne!(m, Tag::mac_spoof_chk("other net", "c1", "net1").unwrap());
+    }
+
+    #[test]
+    fn garbage_is_per_network() {
+        let valid = std::collections::HashSet::from([("c1".to_owned(), "eth0".to_owned())]);
+        let (a, b) = (network_hash("a"), network_hash("b"));
+        for tag in [
+            Tag::masq("a", "c2", "eth0").unwrap(),
+            Tag::mac_spoof_chk("a", "c2", "eth0").unwrap(),
+            Tag::masq("a", "c1", "eth1").unwrap(),
+        ] {
+            assert!(tag.is_garbage(&a, &valid), "{tag}");
+            assert!(!tag.is_garbage(&b, &valid), "{tag}");
+        }
+        for tag in [
+            Tag::masq("a", "c1", "eth0").unwrap(),
+            Tag::mac_spoof_chk("a", "c1", "eth0").unwrap(),
+        ] {
+            assert!(!tag.is_garbage(&a, &valid), "{tag}");
+            assert!(!tag.is_garbage(&b, &valid), "{tag}");
+        }
     }
 
     #[test]
@@ -249,13 +299,18 @@ mod tests {
             "meta-cni",
             "meta-cni:base",
             "meta-cni:mac:eth0",
-            "meta-cni:mac:eth0:c1:extra",
-            "meta-cni:mac::c1",
-            "meta-cni:mac:eth0:-c1",
+            // the pre-network MAC format is not ours any more
+            "meta-cni:mac:eth0:c1",
+            "meta-cni:mac:0123456789abcdef:eth0",
+            "meta-cni:mac:0123456789abcdef:eth0:c1:extra",
+            "meta-cni:mac:0123456789abcdef::c1",
+            "meta-cni:mac:0123456789abcdef:eth0:-c1",
+            "meta-cni:mac:0123456789abcdeF:eth0:c1",
+            "meta-cni:nope:0123456789abcdef:eth0:c1",
             "meta-cni:masq:XYZ:eth0:c1",
             "meta-cni:masq:0123456789abcdeF:eth0:c1",
-            "other:mac:eth0:c1",
-            "meta-cni:mac:waytoolonginterfacename:c1",
+            "other:mac:0123456789abcdef:eth0:c1",
+            "meta-cni:mac:0123456789abcdef:waytoolonginterfacename:c1",
         ] {
             assert_eq!(Tag::parse(c), None, "{c}");
         }
@@ -278,9 +333,19 @@ mod tests {
         // 64 hex digits always fit
         let id = "f".repeat(64);
         assert!(Tag::masq("n", &id, "0123456789abcde").is_ok());
-        let id = "f".repeat(82);
+        assert!(Tag::mac_spoof_chk("n", &id, "0123456789abcde").is_ok());
+        // documented bounds with a 15-byte ifname: 81 (masq) and 82 (mac) bytes
+        let ifname = "0123456789abcde";
+        let t = Tag::masq("n", &"f".repeat(81), ifname).unwrap();
+        assert_eq!(t.to_string().len(), MAX_COMMENT_LEN);
+        let t = Tag::mac_spoof_chk("n", &"f".repeat(82), ifname).unwrap();
+        assert_eq!(t.to_string().len(), MAX_COMMENT_LEN);
         assert!(matches!(
-            Tag::masq("n", &id, "0123456789abcde"),
+            Tag::masq("n", &"f".repeat(82), ifname),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            Tag::mac_spoof_chk("n", &"f".repeat(83), ifname),
             Err(Error::InvalidInput(_))
         ));
     }

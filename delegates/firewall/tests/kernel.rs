@@ -100,8 +100,17 @@ fn masq_tag(net: &str, id: &str, ifname: &str) -> Tag {
     Tag::masq(net, id, ifname).unwrap()
 }
 
-fn mac_tag(id: &str, ifname: &str) -> Tag {
-    Tag::mac_spoof_chk(id, ifname).unwrap()
+fn mac_tag(net: &str, id: &str, ifname: &str) -> Tag {
+    Tag::mac_spoof_chk(net, id, ifname).unwrap()
+}
+
+/// Names of the per-attachment MAC chains present.
+fn mac_chains() -> BTreeSet<String> {
+    chains()
+        .iter()
+        .filter_map(|c| c["name"].as_str().filter(|n| n.starts_with("mac_")))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn nets(s: &[&str]) -> Vec<IpNet> {
@@ -196,26 +205,28 @@ fn teardown_twice_and_without_anything() {
     in_netns(|fw| {
         // nothing at all: no tables
         fw.teardown_masq("n", "c1", "eth0").unwrap();
-        fw.teardown_macspoofchk("c1", "eth0").unwrap();
-        fw.gc(&HashSet::new()).unwrap();
+        fw.teardown_macspoofchk("n", "c1", "eth0").unwrap();
+        fw.gc("n", &HashSet::new()).unwrap();
         assert!(fw.list_attachments().unwrap().is_empty());
         assert!(rules().is_empty());
 
         fw.setup_masq("n", "c1", "eth0", &nets(&["10.0.0.2/24"]))
             .unwrap();
-        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
+        fw.setup_macspoofchk("n", "c1", "eth0", "veth1", MAC1)
+            .unwrap();
         assert_eq!(
             fw.list_attachments().unwrap(),
-            BTreeSet::from([masq_tag("n", "c1", "eth0"), mac_tag("c1", "eth0")])
+            BTreeSet::from([masq_tag("n", "c1", "eth0"), mac_tag("n", "c1", "eth0")])
         );
-        // teardown of another key leaves ours alone
+        // teardown of another key (other network, other ifname) leaves ours alone
         fw.teardown_masq("other", "c1", "eth0").unwrap();
-        fw.teardown_macspoofchk("c1", "eth1").unwrap();
+        fw.teardown_macspoofchk("other", "c1", "eth0").unwrap();
+        fw.teardown_macspoofchk("n", "c1", "eth1").unwrap();
         assert_eq!(fw.list_attachments().unwrap().len(), 2);
 
         for _ in 0..2 {
             fw.teardown_masq("n", "c1", "eth0").unwrap();
-            fw.teardown_macspoofchk("c1", "eth0").unwrap();
+            fw.teardown_macspoofchk("n", "c1", "eth0").unwrap();
         }
         assert!(fw.list_attachments().unwrap().is_empty());
         // only the base rules of the masquerade table remain; per-attachment chain gone
@@ -235,9 +246,11 @@ fn teardown_twice_and_without_anything() {
 #[test]
 fn macspoofchk_setup_is_idempotent() {
     in_netns(|fw| {
-        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
-        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
-        let tag = mac_tag("c1", "eth0");
+        fw.setup_macspoofchk("n", "c1", "eth0", "veth1", MAC1)
+            .unwrap();
+        fw.setup_macspoofchk("n", "c1", "eth0", "veth1", MAC1)
+            .unwrap();
+        let tag = mac_tag("n", "c1", "eth0");
         let ours = rules_tagged(&tag);
         assert_eq!(ours.len(), 3, "{ours:#?}");
         let jump = ours
@@ -276,7 +289,7 @@ fn macspoofchk_setup_is_idempotent() {
         assert_eq!(pre["prio"], -300);
 
         // new host interface and MAC replace the old ones
-        fw.setup_macspoofchk("c1", "eth0", "veth9", [2, 0, 0, 0, 0, 9])
+        fw.setup_macspoofchk("n", "c1", "eth0", "veth9", [2, 0, 0, 0, 0, 9])
             .unwrap();
         let ours = rules_tagged(&tag);
         assert_eq!(ours.len(), 3);
@@ -288,51 +301,100 @@ fn macspoofchk_setup_is_idempotent() {
             ours.iter()
                 .any(|r| r["expr"][0]["match"]["right"] == "02:00:00:00:00:09")
         );
+
+        // the same container/ifname on another network gets its own rules and chain
+        fw.setup_macspoofchk("n2", "c1", "eth0", "veth2", MAC1)
+            .unwrap();
+        assert_eq!(rules_tagged(&tag).len(), 3);
+        assert_eq!(rules_tagged(&mac_tag("n2", "c1", "eth0")).len(), 3);
+        assert_eq!(mac_chains().len(), 2);
     });
 }
 
 #[test]
-fn gc_removes_only_invalid_attachments() {
+fn gc_is_per_network() {
     in_netns(|fw| {
+        // network A ("n1"): c1/eth0 valid; c2/eth0 and c1/net1 (masq), c3/eth0 (mac) stale
         fw.setup_masq("n1", "c1", "eth0", &nets(&["10.0.0.2/24"]))
-            .unwrap();
-        fw.setup_masq("n2", "c1", "eth0", &nets(&["10.0.1.2/24"]))
             .unwrap();
         fw.setup_masq("n1", "c2", "eth0", &nets(&["10.0.0.3/24"]))
             .unwrap();
         fw.setup_masq("n1", "c1", "net1", &nets(&["10.0.0.4/24"]))
             .unwrap();
-        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
-        fw.setup_macspoofchk("c3", "eth0", "veth3", MAC1).unwrap();
-        assert_eq!(fw.list_attachments().unwrap().len(), 6);
+        fw.setup_macspoofchk("n1", "c1", "eth0", "veth1", MAC1)
+            .unwrap();
+        fw.setup_macspoofchk("n1", "c3", "eth0", "veth3", MAC1)
+            .unwrap();
+        // network B ("n2"): the same c1/eth0 plus attachments absent from A's valid set
+        fw.setup_masq("n2", "c1", "eth0", &nets(&["10.0.1.2/24"]))
+            .unwrap();
+        fw.setup_masq("n2", "c9", "eth0", &nets(&["10.0.1.9/24"]))
+            .unwrap();
+        fw.setup_macspoofchk("n2", "c1", "eth0", "veth1b", MAC1)
+            .unwrap();
+        fw.setup_macspoofchk("n2", "c4", "eth0", "veth4", MAC1)
+            .unwrap();
+        assert_eq!(fw.list_attachments().unwrap().len(), 9);
+        assert_eq!(mac_chains().len(), 4);
+        let b_tags = BTreeSet::from([
+            masq_tag("n2", "c1", "eth0"),
+            masq_tag("n2", "c9", "eth0"),
+            mac_tag("n2", "c1", "eth0"),
+            mac_tag("n2", "c4", "eth0"),
+        ]);
+        let b_rules = || {
+            let mut r: Vec<Value> = b_tags.iter().flat_map(rules_tagged).collect();
+            for v in &mut r {
+                // handles are stable, but compare without them to be safe
+                v.as_object_mut().unwrap().remove("handle");
+            }
+            r
+        };
+        let b_before = b_rules();
+        assert_eq!(b_before.len(), 2 + 2 * 3);
 
-        let valid = HashSet::from([("c1".to_owned(), "eth0".to_owned())]);
-        fw.gc(&valid).unwrap();
+        let valid_a = HashSet::from([("c1".to_owned(), "eth0".to_owned())]);
+        for _ in 0..2 {
+            fw.gc("n1", &valid_a).unwrap();
+            let mut want = b_tags.clone();
+            want.extend([masq_tag("n1", "c1", "eth0"), mac_tag("n1", "c1", "eth0")]);
+            assert_eq!(fw.list_attachments().unwrap(), want);
+            // B's masquerade and MAC rules are untouched, its chains still there
+            assert_eq!(b_rules(), b_before);
+            assert_eq!(mac_chains().len(), 3, "{:?}", mac_chains());
+            for t in &b_tags {
+                if let Tag::MacSpoofChk { .. } = t {
+                    let jump = rules_tagged(t)
+                        .into_iter()
+                        .find(|r| r["chain"] == "prerouting")
+                        .unwrap();
+                    let target = jump["expr"][1]["jump"]["target"].as_str().unwrap();
+                    assert!(mac_chains().contains(target), "{target}");
+                }
+            }
+        }
+
+        // GC of B with nothing valid removes exactly B's rules
+        fw.gc("n2", &HashSet::new()).unwrap();
         assert_eq!(
             fw.list_attachments().unwrap(),
-            BTreeSet::from([
-                masq_tag("n1", "c1", "eth0"),
-                masq_tag("n2", "c1", "eth0"),
-                mac_tag("c1", "eth0"),
-            ])
+            BTreeSet::from([masq_tag("n1", "c1", "eth0"), mac_tag("n1", "c1", "eth0")])
         );
-        let mac_chains: Vec<String> = chains()
-            .iter()
-            .filter_map(|c| c["name"].as_str().filter(|n| n.starts_with("mac_")))
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(mac_chains.len(), 1, "{mac_chains:?}");
-        fw.gc(&valid).unwrap();
-        assert_eq!(fw.list_attachments().unwrap().len(), 3);
-        fw.gc(&HashSet::new()).unwrap();
+        assert_eq!(mac_chains().len(), 1);
+        // GC of a network that has no rules here removes nothing
+        fw.gc("n3", &HashSet::new()).unwrap();
+        assert_eq!(fw.list_attachments().unwrap().len(), 2);
+        fw.gc("n1", &HashSet::new()).unwrap();
         assert!(fw.list_attachments().unwrap().is_empty());
+        assert!(mac_chains().is_empty());
     });
 }
 
 #[test]
 fn foreign_rules_in_our_table_survive() {
     in_netns(|fw| {
-        fw.setup_macspoofchk("c1", "eth0", "veth1", MAC1).unwrap();
+        fw.setup_macspoofchk("n", "c1", "eth0", "veth1", MAC1)
+            .unwrap();
         run(&[
             "nft",
             "add",
@@ -344,7 +406,7 @@ fn foreign_rules_in_our_table_survive() {
             "comment",
             "\"admin\"",
         ]);
-        fw.gc(&HashSet::new()).unwrap();
+        fw.gc("n", &HashSet::new()).unwrap();
         let left = rules();
         assert_eq!(left.len(), 1, "{left:#?}");
         assert_eq!(left[0]["comment"], "admin");
@@ -366,7 +428,7 @@ fn concurrent_setup_and_teardown_in_one_namespace() {
                     let ip = nets(&[&format!("10.0.0.{}/24", i + 2)]);
                     for _ in 0..3 {
                         fw.setup_masq("n", &id, "eth0", &ip).unwrap();
-                        fw.setup_macspoofchk(&id, "eth0", &format!("veth{i}"), MAC1)
+                        fw.setup_macspoofchk("n", &id, "eth0", &format!("veth{i}"), MAC1)
                             .unwrap();
                     }
                 })
@@ -385,7 +447,7 @@ fn concurrent_setup_and_teardown_in_one_namespace() {
                     nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
                     let id = format!("c{i}");
                     fw.teardown_masq("n", &id, "eth0").unwrap();
-                    fw.teardown_macspoofchk(&id, "eth0").unwrap();
+                    fw.teardown_macspoofchk("n", &id, "eth0").unwrap();
                 })
             })
             .collect();
@@ -538,16 +600,23 @@ fn macspoofchk_drops_spoofed_frames() {
         let probe = |t: &Topology| udp_probe(&t.c1, "10.9.0.1:0", &t.c2, "10.9.0.2:4000");
         assert!(probe(&t).is_some(), "no connectivity without rules");
 
-        fw.setup_macspoofchk("ctr1", "eth0", "h1", [2, 0, 0, 0, 0, 1])
+        fw.setup_macspoofchk("net", "ctr1", "eth0", "h1", [2, 0, 0, 0, 0, 1])
             .unwrap();
-        fw.setup_macspoofchk("ctr1", "eth0", "h1", [2, 0, 0, 0, 0, 1])
+        fw.setup_macspoofchk("net", "ctr1", "eth0", "h1", [2, 0, 0, 0, 0, 1])
             .unwrap();
         assert!(probe(&t).is_some(), "right MAC must pass");
 
         t.c1.sh(&["ip", "link", "set", "c1", "address", "02:00:00:00:00:66"]);
         assert!(probe(&t).is_none(), "spoofed MAC must be dropped");
 
-        fw.teardown_macspoofchk("ctr1", "eth0").unwrap();
+        // GC of another network (which does not list ctr1) keeps the check in force
+        fw.gc("other net", &HashSet::new()).unwrap();
+        assert!(
+            probe(&t).is_none(),
+            "GC of another network must keep the check"
+        );
+
+        fw.teardown_macspoofchk("net", "ctr1", "eth0").unwrap();
         assert!(probe(&t).is_some(), "teardown must lift the check");
     });
 }
