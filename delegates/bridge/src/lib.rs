@@ -1,1 +1,473 @@
-//! The bridge delegate, compatible with the reference bridge plugin
+//! The bridge delegate: a Linux bridge on the node, a veth pair into the pod, addresses
+//! from IPAM, optional gateway/masquerade/VLAN/hairpin/spoof-check — the reference
+//! `bridge` plugin's behaviour and configuration fields, as a library (run in-process by
+//! the meta plugin) and as the standalone `meta-bridge` binary.
+
+pub mod config;
+
+use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, Route};
+use config::Resolved;
+use ipnet::IpNet;
+use meta_delegate::{
+    check_iface_ips, check_iface_routes, configure_iface, ipam, mac_string, nl, open_netns,
+    open_netns_for_del, setup_veth,
+};
+use meta_firewall::{Firewall, Nftables};
+use meta_netlink::{LinkInfo, LinkKind, LinkRequest, Netlink, NetlinkOps, Netns};
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+/// The bridge plugin. The firewall backend is only used for `ipMasq` and `macspoofchk`.
+pub struct Bridge {
+    firewall: Box<dyn Firewall>,
+}
+
+impl Default for Bridge {
+    fn default() -> Self {
+        Bridge { firewall: Box::new(Nftables::default()) }
+    }
+}
+
+impl Bridge {
+    /// A bridge plugin with a given firewall backend.
+    pub fn with_firewall(firewall: Box<dyn Firewall>) -> Self {
+        Bridge { firewall }
+    }
+}
+
+fn fw_err(ctx: &str) -> impl FnOnce(meta_firewall::Error) -> Error + '_ {
+    move |e| Error::internal(format!("{ctx}: {e}"))
+}
+
+/// What ADD has done so far, for rollback.
+#[derive(Default)]
+struct Progress {
+    pod: Option<Netns>,
+    container_index: Option<u32>,
+    ipam_allocated: bool,
+    spoofchk: bool,
+    masq: bool,
+}
+
+/// Makes sure the bridge exists, is a bridge, is up; returns it fresh.
+fn ensure_bridge(host: &mut Netlink, r: &Resolved) -> Result<LinkInfo> {
+    let name = &r.conf.bridge;
+    let vlan_filtering = r.conf.vlan != 0 || r.conf.vlan_trunk.is_some();
+    let existing = host.link_by_name(name).map_err(nl(format!("could not look up {name:?}")))?;
+    let br = match existing {
+        Some(l) => l,
+        None => {
+            let req = LinkRequest {
+                name: name.clone(),
+                kind: LinkKind::Bridge { vlan_filtering },
+                mtu: r.mtu,
+                mac: None,
+                netns: None,
+                up: false,
+            };
+            match host.link_add(&req) {
+                Ok(()) => {}
+                Err(e) if e.is_exists() => {}
+                Err(e) if vlan_filtering && e.errno() == Some(95) => {
+                    return Err(Error::internal(format!(
+                        "failed to create bridge {name:?}: this kernel does not support bridge VLAN \
+                         filtering (CONFIG_BRIDGE_VLAN_FILTERING), which vlan/vlanTrunk need"
+                    )));
+                }
+                Err(e) => return Err(nl(format!("failed to create bridge {name:?}"))(e)),
+            }
+            host.link_by_name(name)
+                .map_err(nl(format!("could not look up {name:?}")))?
+                .ok_or_else(|| Error::internal(format!("bridge {name:?} vanished")))?
+        }
+    };
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(Error::internal(format!("{name:?} already exists but is not a bridge")));
+    }
+    if r.conf.promisc_mode && !br.promisc {
+        host.link_set_promisc(br.index, true)
+            .map_err(nl(format!("could not set promiscuous mode on {name:?}")))?;
+    }
+    // We own the routes of this interface.
+    let _ = meta_netlink::sysctl_set(&format!("net.ipv6.conf.{name}.accept_ra"), "0");
+    if !br.up {
+        host.link_set_up(br.index, true).map_err(nl(format!("failed to set {name:?} up")))?;
+    }
+    Ok(br)
+}
+
+/// Puts `gw` (gateway address with the subnet's prefix) on the bridge, like the
+/// reference's ensureAddr.
+fn ensure_addr(host: &mut Netlink, br: &LinkInfo, gw: IpNet, force: bool) -> Result<()> {
+    let addrs = host.addrs(Some(br.index)).map_err(nl("could not get list of IP addresses"))?;
+    for a in addrs.iter().filter(|a| a.addr.addr().is_ipv4() == gw.addr().is_ipv4()) {
+        if a.addr == gw {
+            return Ok(());
+        }
+        if a.scope == meta_netlink::SCOPE_LINK {
+            continue; // IPv6 link-local
+        }
+        let conflicts = gw.addr().is_ipv4() || a.addr.contains(&gw.addr()) || gw.contains(&a.addr.addr());
+        if conflicts {
+            if force {
+                host.addr_del(br.index, a.addr)
+                    .map_err(nl(format!("could not remove IP address from {:?}", br.name)))?;
+            } else {
+                return Err(Error::internal(format!(
+                    "{:?} already has an IP address different from {gw}",
+                    br.name
+                )));
+            }
+        }
+    }
+    match host.addr_add(br.index, gw) {
+        Ok(()) => {}
+        Err(e) if e.is_exists() => {}
+        Err(e) => return Err(nl(format!("could not add IP address to {:?}", br.name))(e)),
+    }
+    // Pin the bridge's MAC, or it follows the lowest port MAC as ports churn. Read it
+    // fresh: a bridge whose last port left has an all-zero MAC until a port joins again.
+    let fresh = host.link_by_index(br.index).map_err(nl("could not look up bridge"))?;
+    if let Some(mac) = fresh.and_then(|b| b.mac).filter(|m| m.iter().any(|b| *b != 0)) {
+        host.link_set_mac(br.index, mac).map_err(nl("could not set bridge's mac"))?;
+    }
+    Ok(())
+}
+
+fn enable_forward(v6: bool) -> Result<()> {
+    let key = if v6 { "net.ipv6.conf.all.forwarding" } else { "net.ipv4.ip_forward" };
+    if meta_netlink::sysctl_get(key).map(|v| v.trim() == "1").unwrap_or(false) {
+        return Ok(());
+    }
+    meta_netlink::sysctl_set(key, "1").map_err(nl("failed to enable forwarding"))
+}
+
+/// The network address + 1 of an address's subnet (the reference's calcGatewayIP).
+fn calc_gateway(addr: &IpNet) -> IpAddr {
+    match addr.network() {
+        IpAddr::V4(n) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(n).wrapping_add(1))),
+        IpAddr::V6(n) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(n).wrapping_add(1))),
+    }
+}
+
+impl Bridge {
+    fn add_inner(&self, args: &CmdArgs, r: &Resolved, p: &mut Progress) -> Result<CniResult> {
+        let env = &args.env;
+        let pod = open_netns(&env.netns)?;
+        p.pod = Some(pod.clone());
+        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
+        let mut podnl = Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+        let br = ensure_bridge(&mut host, r)?;
+
+        let veth = setup_veth(&mut host, &mut podnl, &pod, &env.ifname, r.mtu, r.mac)?;
+        p.container_index = Some(veth.container.index);
+        let hname = veth.host.name.clone();
+        host.link_set_master(veth.host.index, Some(br.index))
+            .map_err(nl(format!("failed to connect {hname:?} to bridge {:?}", br.name)))?;
+        host.bridge_port_set_hairpin(veth.host.index, r.conf.hairpin_mode)
+            .map_err(nl(format!("failed to setup hairpin mode for {hname}")))?;
+        if r.conf.vlan != 0 {
+            host.bridge_vlan_add(veth.host.index, r.conf.vlan as u16, true, true)
+                .map_err(nl(format!("failed to setup vlan tag on interface {hname:?}")))?;
+        }
+        for v in &r.vlans {
+            host.bridge_vlan_add(veth.host.index, *v, false, false)
+                .map_err(nl(format!("failed to setup vlan tag on interface {hname:?}")))?;
+        }
+
+        let mut result = CniResult {
+            interfaces: vec![
+                Interface { name: br.name.clone(), mac: mac_string(&br), ..Default::default() },
+                Interface { name: hname.clone(), mac: mac_string(&veth.host), ..Default::default() },
+                Interface {
+                    name: env.ifname.clone(),
+                    mac: mac_string(&veth.container),
+                    sandbox: env.netns.clone(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+
+        if r.conf.macspoofchk {
+            let mac = veth.container.mac.ok_or_else(|| Error::internal("container veth has no MAC"))?;
+            p.spoofchk = true;
+            self.firewall
+                .setup_macspoofchk(args.conf.name(), &env.container_id, &env.ifname, &hname, mac)
+                .map_err(fw_err("failed to set up MAC spoof check"))?;
+        }
+
+        if r.ipam_type.is_some() {
+            p.ipam_allocated = true;
+            let ipam_res = ipam::add(args)?;
+            if ipam_res.ips.is_empty() {
+                return Err(Error::internal("IPAM plugin returned missing IP config"));
+            }
+            result.ips = ipam_res.ips;
+            result.routes = ipam_res.routes;
+            result.dns = ipam_res.dns;
+            // Gateways and the default route, per family (the reference's calcGateways).
+            let mut gws: Vec<IpNet> = Vec::new();
+            let mut default_found = [false, false];
+            for i in 0..result.ips.len() {
+                let ip = &mut result.ips[i];
+                ip.interface = Some(2);
+                if ip.gateway.is_none() && r.conf.is_gateway {
+                    ip.gateway = Some(calc_gateway(&ip.address));
+                }
+                let (addr, gw) = (ip.address, ip.gateway);
+                let fam = usize::from(addr.addr().is_ipv6());
+                if r.conf.is_default_gateway {
+                    let any: IpNet = if fam == 0 {
+                        "0.0.0.0/0".parse().map_err(|_| Error::internal("bad literal"))?
+                    } else {
+                        "::/0".parse().map_err(|_| Error::internal("bad literal"))?
+                    };
+                    if !default_found[fam] {
+                        default_found[fam] =
+                            result.routes.iter().any(|rt| rt.gw.is_some() && rt.dst == any);
+                    }
+                    if !default_found[fam] {
+                        result.routes.push(Route::new(any, gw));
+                        default_found[fam] = true;
+                    }
+                }
+                if r.conf.is_gateway {
+                    if let Some(g) = gw {
+                        let gnet = IpNet::new(g, addr.prefix_len())
+                            .map_err(|e| Error::internal(format!("bad gateway {g}: {e}")))?;
+                        gws.push(gnet);
+                    }
+                }
+            }
+            let ifname = env.ifname.clone();
+            let dad = r.conf.enabledad;
+            let set = |k: String, v: &str| {
+                if let Err(e) = pod.sysctl_set(&k, v) {
+                    tracing::debug!("sysctl {k}={v} in pod: {e}");
+                }
+            };
+            if dad {
+                set(format!("net.ipv6.conf.{ifname}.enhanced_dad"), "1");
+                set(format!("net.ipv6.conf.{ifname}.accept_dad"), "1");
+            } else {
+                set(format!("net.ipv6.conf.{ifname}.accept_dad"), "0");
+            }
+            set(format!("net.ipv4.conf.{ifname}.arp_notify"), "1");
+            configure_iface(&mut podnl, &pod, &ifname, &result)?;
+
+            if r.conf.is_gateway {
+                for g in &gws {
+                    ensure_addr(&mut host, &br, *g, r.conf.force_address)
+                        .map_err(|e| e.context("failed to set bridge addr"))?;
+                }
+                if gws.iter().any(|g| g.addr().is_ipv4()) {
+                    enable_forward(false)?;
+                }
+                if gws.iter().any(|g| g.addr().is_ipv6()) {
+                    enable_forward(true)?;
+                }
+            }
+            if r.conf.ip_masq {
+                p.masq = true;
+                let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+                self.firewall
+                    .setup_masq(args.conf.name(), &env.container_id, &env.ifname, &ips)
+                    .map_err(fw_err("failed to set up IP masquerade"))?;
+            }
+        } else {
+            podnl.link_set_up(veth.container.index, true)
+                .map_err(nl(format!("failed to set {:?} up", env.ifname)))?;
+        }
+
+        // MACs may have changed (bridge takes a port's MAC; addresses pin it).
+        if let Ok(Some(h)) = host.link_by_index(veth.host.index) {
+            result.interfaces[1].mac = mac_string(&h);
+        }
+        if let Ok(Some(b)) = host.link_by_name(&br.name) {
+            result.interfaces[0].mac = mac_string(&b);
+        }
+        if let Some(dns) = args.conf.get("dns") {
+            let d: cni_core::Dns = serde_json::from_value(dns.clone())
+                .map_err(|e| Error::config(format!("invalid dns: {e}")))?;
+            if !d.is_empty() {
+                result.dns = d;
+            }
+        }
+        Ok(result)
+    }
+
+    fn rollback(&self, args: &CmdArgs, p: &Progress) {
+        let env = &args.env;
+        if p.masq {
+            if let Err(e) = self.firewall.teardown_masq(args.conf.name(), &env.container_id, &env.ifname) {
+                tracing::warn!("rollback: masquerade teardown: {e}");
+            }
+        }
+        if p.spoofchk {
+            if let Err(e) = self.firewall.teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname) {
+                tracing::warn!("rollback: spoof-check teardown: {e}");
+            }
+        }
+        if let (Some(pod), Some(idx)) = (&p.pod, p.container_index) {
+            match Netlink::open(Some(pod)) {
+                Ok(mut n) => {
+                    if let Err(e) = n.link_del(idx) {
+                        if !e.is_not_found() {
+                            tracing::warn!("rollback: delete {}: {e}", env.ifname);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("rollback: netlink: {e}"),
+            }
+        }
+        if p.ipam_allocated {
+            if let Err(e) = ipam::del(args) {
+                tracing::warn!("rollback: IPAM release: {e}");
+            }
+        }
+    }
+}
+
+impl Plugin for Bridge {
+    fn about(&self) -> String {
+        format!("meta-bridge {} (meta-cni bridge delegate)", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult> {
+        let r = config::load(args)?;
+        ipam::validate(args)?;
+        let mut p = Progress::default();
+        match self.add_inner(args, &r, &mut p) {
+            Ok(res) => Ok(res),
+            Err(e) => {
+                self.rollback(args, &p);
+                Err(e)
+            }
+        }
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<()> {
+        let r = config::load(args)?;
+        let env = &args.env;
+        if let Some(pod) = open_netns_for_del(&env.netns)? {
+            let mut podnl = Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+            if let Some(l) = podnl.link_by_name(&env.ifname).map_err(nl("failed to look up link"))? {
+                match podnl.link_del(l.index) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(nl(format!("failed to delete {:?}", env.ifname))(e)),
+                }
+            }
+        }
+        if r.ipam_type.is_some() {
+            ipam::del(args)?;
+        }
+        // Unlike the reference, rules go even when the netns is already gone.
+        if r.conf.macspoofchk {
+            self.firewall
+                .teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname)
+                .map_err(fw_err("failed to remove MAC spoof check"))?;
+        }
+        if r.conf.ip_masq && r.ipam_type.is_some() {
+            self.firewall
+                .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
+                .map_err(fw_err("failed to remove IP masquerade"))?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<()> {
+        let r = config::load(args)?;
+        let env = &args.env;
+        let prev = args
+            .conf
+            .prev_result()?
+            .ok_or_else(|| Error::config("Required prevResult missing"))?;
+        let pod = open_netns(&env.netns)?;
+        if r.ipam_type.is_some() {
+            ipam::check(args)?;
+        }
+        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
+        let mut podnl = Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+        // The bridge.
+        let br_if = prev.interfaces.iter().find(|i| i.name == r.conf.bridge && i.sandbox.is_empty());
+        let br = host
+            .link_by_name(&r.conf.bridge)
+            .map_err(nl("failed to look up bridge"))?
+            .ok_or_else(|| Error::internal(format!("CNI created bridge {} in host namespace was not found", r.conf.bridge)))?;
+        if br.kind.as_deref() != Some("bridge") {
+            return Err(Error::internal(format!("interface {} does not have link type of bridge", br.name)));
+        }
+        if let Some(b) = br_if {
+            if !b.mac.is_empty() && b.mac != mac_string(&br) {
+                return Err(Error::internal(format!("bridge interface {} MAC doesn't match: {}", br.name, b.mac)));
+            }
+        }
+        if br.promisc != r.conf.promisc_mode {
+            return Err(Error::internal(format!(
+                "bridge interface {} configured promisc mode {} doesn't match current state: {}",
+                br.name, r.conf.promisc_mode, br.promisc
+            )));
+        }
+        // The container interface.
+        let cont_if = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == env.ifname && i.sandbox == env.netns)
+            .ok_or_else(|| Error::internal(format!(
+                "prevResult has no interface {} in sandbox {}",
+                env.ifname, env.netns
+            )))?;
+        let cont = podnl
+            .link_by_name(&env.ifname)
+            .map_err(nl("failed to look up container interface"))?
+            .ok_or_else(|| Error::internal(format!("CNI created interface in container {} not found", env.ifname)))?;
+        if cont.kind.as_deref() != Some("veth") {
+            return Err(Error::internal(format!("container interface {} not of type veth", cont.name)));
+        }
+        if !cont_if.mac.is_empty() && cont_if.mac != mac_string(&cont) {
+            return Err(Error::internal(format!(
+                "interface {} MAC {} doesn't match container MAC {}",
+                cont.name, cont_if.mac, mac_string(&cont)
+            )));
+        }
+        // The host veth: peer of the container end, enslaved to the bridge.
+        let host_ok = prev.interfaces.iter().filter(|i| i.sandbox.is_empty() && i.name != br.name).any(|i| {
+            matches!(host.link_by_name(&i.name), Ok(Some(l)) if l.kind.as_deref() == Some("veth")
+                && l.master == Some(br.index)
+                && cont.link == Some(l.index)
+                && (i.mac.is_empty() || i.mac == mac_string(&l)))
+        });
+        if !host_ok {
+            return Err(Error::internal(format!("CNI veth created for bridge {} was not found", br.name)));
+        }
+        check_iface_ips(&mut podnl, &env.ifname, &prev)?;
+        check_iface_routes(&mut podnl, &env.ifname, &prev)?;
+        Ok(())
+    }
+
+    fn status(&self, args: &CmdArgs) -> Result<()> {
+        let r = config::load(args)?;
+        if r.ipam_type.is_some() {
+            ipam::status(args)?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, args: &CmdArgs) -> Result<()> {
+        let r = config::load(args)?;
+        let valid = args.conf.gc_valid_attachments()?;
+        if r.ipam_type.is_some() {
+            ipam::gc(args)?;
+        }
+        if r.conf.ip_masq || r.conf.macspoofchk {
+            let set: HashSet<(String, String)> =
+                valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
+            self.firewall
+                .gc(args.conf.name(), &set)
+                .map_err(fw_err("firewall GC"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! Kernel-side helpers every delegate uses: the veth pair into the pod, the container
+//! interface's addresses and routes from a result (the reference `ipam.ConfigureIface`),
+//! and the checks CHECK runs against a prevResult.
+
+use cni_core::{CniResult, Error, Result};
+use ipnet::IpNet;
+use meta_netlink::{
+    LinkInfo, LinkKind, LinkRequest, Mac, NetlinkOps, Netns, RouteSpec, format_mac,
+    random_veth_name, wait_addrs_not_tentative,
+};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Turns a netlink error into a CNI error with context.
+pub fn nl(ctx: impl std::fmt::Display) -> impl FnOnce(meta_netlink::Error) -> Error {
+    move |e| Error::internal(format!("{ctx}: {e}"))
+}
+
+/// Opens the pod's namespace; code 3 (container unknown) when it does not exist.
+pub fn open_netns(path: &str) -> Result<Netns> {
+    Netns::open(path).map_err(|e| {
+        if e.is_not_found() {
+            Error::new(cni_core::code::UNKNOWN_CONTAINER, format!("netns {path:?} does not exist"))
+        } else {
+            Error::internal(format!("failed to open netns {path:?}: {e}"))
+        }
+    })
+}
+
+/// Opens the pod's namespace for DEL: `None` when the path is empty or gone.
+pub fn open_netns_for_del(path: &str) -> Result<Option<Netns>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    match Netns::open(path) {
+        Ok(ns) => Ok(Some(ns)),
+        Err(e) if e.is_not_found() => Ok(None),
+        // A path that exists but is no longer a namespace (runtime unmounted it): gone.
+        Err(meta_netlink::Error::Invalid(_)) => Ok(None),
+        Err(e) => Err(Error::internal(format!("failed to open netns {path:?}: {e}"))),
+    }
+}
+
+/// What [`setup_veth`] made.
+#[derive(Debug, Clone)]
+pub struct VethPair {
+    /// The host end (in the handle's namespace), up.
+    pub host: LinkInfo,
+    /// The container end, in the pod namespace, down.
+    pub container: LinkInfo,
+}
+
+/// Creates a veth pair with the container end named `ifname` directly in `pod` and the
+/// host end (random `vethXXXXXXXX` name) in the namespace of `host_nl`, then sets the host
+/// end up. An existing `ifname` in the pod is an error naming it; a clash of the random
+/// host name is retried.
+pub fn setup_veth(
+    host_nl: &mut impl NetlinkOps,
+    pod_nl: &mut impl NetlinkOps,
+    pod: &Netns,
+    ifname: &str,
+    mtu: Option<u32>,
+    mac: Option<Mac>,
+) -> Result<VethPair> {
+    let exists = |pod_nl: &mut dyn FnMut() -> meta_netlink::Result<Option<LinkInfo>>| -> Result<()> {
+        if pod_nl().map_err(nl("failed to list pod links"))?.is_some() {
+            return Err(Error::internal(format!(
+                "container veth name provided ({ifname}) already exists"
+            )));
+        }
+        Ok(())
+    };
+    exists(&mut || pod_nl.link_by_name(ifname))?;
+    let mut last_err = None;
+    for _ in 0..10 {
+        let host_name = random_veth_name();
+        if host_nl.link_by_name(&host_name).map_err(nl("failed to list links"))?.is_some() {
+            continue;
+        }
+        let req = LinkRequest {
+            name: ifname.to_string(),
+            kind: LinkKind::Veth {
+                peer_name: host_name.clone(),
+                peer_netns: None,
+                peer_mac: None,
+                peer_mtu: mtu,
+            },
+            mtu,
+            mac,
+            netns: Some(pod.clone()),
+            up: false,
+        };
+        match host_nl.link_add(&req) {
+            Ok(()) => {
+                let host = host_nl
+                    .link_by_name(&host_name)
+                    .map_err(nl("failed to look up host veth"))?
+                    .ok_or_else(|| Error::internal(format!("host veth {host_name} vanished")))?;
+                let container = pod_nl
+                    .link_by_name(ifname)
+                    .map_err(nl("failed to look up container veth"))?
+                    .ok_or_else(|| Error::internal(format!("container veth {ifname} vanished")))?;
+                if let Err(e) = host_nl.link_set_up(host.index, true) {
+                    let _ = host_nl.link_del(host.index);
+                    return Err(nl(format!("failed to set {host_name} up"))(e));
+                }
+                return Ok(VethPair { host, container });
+            }
+            Err(e) if e.is_exists() => {
+                // Either the pod got an `ifname` meanwhile, or the host name clashed.
+                exists(&mut || pod_nl.link_by_name(ifname))?;
+                last_err = Some(e);
+            }
+            Err(e) => return Err(nl(format!("failed to create veth pair for {ifname}"))(e)),
+        }
+    }
+    Err(Error::internal(format!(
+        "failed to find a free host veth name for {ifname}: {}",
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+/// The family gateways of a result's IPs on `ifname` (first of each family).
+fn family_gateways(result: &CniResult, ifname: &str) -> (Option<IpAddr>, Option<IpAddr>) {
+    let mut v4 = None;
+    let mut v6 = None;
+    for ip in &result.ips {
+        if !ip_is_for(result, ip.interface, ifname) {
+            continue;
+        }
+        if let Some(gw) = ip.gateway {
+            match gw {
+                IpAddr::V4(_) if v4.is_none() => v4 = Some(gw),
+                IpAddr::V6(_) if v6.is_none() => v6 = Some(gw),
+                _ => {}
+            }
+        }
+    }
+    (v4, v6)
+}
+
+fn ip_is_for(result: &CniResult, idx: Option<usize>, ifname: &str) -> bool {
+    match idx {
+        Some(i) => result.interfaces.get(i).is_some_and(|iface| iface.name == ifname),
+        None => false,
+    }
+}
+
+/// The route the kernel gets for a result route: its own gateway, else the family
+/// gateway of the interface's IPs, else none (on-link), with the 1.1 attributes.
+pub fn route_spec(r: &cni_core::Route, oif: u32, gws: (Option<IpAddr>, Option<IpAddr>)) -> RouteSpec {
+    let gw = r.gw.or(if r.dst.addr().is_ipv4() { gws.0 } else { gws.1 });
+    RouteSpec {
+        dst: r.dst.trunc(),
+        gw,
+        oif: Some(oif),
+        table: r.table,
+        // Like the reference (ip.AddRoute), routes are universe-scoped unless the result
+        // says otherwise.
+        scope: Some(r.scope.unwrap_or(meta_netlink::SCOPE_UNIVERSE)),
+        priority: r.priority,
+        mtu: r.mtu,
+        advmss: r.advmss,
+        onlink: false,
+        src: None,
+    }
+}
+
+/// Configures the container interface `ifname` from `result`, inside the pod namespace
+/// reached through `pod_nl`: enables IPv6 when an IPv6 address is coming, adds every IP
+/// whose `interface` index names `ifname`, sets the link up, waits for IPv6 addresses to
+/// leave tentative state when an IPv6 gateway is used, then adds the routes (a route
+/// without a gateway uses the interface's gateway of its family; duplicates are skipped,
+/// the first one wins).
+pub fn configure_iface(
+    pod_nl: &mut impl NetlinkOps,
+    pod: &Netns,
+    ifname: &str,
+    result: &CniResult,
+) -> Result<()> {
+    let link = pod_nl
+        .link_by_name(ifname)
+        .map_err(nl(format!("failed to look up {ifname}")))?
+        .ok_or_else(|| Error::internal(format!("interface {ifname} not found in the pod")))?;
+    let mut v6_enabled = false;
+    for ip in &result.ips {
+        let Some(i) = ip.interface else { continue };
+        if result.interfaces.get(i).map(|x| x.name.as_str()) != Some(ifname) {
+            return Err(Error::internal(format!(
+                "failed to add IP addr {} to {ifname:?}: invalid interface index {i}",
+                ip.address
+            )));
+        }
+        if !v6_enabled && ip.address.addr().is_ipv6() {
+            for dev in ["lo", ifname] {
+                let key = format!("net.ipv6.conf.{dev}.disable_ipv6");
+                match pod.sysctl_get(&key) {
+                    Ok(v) if v.trim() == "0" => {}
+                    Ok(_) => pod
+                        .sysctl_set(&key, "0")
+                        .map_err(nl(format!("failed to enable IPv6 on {dev}")))?,
+                    Err(e) => tracing::warn!("cannot read {key}: {e}"),
+                }
+            }
+            v6_enabled = true;
+        }
+        pod_nl
+            .addr_add(link.index, ip.address)
+            .map_err(nl(format!("failed to add IP addr {} to {ifname:?}", ip.address)))?;
+    }
+    pod_nl.link_set_up(link.index, true).map_err(nl(format!("failed to set {ifname} up")))?;
+    let gws = family_gateways(result, ifname);
+    if gws.1.is_some() {
+        wait_addrs_not_tentative(pod_nl, link.index, Duration::from_secs(10))
+            .map_err(nl(format!("IPv6 addresses of {ifname} did not settle")))?;
+    }
+    for r in &result.routes {
+        let spec = route_spec(r, link.index, gws);
+        match pod_nl.route_add(&spec) {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => {
+                return Err(nl(format!("failed to add route {} via {:?} dev {ifname}", r.dst, spec.gw))(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// CHECK: every IP of the result that names `ifname` is on the interface.
+pub fn check_iface_ips(pod_nl: &mut impl NetlinkOps, ifname: &str, result: &CniResult) -> Result<()> {
+    let link = pod_nl
+        .link_by_name(ifname)
+        .map_err(nl(format!("failed to look up {ifname}")))?
+        .ok_or_else(|| Error::internal(format!("interface {ifname} not found in the pod")))?;
+    let have: Vec<IpNet> = pod_nl
+        .addrs(Some(link.index))
+        .map_err(nl("failed to list addresses"))?
+        .into_iter()
+        .map(|a| a.addr)
+        .collect();
+    for ip in &result.ips {
+        if !ip_is_for(result, ip.interface, ifname) {
+            continue;
+        }
+        if !have.contains(&ip.address) {
+            return Err(Error::internal(format!(
+                "CHECK: {ifname} lacks address {} (has [{}])",
+                ip.address,
+                have.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// CHECK: every route of the result exists on `ifname` with the gateway it got at ADD
+/// (a gateway-less route is looked up with the interface's family gateway, which is what
+/// ADD installed — the reference 1.1.1 gets this case wrong).
+pub fn check_iface_routes(pod_nl: &mut impl NetlinkOps, ifname: &str, result: &CniResult) -> Result<()> {
+    let link = pod_nl
+        .link_by_name(ifname)
+        .map_err(nl(format!("failed to look up {ifname}")))?
+        .ok_or_else(|| Error::internal(format!("interface {ifname} not found in the pod")))?;
+    let gws = family_gateways(result, ifname);
+    for r in &result.routes {
+        let want = route_spec(r, link.index, gws);
+        let v6 = r.dst.addr().is_ipv6();
+        let have = pod_nl.routes(v6, r.table).map_err(nl("failed to list routes"))?;
+        let found = have.iter().any(|h| {
+            h.dst == want.dst && h.gw == want.gw && (h.oif == Some(link.index) || want.gw.is_some())
+        });
+        if !found {
+            return Err(Error::internal(format!(
+                "CHECK: route {} via {} on {ifname} not found",
+                r.dst,
+                want.gw.map(|g| g.to_string()).unwrap_or_else(|| "(on-link)".into())
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The MAC of a link, formatted, or empty.
+pub fn mac_string(l: &LinkInfo) -> String {
+    l.mac.as_ref().map(format_mac).unwrap_or_default()
+}
