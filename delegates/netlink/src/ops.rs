@@ -28,7 +28,7 @@ pub trait NetlinkOps {
     fn link_set_mtu(&mut self, index: u32, mtu: u32) -> Result<()>;
     /// Sets the MAC address.
     fn link_set_mac(&mut self, index: u32, mac: Mac) -> Result<()>;
-    /// Renames a link (it must be down on most kernels).
+    /// Renames a link (older kernels require it to be down: EBUSY).
     fn link_set_name(&mut self, index: u32, name: &str) -> Result<()>;
     /// Enslaves to `master`, or releases with None.
     fn link_set_master(&mut self, index: u32, master: Option<u32>) -> Result<()>;
@@ -73,7 +73,9 @@ pub trait NetlinkOps {
     /// MAC where it appends another remote (`bridge fdb append`; appending a
     /// remote that is already there is a no-op, as in the kernel).
     fn fdb_add(&mut self, f: &FdbSpec) -> Result<()>;
-    /// Deletes an FDB entry (matched by index, MAC, and dst when set).
+    /// Deletes an FDB entry (matched by index, MAC, and dst when set). Like the
+    /// vxlan driver: not-found when the MAC has no entry; a dst the entry does not
+    /// have is ignored (Ok); no dst removes all remotes of the MAC.
     fn fdb_del(&mut self, f: &FdbSpec) -> Result<()>;
     /// FDB entries of a device.
     fn fdbs(&mut self, index: u32) -> Result<Vec<FdbSpec>>;

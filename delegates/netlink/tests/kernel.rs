@@ -511,8 +511,7 @@ fn addresses_v4_v6_and_dad() {
         nl.addrs(None)
             .unwrap()
             .iter()
-            .any(|x| x.addr == net("127.0.0.1/8"))
-            || true
+            .any(|x| x.index == a && x.addr == net("10.20.1.1/16"))
     );
 
     wait_addrs_not_tentative(&mut nl, a, Duration::from_secs(10)).unwrap();
