@@ -31,8 +31,8 @@ fn parse_cidr(s: &str, field: &str, env: bool) -> Result<IpNet> {
 
 impl StaticConfig {
     /// Resolves the addresses with the reference's precedence: `ipam.addresses`, plus
-    /// `CNI_ARGS` `IP=` (comma-separated CIDRs, appended) whose `GATEWAY=` (comma-separated)
-    /// sets the gateway of every address whose subnet contains it; `args.cni.ips` replaces
+    /// `CNI_ARGS` `IP=` (comma-separated CIDRs, appended); `GATEWAY=` (comma-separated)
+    /// sets the gateway of every `CNI_ARGS` address whose subnet contains it; `args.cni.ips` replaces
     /// all of those, and `runtimeConfig.ips` replaces everything. Errors are code 7 naming
     /// the field and value (code 4 for `CNI_ARGS` values).
     pub fn from_conf(conf: &NetConf, args: &CniArgs) -> Result<StaticConfig> {
@@ -68,6 +68,7 @@ impl StaticConfig {
                 )));
             }
         }
+        let from_config = addresses.len();
         if let Some(raw) = args.get("IP").filter(|s| !s.is_empty()) {
             for item in raw.split(',') {
                 addresses.push((parse_cidr(item, "CNI_ARGS IP", true)?, None));
@@ -80,7 +81,8 @@ impl StaticConfig {
                         "CNI_ARGS GATEWAY: invalid gateway address {item:?}"
                     ))
                 })?;
-                for (net, g) in addresses.iter_mut() {
+                // As in the reference, GATEWAY applies to the CNI_ARGS addresses only.
+                for (net, g) in addresses.iter_mut().skip(from_config) {
                     if net.contains(&gw) {
                         *g = Some(gw);
                     }
@@ -207,7 +209,7 @@ mod tests {
             addrs(&r),
             [
                 "10.10.0.1/24|10.10.0.254",
-                "3ffe:ffff:0:1ff::1/64|3ffe:ffff:0:1ff::9",
+                "3ffe:ffff:0:1ff::1/64|",
                 "10.20.0.5/16|10.20.0.1",
                 "3ffe::5/64|"
             ]
