@@ -13,8 +13,8 @@ use crate::real::Netlink;
 ///
 /// Fails with [`Error::Timeout`] after `timeout`, and with [`Error::Invalid`] as
 /// soon as an address reports `dadfailed` (a duplicate exists on the link).
-pub fn wait_addrs_not_tentative(
-    nl: &mut impl NetlinkOps,
+pub fn wait_addrs_not_tentative<N: NetlinkOps + ?Sized>(
+    nl: &mut N,
     index: u32,
     timeout: Duration,
 ) -> Result<()> {
@@ -94,7 +94,10 @@ pub fn link_del_by_name_in(ns: &Netns, name: &str) -> Result<Vec<ipnet::IpNet>> 
 }
 
 /// [`link_del_by_name_in`] through an existing handle.
-pub fn link_del_by_name(nl: &mut impl NetlinkOps, name: &str) -> Result<Vec<ipnet::IpNet>> {
+pub fn link_del_by_name<N: NetlinkOps + ?Sized>(
+    nl: &mut N,
+    name: &str,
+) -> Result<Vec<ipnet::IpNet>> {
     let link = nl
         .link_by_name(name)?
         .ok_or_else(|| Error::NotFound(format!("link {name}")))?;
@@ -111,6 +114,26 @@ pub fn link_del_by_name(nl: &mut impl NetlinkOps, name: &str) -> Result<Vec<ipne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn helpers_take_trait_objects() {
+        let mut f = crate::FakeNetlink::new();
+        let dynf: &mut dyn NetlinkOps = &mut f;
+        wait_addrs_not_tentative(dynf, 1, Duration::from_millis(1)).unwrap();
+        assert!(link_del_by_name(dynf, "nope").unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn thread_safety() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<crate::Netlink>();
+        send::<crate::FakeNetlink>();
+        send::<Netns>();
+        sync::<Netns>();
+        send::<crate::Error>();
+        sync::<crate::Error>();
+    }
 
     #[test]
     fn veth_names() {

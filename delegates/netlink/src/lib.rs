@@ -10,6 +10,8 @@
 //!
 //! The API is synchronous: [`Netlink`] owns a current-thread tokio runtime.
 
+#![deny(missing_docs)]
+
 pub mod error;
 pub mod fake;
 pub mod helpers;

@@ -22,7 +22,11 @@ pub const NETNS_RUN_DIR: &str = "/run/netns";
 pub const THREAD_SELF_NETNS: &str = "/proc/thread-self/ns/net";
 
 // NS_GET_NSTYPE = _IO(0xb7, 0x3)
-nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
+mod ioctl {
+    #![allow(missing_docs)]
+    nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
+}
+use ioctl::ns_get_nstype;
 
 /// An open file descriptor of a network namespace plus the path it came from.
 ///
@@ -272,6 +276,11 @@ fn prepare_run_dir() -> Result<()> {
     let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = Path::new(NETNS_RUN_DIR);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {NETNS_RUN_DIR}"), e))?;
+    // Serialize with other processes doing the same (the directory inode is the
+    // same before and after the self bind-mount).
+    let d = File::open(dir).map_err(|e| Error::io(format!("open {NETNS_RUN_DIR}"), e))?;
+    let _flock = nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::nix(format!("flock {NETNS_RUN_DIR}"), e))?;
     let shared = || {
         nix::mount::mount(
             None::<&str>,
