@@ -8,6 +8,8 @@
 //!
 //! The `meta-host-local` and `meta-static` binaries wrap these in the CNI protocol.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod dns;
 pub mod hostlocal;
