@@ -2,7 +2,7 @@
 
 use crate::config::{HostLocalConfig, Range, RangeSet};
 use crate::ip::{canon, next_ip};
-use crate::store::Store;
+use crate::store::{Reservation, Store};
 use cni_core::{Attachment, CniResult, Error, IpConfig, Result, code};
 use ipnet::IpNet;
 use serde_json::Map;
@@ -209,7 +209,7 @@ pub fn release(conf: &HostLocalConfig, container_id: &str, ifname: &str) -> Resu
 /// `lock` and `last_reserved_ip.*` files are kept.
 pub fn gc(conf: &HostLocalConfig, valid: &[Attachment]) -> Result<()> {
     let store = Store::open(&conf.data_dir, &conf.name)?;
-    let stale: Vec<IpAddr> = store
+    let stale: Vec<Reservation> = store
         .reservations()?
         .into_iter()
         .filter(|r| {
@@ -221,11 +221,14 @@ pub fn gc(conf: &HostLocalConfig, valid: &[Attachment]) -> Result<()> {
                 None => !valid.iter().any(|a| a.container_id.trim() == id),
             }
         })
-        .map(|r| r.ip)
         .collect();
     if !stale.is_empty() {
-        tracing::info!(network = %conf.name, released = ?stale, "host-local: GC");
-        store.remove_all(&stale)?;
+        let ips: Vec<IpAddr> = stale.iter().map(|r| r.ip).collect();
+        tracing::info!(network = %conf.name, released = ?ips, "host-local: GC");
+        for r in &stale {
+            store.remove_name(&r.name)?;
+        }
+        store.sync()?;
     }
     Ok(())
 }

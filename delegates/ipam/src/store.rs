@@ -37,6 +37,8 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub(crate) struct Reservation {
     /// The address (the file name).
     pub ip: IpAddr,
+    /// The file name (normally `ip`'s canonical text; kept as found).
+    pub name: String,
     /// The file content, trimmed.
     pub content: String,
 }
@@ -129,6 +131,7 @@ impl Store {
             };
             out.push(Reservation {
                 ip: canon(ip),
+                name: name.to_string(),
                 content: content.trim().to_string(),
             });
         }
@@ -163,6 +166,11 @@ impl Store {
             return Err(io_err("cannot write temporary file", &tmp, e));
         }
         Ok(tmp)
+    }
+
+    /// fsyncs the directory (after removals).
+    pub fn sync(&self) -> Result<()> {
+        self.sync_dir()
     }
 
     fn sync_dir(&self) -> Result<()> {
@@ -238,7 +246,12 @@ impl Store {
 
     /// Removes the reservation file of `ip` (missing is fine).
     pub fn remove(&self, ip: IpAddr) -> Result<()> {
-        let p = self.path_of(ip);
+        self.remove_name(&ip.to_string())
+    }
+
+    /// Removes a file of the directory by name (missing is fine).
+    pub fn remove_name(&self, name: &str) -> Result<()> {
+        let p = self.dir.join(name);
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -255,7 +268,7 @@ impl Store {
             mine = all.iter().filter(|r| r.is_legacy_of(id)).collect();
         }
         for r in &mine {
-            self.remove(r.ip)?;
+            self.remove_name(&r.name)?;
         }
         if !mine.is_empty() {
             self.sync_dir()?;
@@ -339,5 +352,17 @@ mod tests {
         assert_eq!(s.release_by_id("c1", "eth0").unwrap(), 1);
         assert!(!dir.join("10.0.0.9").exists());
         assert!(dir.join("10.0.0.8").exists());
+    }
+
+    #[test]
+    fn non_canonical_names_are_released() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), "net").unwrap();
+        let dir = d.path().join("net");
+        fs::write(dir.join("fd00:0::5"), "c1\r\neth0").unwrap();
+        let r = s.reservations().unwrap();
+        assert_eq!(r[0].ip.to_string(), "fd00::5");
+        assert_eq!(s.release_by_id("c1", "eth0").unwrap(), 1);
+        assert!(!dir.join("fd00:0::5").exists());
     }
 }
