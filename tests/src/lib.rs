@@ -71,7 +71,11 @@ impl World {
                 p
             })
             .collect();
-        World { node, pods, dir: tempfile::tempdir().expect("tempdir") }
+        World {
+            node,
+            pods,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     /// Path of pod `i`'s namespace.
@@ -131,19 +135,33 @@ pub struct Run {
 impl Run {
     /// Panics with everything known unless the run succeeded.
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "plugin failed: stdout={} stderr={}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "plugin failed: stdout={} stderr={}",
+            self.stdout, self.stderr
+        );
         self
     }
     /// The JSON output, which must be there.
     pub fn value(&self) -> &Value {
-        self.json.as_ref().unwrap_or_else(|| panic!("no JSON on stdout: {:?} (stderr {})", self.stdout, self.stderr))
+        self.json.as_ref().unwrap_or_else(|| {
+            panic!(
+                "no JSON on stdout: {:?} (stderr {})",
+                self.stdout, self.stderr
+            )
+        })
     }
     /// The error code of a failed run (asserting stdout is the spec's error JSON).
     pub fn err_code(&self) -> u64 {
         assert_ne!(self.code, 0, "expected failure, got {}", self.stdout);
         let v = self.value();
-        assert!(v.get("msg").and_then(Value::as_str).is_some(), "error JSON without msg: {v}");
-        v["code"].as_u64().unwrap_or_else(|| panic!("error JSON without code: {v}"))
+        assert!(
+            v.get("msg").and_then(Value::as_str).is_some(),
+            "error JSON without msg: {v}"
+        );
+        v["code"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("error JSON without code: {v}"))
     }
     /// The error message.
     pub fn err_msg(&self) -> String {
@@ -179,8 +197,12 @@ pub fn run_in(ns: &Netns, bin: &Path, inv: &Invocation, stdin: &[u8]) -> Run {
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
         });
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
     {
         let mut si = child.stdin.take().expect("stdin");
         let _ = si.write_all(stdin);
@@ -207,9 +229,19 @@ pub fn run_in(ns: &Netns, bin: &Path, inv: &Invocation, stdin: &[u8]) -> Run {
     std::mem::forget(child); // already reaped
     let stdout = t1.join().unwrap_or_default();
     let stderr = t2.join().unwrap_or_default();
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
     let json = serde_json::from_str(stdout.trim()).ok();
-    Run { code, stdout, json, stderr, max_rss_kib: ru.ru_maxrss }
+    Run {
+        code,
+        stdout,
+        json,
+        stderr,
+        max_rss_kib: ru.ru_maxrss,
+    }
 }
 
 /// The kernel state of one interface, for comparison (names of random veths excluded).
@@ -256,18 +288,32 @@ pub fn iface_state(ns: &Netns, ifname: &str) -> Option<IfaceState> {
                 r.scope,
                 r.protocol,
                 r.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default(),
-                r.priority.filter(|p| *p != 0 && !v6).map(|m| format!(" metric {m}")).unwrap_or_default(),
+                r.priority
+                    .filter(|p| *p != 0 && !v6)
+                    .map(|m| format!(" metric {m}"))
+                    .unwrap_or_default(),
             ));
         }
     }
     routes.sort();
-    Some(IfaceState { kind: link.kind.clone(), mtu: link.mtu, up: link.up, addrs, routes })
+    Some(IfaceState {
+        kind: link.kind.clone(),
+        mtu: link.mtu,
+        up: link.up,
+        addrs,
+        routes,
+    })
 }
 
 /// Names of all links in a namespace, sorted.
 pub fn link_names(ns: &Netns) -> Vec<String> {
     let mut nl = Netlink::open(Some(ns)).expect("netlink");
-    let mut v: Vec<String> = nl.links().expect("links").into_iter().map(|l| l.name).collect();
+    let mut v: Vec<String> = nl
+        .links()
+        .expect("links")
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
     v.sort();
     v
 }
@@ -278,7 +324,9 @@ pub fn link_names(ns: &Netns) -> Vec<String> {
 /// namespace's own sysfs mount; use [`read_in_ns_proc`] for /proc/sys.
 pub fn read_in_ns_proc(ns: &Netns, key: &str) -> String {
     let key = key.to_string();
-    ns.run(move || meta_netlink::sysctl_get(&key)).expect("ns thread").unwrap_or_default()
+    ns.run(move || meta_netlink::sysctl_get(&key))
+        .expect("ns thread")
+        .unwrap_or_default()
 }
 
 /// Replaces MAC addresses and random veth names in a result by placeholders, so results

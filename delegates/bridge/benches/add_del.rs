@@ -22,14 +22,24 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[i].as_secs_f64() * 1e3
 }
 
-fn bench(label: &str, bin: &Path, ipam_type: &str, iters: usize, extra_env: Vec<(&str, &str)>) -> Stats {
+fn bench(
+    label: &str,
+    bin: &Path,
+    ipam_type: &str,
+    iters: usize,
+    extra_env: Vec<(&str, &str)>,
+) -> Stats {
     let w = World::new(1);
     let c = json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "benchbr",
                    "isGateway": true,
                    "ipam": {"type": ipam_type, "subnet": "10.50.0.0/16", "dataDir": w.path("ipam")}});
     let stdin = c.to_string();
     let netns = w.pod(0);
-    let mut s = Stats { add: Vec::new(), del: Vec::new(), rss_add: 0 };
+    let mut s = Stats {
+        add: Vec::new(),
+        del: Vec::new(),
+        rss_add: 0,
+    };
     // Warm-up (bridge creation, page cache).
     for i in 0..(iters + 5) {
         let cid = format!("bench-{i}");
@@ -61,22 +71,42 @@ fn bench(label: &str, bin: &Path, ipam_type: &str, iters: usize, extra_env: Vec<
 }
 
 fn main() {
-    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_meta-bridge"));
     let refbin = reference("bridge");
     let rows = [
-        ("meta-bridge (host-local in-process)", bench("ours", &ours, "host-local", iters, vec![])),
+        (
+            "meta-bridge (host-local in-process)",
+            bench("ours", &ours, "host-local", iters, vec![]),
+        ),
         (
             "meta-bridge + exec'd reference host-local",
-            bench("ours-exec", &ours, "host-local", iters, vec![("META_CNI_FORCE_EXEC", "host-local")]),
+            bench(
+                "ours-exec",
+                &ours,
+                "host-local",
+                iters,
+                vec![("META_CNI_FORCE_EXEC", "host-local")],
+            ),
         ),
-        ("reference bridge + host-local 1.1.1", bench("reference", &refbin, "host-local", iters, vec![])),
+        (
+            "reference bridge + host-local 1.1.1",
+            bench("reference", &refbin, "host-local", iters, vec![]),
+        ),
     ];
-    println!("\nADD+DEL, {iters} iterations each, one pod, cniVersion 1.0.0, isGateway, host-local /16\n");
-    println!("| plugin | ADD p50 ms | ADD p95 ms | DEL p50 ms | DEL p95 ms | ADD+DEL mean ms | peak RSS (ADD) KiB |");
+    println!(
+        "\nADD+DEL, {iters} iterations each, one pod, cniVersion 1.0.0, isGateway, host-local /16\n"
+    );
+    println!(
+        "| plugin | ADD p50 ms | ADD p95 ms | DEL p50 ms | DEL p95 ms | ADD+DEL mean ms | peak RSS (ADD) KiB |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (name, mut s) in rows {
-        let mean = (s.add.iter().sum::<Duration>() + s.del.iter().sum::<Duration>()).as_secs_f64() * 1e3
+        let mean = (s.add.iter().sum::<Duration>() + s.del.iter().sum::<Duration>()).as_secs_f64()
+            * 1e3
             / s.add.len() as f64;
         println!(
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",

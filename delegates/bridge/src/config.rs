@@ -91,27 +91,39 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>> {
         match (t.min_id, t.max_id) {
             (Some(lo), Some(hi)) => {
                 if !ok(lo) {
-                    return Err(Error::config(format!("vlanTrunk: incorrect minID {lo} (must be 1..4094)")));
+                    return Err(Error::config(format!(
+                        "vlanTrunk: incorrect minID {lo} (must be 1..4094)"
+                    )));
                 }
                 if !ok(hi) {
-                    return Err(Error::config(format!("vlanTrunk: incorrect maxID {hi} (must be 1..4094)")));
+                    return Err(Error::config(format!(
+                        "vlanTrunk: incorrect maxID {hi} (must be 1..4094)"
+                    )));
                 }
                 if hi < lo {
-                    return Err(Error::config(format!("vlanTrunk: minID {lo} is greater than maxID {hi}")));
+                    return Err(Error::config(format!(
+                        "vlanTrunk: minID {lo} is greater than maxID {hi}"
+                    )));
                 }
                 out.extend((lo..=hi).map(|v| v as u16));
             }
             (None, Some(_)) => {
-                return Err(Error::config("vlanTrunk: minID and maxID must be set together, minID is missing"));
+                return Err(Error::config(
+                    "vlanTrunk: minID and maxID must be set together, minID is missing",
+                ));
             }
             (Some(_), None) => {
-                return Err(Error::config("vlanTrunk: minID and maxID must be set together, maxID is missing"));
+                return Err(Error::config(
+                    "vlanTrunk: minID and maxID must be set together, maxID is missing",
+                ));
             }
             (None, None) => {}
         }
         if let Some(id) = t.id {
             if !ok(id) {
-                return Err(Error::config(format!("vlanTrunk: incorrect id {id} (must be 1..4094)")));
+                return Err(Error::config(format!(
+                    "vlanTrunk: incorrect id {id} (must be 1..4094)"
+                )));
             }
             out.insert(id as u16);
         }
@@ -135,13 +147,20 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
         None => Vec::new(),
     };
     if conf.vlan > 0 && !vlans.is_empty() {
-        return Err(Error::config("cannot set vlan and vlanTrunk at the same time"));
+        return Err(Error::config(
+            "cannot set vlan and vlanTrunk at the same time",
+        ));
     }
     if conf.hairpin_mode && conf.promisc_mode {
-        return Err(Error::config("cannot set hairpin mode and promiscuous mode at the same time"));
+        return Err(Error::config(
+            "cannot set hairpin mode and promiscuous mode at the same time",
+        ));
     }
     if !(0..=65535).contains(&conf.mtu) {
-        return Err(Error::config(format!("invalid mtu {} (must be 0..65535)", conf.mtu)));
+        return Err(Error::config(format!(
+            "invalid mtu {} (must be 0..65535)",
+            conf.mtu
+        )));
     }
     // MAC: CNI_ARGS MAC=, then args.cni.mac, then runtimeConfig.mac (the last one set wins).
     args.conf_args_check()?;
@@ -157,9 +176,9 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
         }
     }
     let mac = match mac_s {
-        Some(s) => Some(
-            parse_mac(&s).map_err(|_| Error::config(format!("invalid MAC address {s:?}")))?,
-        ),
+        Some(s) => {
+            Some(parse_mac(&s).map_err(|_| Error::config(format!("invalid MAC address {s:?}")))?)
+        }
         None => None,
     };
     let ipam_type = args
@@ -169,12 +188,22 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
         .and_then(|t| t.as_str())
         .filter(|t| !t.is_empty())
         .map(str::to_string);
-    let mtu = if conf.mtu > 0 { Some(conf.mtu as u32) } else { None };
+    let mtu = if conf.mtu > 0 {
+        Some(conf.mtu as u32)
+    } else {
+        None
+    };
     let mut conf = conf;
     if conf.is_default_gateway {
         conf.is_gateway = true;
     }
-    Ok(Resolved { conf, vlans, mac, mtu, ipam_type })
+    Ok(Resolved {
+        conf,
+        vlans,
+        mac,
+        mtu,
+        ipam_type,
+    })
 }
 
 /// Extension used by [`load`]: the CNI_ARGS keys the bridge (and its IPAM) understand.

@@ -24,7 +24,9 @@ pub struct Bridge {
 
 impl Default for Bridge {
     fn default() -> Self {
-        Bridge { firewall: Box::new(Nftables::default()) }
+        Bridge {
+            firewall: Box::new(Nftables::default()),
+        }
     }
 }
 
@@ -53,7 +55,9 @@ struct Progress {
 fn ensure_bridge(host: &mut Netlink, r: &Resolved) -> Result<LinkInfo> {
     let name = &r.conf.bridge;
     let vlan_filtering = r.conf.vlan != 0 || r.conf.vlan_trunk.is_some();
-    let existing = host.link_by_name(name).map_err(nl(format!("could not look up {name:?}")))?;
+    let existing = host
+        .link_by_name(name)
+        .map_err(nl(format!("could not look up {name:?}")))?;
     let br = match existing {
         Some(l) => l,
         None => {
@@ -82,7 +86,9 @@ fn ensure_bridge(host: &mut Netlink, r: &Resolved) -> Result<LinkInfo> {
         }
     };
     if br.kind.as_deref() != Some("bridge") {
-        return Err(Error::internal(format!("{name:?} already exists but is not a bridge")));
+        return Err(Error::internal(format!(
+            "{name:?} already exists but is not a bridge"
+        )));
     }
     if r.conf.promisc_mode && !br.promisc {
         host.link_set_promisc(br.index, true)
@@ -91,7 +97,8 @@ fn ensure_bridge(host: &mut Netlink, r: &Resolved) -> Result<LinkInfo> {
     // We own the routes of this interface.
     let _ = meta_netlink::sysctl_set(&format!("net.ipv6.conf.{name}.accept_ra"), "0");
     if !br.up {
-        host.link_set_up(br.index, true).map_err(nl(format!("failed to set {name:?} up")))?;
+        host.link_set_up(br.index, true)
+            .map_err(nl(format!("failed to set {name:?} up")))?;
     }
     Ok(br)
 }
@@ -99,19 +106,27 @@ fn ensure_bridge(host: &mut Netlink, r: &Resolved) -> Result<LinkInfo> {
 /// Puts `gw` (gateway address with the subnet's prefix) on the bridge, like the
 /// reference's ensureAddr.
 fn ensure_addr(host: &mut Netlink, br: &LinkInfo, gw: IpNet, force: bool) -> Result<()> {
-    let addrs = host.addrs(Some(br.index)).map_err(nl("could not get list of IP addresses"))?;
-    for a in addrs.iter().filter(|a| a.addr.addr().is_ipv4() == gw.addr().is_ipv4()) {
+    let addrs = host
+        .addrs(Some(br.index))
+        .map_err(nl("could not get list of IP addresses"))?;
+    for a in addrs
+        .iter()
+        .filter(|a| a.addr.addr().is_ipv4() == gw.addr().is_ipv4())
+    {
         if a.addr == gw {
             return Ok(());
         }
         if a.scope == meta_netlink::SCOPE_LINK {
             continue; // IPv6 link-local
         }
-        let conflicts = gw.addr().is_ipv4() || a.addr.contains(&gw.addr()) || gw.contains(&a.addr.addr());
+        let conflicts =
+            gw.addr().is_ipv4() || a.addr.contains(&gw.addr()) || gw.contains(&a.addr.addr());
         if conflicts {
             if force {
-                host.addr_del(br.index, a.addr)
-                    .map_err(nl(format!("could not remove IP address from {:?}", br.name)))?;
+                host.addr_del(br.index, a.addr).map_err(nl(format!(
+                    "could not remove IP address from {:?}",
+                    br.name
+                )))?;
             } else {
                 return Err(Error::internal(format!(
                     "{:?} already has an IP address different from {gw}",
@@ -127,16 +142,29 @@ fn ensure_addr(host: &mut Netlink, br: &LinkInfo, gw: IpNet, force: bool) -> Res
     }
     // Pin the bridge's MAC, or it follows the lowest port MAC as ports churn. Read it
     // fresh: a bridge whose last port left has an all-zero MAC until a port joins again.
-    let fresh = host.link_by_index(br.index).map_err(nl("could not look up bridge"))?;
-    if let Some(mac) = fresh.and_then(|b| b.mac).filter(|m| m.iter().any(|b| *b != 0)) {
-        host.link_set_mac(br.index, mac).map_err(nl("could not set bridge's mac"))?;
+    let fresh = host
+        .link_by_index(br.index)
+        .map_err(nl("could not look up bridge"))?;
+    if let Some(mac) = fresh
+        .and_then(|b| b.mac)
+        .filter(|m| m.iter().any(|b| *b != 0))
+    {
+        host.link_set_mac(br.index, mac)
+            .map_err(nl("could not set bridge's mac"))?;
     }
     Ok(())
 }
 
 fn enable_forward(v6: bool) -> Result<()> {
-    let key = if v6 { "net.ipv6.conf.all.forwarding" } else { "net.ipv4.ip_forward" };
-    if meta_netlink::sysctl_get(key).map(|v| v.trim() == "1").unwrap_or(false) {
+    let key = if v6 {
+        "net.ipv6.conf.all.forwarding"
+    } else {
+        "net.ipv4.ip_forward"
+    };
+    if meta_netlink::sysctl_get(key)
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     meta_netlink::sysctl_set(key, "1").map_err(nl("failed to enable forwarding"))
@@ -156,29 +184,45 @@ impl Bridge {
         let pod = open_netns(&env.netns)?;
         p.pod = Some(pod.clone());
         let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
-        let mut podnl = Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+        let mut podnl =
+            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
         let br = ensure_bridge(&mut host, r)?;
 
         let veth = setup_veth(&mut host, &mut podnl, &pod, &env.ifname, r.mtu, r.mac)?;
         p.container_index = Some(veth.container.index);
         let hname = veth.host.name.clone();
         host.link_set_master(veth.host.index, Some(br.index))
-            .map_err(nl(format!("failed to connect {hname:?} to bridge {:?}", br.name)))?;
+            .map_err(nl(format!(
+                "failed to connect {hname:?} to bridge {:?}",
+                br.name
+            )))?;
         host.bridge_port_set_hairpin(veth.host.index, r.conf.hairpin_mode)
             .map_err(nl(format!("failed to setup hairpin mode for {hname}")))?;
         if r.conf.vlan != 0 {
             host.bridge_vlan_add(veth.host.index, r.conf.vlan as u16, true, true)
-                .map_err(nl(format!("failed to setup vlan tag on interface {hname:?}")))?;
+                .map_err(nl(format!(
+                    "failed to setup vlan tag on interface {hname:?}"
+                )))?;
         }
         for v in &r.vlans {
             host.bridge_vlan_add(veth.host.index, *v, false, false)
-                .map_err(nl(format!("failed to setup vlan tag on interface {hname:?}")))?;
+                .map_err(nl(format!(
+                    "failed to setup vlan tag on interface {hname:?}"
+                )))?;
         }
 
         let mut result = CniResult {
             interfaces: vec![
-                Interface { name: br.name.clone(), mac: mac_string(&br), ..Default::default() },
-                Interface { name: hname.clone(), mac: mac_string(&veth.host), ..Default::default() },
+                Interface {
+                    name: br.name.clone(),
+                    mac: mac_string(&br),
+                    ..Default::default()
+                },
+                Interface {
+                    name: hname.clone(),
+                    mac: mac_string(&veth.host),
+                    ..Default::default()
+                },
                 Interface {
                     name: env.ifname.clone(),
                     mac: mac_string(&veth.container),
@@ -190,10 +234,19 @@ impl Bridge {
         };
 
         if r.conf.macspoofchk {
-            let mac = veth.container.mac.ok_or_else(|| Error::internal("container veth has no MAC"))?;
+            let mac = veth
+                .container
+                .mac
+                .ok_or_else(|| Error::internal("container veth has no MAC"))?;
             p.spoofchk = true;
             self.firewall
-                .setup_macspoofchk(args.conf.name(), &env.container_id, &env.ifname, &hname, mac)
+                .setup_macspoofchk(
+                    args.conf.name(),
+                    &env.container_id,
+                    &env.ifname,
+                    &hname,
+                    mac,
+                )
                 .map_err(fw_err("failed to set up MAC spoof check"))?;
         }
 
@@ -219,13 +272,17 @@ impl Bridge {
                 let fam = usize::from(addr.addr().is_ipv6());
                 if r.conf.is_default_gateway {
                     let any: IpNet = if fam == 0 {
-                        "0.0.0.0/0".parse().map_err(|_| Error::internal("bad literal"))?
+                        "0.0.0.0/0"
+                            .parse()
+                            .map_err(|_| Error::internal("bad literal"))?
                     } else {
                         "::/0".parse().map_err(|_| Error::internal("bad literal"))?
                     };
                     if !default_found[fam] {
-                        default_found[fam] =
-                            result.routes.iter().any(|rt| rt.gw.is_some() && rt.dst == any);
+                        default_found[fam] = result
+                            .routes
+                            .iter()
+                            .any(|rt| rt.gw.is_some() && rt.dst == any);
                     }
                     if !default_found[fam] {
                         result.routes.push(Route::new(any, gw));
@@ -276,7 +333,8 @@ impl Bridge {
                     .map_err(fw_err("failed to set up IP masquerade"))?;
             }
         } else {
-            podnl.link_set_up(veth.container.index, true)
+            podnl
+                .link_set_up(veth.container.index, true)
                 .map_err(nl(format!("failed to set {:?} up", env.ifname)))?;
         }
 
@@ -300,12 +358,18 @@ impl Bridge {
     fn rollback(&self, args: &CmdArgs, p: &Progress) {
         let env = &args.env;
         if p.masq {
-            if let Err(e) = self.firewall.teardown_masq(args.conf.name(), &env.container_id, &env.ifname) {
+            if let Err(e) =
+                self.firewall
+                    .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
+            {
                 tracing::warn!("rollback: masquerade teardown: {e}");
             }
         }
         if p.spoofchk {
-            if let Err(e) = self.firewall.teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname) {
+            if let Err(e) =
+                self.firewall
+                    .teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname)
+            {
                 tracing::warn!("rollback: spoof-check teardown: {e}");
             }
         }
@@ -331,7 +395,10 @@ impl Bridge {
 
 impl Plugin for Bridge {
     fn about(&self) -> String {
-        format!("meta-bridge {} (meta-cni bridge delegate)", env!("CARGO_PKG_VERSION"))
+        format!(
+            "meta-bridge {} (meta-cni bridge delegate)",
+            env!("CARGO_PKG_VERSION")
+        )
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
@@ -351,8 +418,12 @@ impl Plugin for Bridge {
         let r = config::load(args)?;
         let env = &args.env;
         if let Some(pod) = open_netns_for_del(&env.netns)? {
-            let mut podnl = Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
-            if let Some(l) = podnl.link_by_name(&env.ifname).map_err(nl("failed to look up link"))? {
+            let mut podnl =
+                Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+            if let Some(l) = podnl
+                .link_by_name(&env.ifname)
+                .map_err(nl("failed to look up link"))?
+            {
                 match podnl.link_del(l.index) {
                     Ok(()) => {}
                     Err(e) if e.is_not_found() => {}
@@ -389,19 +460,34 @@ impl Plugin for Bridge {
             ipam::check(args)?;
         }
         let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
-        let mut podnl = Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+        let mut podnl =
+            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
         // The bridge.
-        let br_if = prev.interfaces.iter().find(|i| i.name == r.conf.bridge && i.sandbox.is_empty());
+        let br_if = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == r.conf.bridge && i.sandbox.is_empty());
         let br = host
             .link_by_name(&r.conf.bridge)
             .map_err(nl("failed to look up bridge"))?
-            .ok_or_else(|| Error::internal(format!("CNI created bridge {} in host namespace was not found", r.conf.bridge)))?;
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "CNI created bridge {} in host namespace was not found",
+                    r.conf.bridge
+                ))
+            })?;
         if br.kind.as_deref() != Some("bridge") {
-            return Err(Error::internal(format!("interface {} does not have link type of bridge", br.name)));
+            return Err(Error::internal(format!(
+                "interface {} does not have link type of bridge",
+                br.name
+            )));
         }
         if let Some(b) = br_if {
             if !b.mac.is_empty() && b.mac != mac_string(&br) {
-                return Err(Error::internal(format!("bridge interface {} MAC doesn't match: {}", br.name, b.mac)));
+                return Err(Error::internal(format!(
+                    "bridge interface {} MAC doesn't match: {}",
+                    br.name, b.mac
+                )));
             }
         }
         if br.promisc != r.conf.promisc_mode {
@@ -415,21 +501,33 @@ impl Plugin for Bridge {
             .interfaces
             .iter()
             .find(|i| i.name == env.ifname && i.sandbox == env.netns)
-            .ok_or_else(|| Error::internal(format!(
-                "prevResult has no interface {} in sandbox {}",
-                env.ifname, env.netns
-            )))?;
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "prevResult has no interface {} in sandbox {}",
+                    env.ifname, env.netns
+                ))
+            })?;
         let cont = podnl
             .link_by_name(&env.ifname)
             .map_err(nl("failed to look up container interface"))?
-            .ok_or_else(|| Error::internal(format!("CNI created interface in container {} not found", env.ifname)))?;
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "CNI created interface in container {} not found",
+                    env.ifname
+                ))
+            })?;
         if cont.kind.as_deref() != Some("veth") {
-            return Err(Error::internal(format!("container interface {} not of type veth", cont.name)));
+            return Err(Error::internal(format!(
+                "container interface {} not of type veth",
+                cont.name
+            )));
         }
         if !cont_if.mac.is_empty() && cont_if.mac != mac_string(&cont) {
             return Err(Error::internal(format!(
                 "interface {} MAC {} doesn't match container MAC {}",
-                cont.name, cont_if.mac, mac_string(&cont)
+                cont.name,
+                cont_if.mac,
+                mac_string(&cont)
             )));
         }
         // The host veth: peer of the container end, enslaved to the bridge.
@@ -440,7 +538,10 @@ impl Plugin for Bridge {
                 && (i.mac.is_empty() || i.mac == mac_string(&l)))
         });
         if !host_ok {
-            return Err(Error::internal(format!("CNI veth created for bridge {} was not found", br.name)));
+            return Err(Error::internal(format!(
+                "CNI veth created for bridge {} was not found",
+                br.name
+            )));
         }
         check_iface_ips(&mut podnl, &env.ifname, &prev)?;
         check_iface_routes(&mut podnl, &env.ifname, &prev)?;
@@ -462,8 +563,10 @@ impl Plugin for Bridge {
             ipam::gc(args)?;
         }
         if r.conf.ip_masq || r.conf.macspoofchk {
-            let set: HashSet<(String, String)> =
-                valid.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
+            let set: HashSet<(String, String)> = valid
+                .iter()
+                .map(|a| (a.container_id.clone(), a.ifname.clone()))
+                .collect();
             self.firewall
                 .gc(args.conf.name(), &set)
                 .map_err(fw_err("firewall GC"))?;

@@ -46,24 +46,42 @@ fn add(bin: &std::path::Path, version: &str, case: &Value, cid: &str) -> Side {
 }
 
 fn compare(case_name: &str, case: &Value) {
-    let bridge = case.get("bridge").and_then(Value::as_str).unwrap_or("cni0").to_string();
+    let bridge = case
+        .get("bridge")
+        .and_then(Value::as_str)
+        .unwrap_or("cni0")
+        .to_string();
     for version in SHARED_VERSIONS {
         let cid = format!("diff-{case_name}-{}", version.replace('.', ""));
         let refs = add(&reference("bridge"), version, case, &cid);
         let ours = add(&ours(), version, case, &cid);
         let ctx = format!("case {case_name} version {version}");
         for side in [&ours, &refs] {
-            assert_eq!(side.result["interfaces"][2]["sandbox"], side.world.pod(0), "{ctx}: sandbox");
+            assert_eq!(
+                side.result["interfaces"][2]["sandbox"],
+                side.world.pod(0),
+                "{ctx}: sandbox"
+            );
         }
         let strip = |v: &Value| {
             let mut v = normalize_result(v);
             v["interfaces"][2]["sandbox"] = json!("<sandbox>");
             v
         };
-        assert_eq!(strip(&ours.result), strip(&refs.result), "{ctx}: result differs");
+        assert_eq!(
+            strip(&ours.result),
+            strip(&refs.result),
+            "{ctx}: result differs"
+        );
         if let Some(mac) = case.pointer("/runtimeConfig/mac") {
-            assert_eq!(&ours.result["interfaces"][2]["mac"], mac, "{ctx}: requested MAC not applied");
-            assert_eq!(&refs.result["interfaces"][2]["mac"], mac, "{ctx}: reference ignored MAC");
+            assert_eq!(
+                &ours.result["interfaces"][2]["mac"], mac,
+                "{ctx}: requested MAC not applied"
+            );
+            assert_eq!(
+                &refs.result["interfaces"][2]["mac"], mac,
+                "{ctx}: reference ignored MAC"
+            );
         }
         assert_eq!(
             iface_state(ours.world.pods[0].netns(), "eth0"),
@@ -80,7 +98,11 @@ fn compare(case_name: &str, case: &Value) {
             node_bridge(&refs.world, &bridge),
             "{ctx}: node bridge differs"
         );
-        assert_eq!(host_ports(&ours.world, &bridge), host_ports(&refs.world, &bridge), "{ctx}: host ports differ");
+        assert_eq!(
+            host_ports(&ours.world, &bridge),
+            host_ports(&refs.world, &bridge),
+            "{ctx}: host ports differ"
+        );
         for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
             assert_eq!(
                 read_in_ns_proc(ours.world.node.netns(), key),
@@ -102,7 +124,10 @@ fn compare(case_name: &str, case: &Value) {
                 }
             }
             invoke(&side.world, &bin, "DEL", &cid, 0, "eth0", &c).ok();
-            assert!(iface_state(side.world.pods[0].netns(), "eth0").is_none(), "{ctx}: eth0 left after DEL");
+            assert!(
+                iface_state(side.world.pods[0].netns(), "eth0").is_none(),
+                "{ctx}: eth0 left after DEL"
+            );
         }
         assert_eq!(
             dir_contents(&ours.world.path("ipam")),
@@ -171,7 +196,9 @@ fn kernel_has_vlan_filtering() -> bool {
     let mut nl = Netlink::open(Some(ns.netns())).expect("netlink");
     let req = LinkRequest {
         name: "vfprobe".into(),
-        kind: LinkKind::Bridge { vlan_filtering: true },
+        kind: LinkKind::Bridge {
+            vlan_filtering: true,
+        },
         mtu: None,
         mac: None,
         netns: None,
@@ -202,12 +229,21 @@ fn vlan() {
         let r = invoke(&w, &bin, "ADD", "vlan-1", 0, "eth0", &c);
         assert_ne!(r.code, 0);
         if is_ours {
-            assert!(r.err_msg().contains("CONFIG_BRIDGE_VLAN_FILTERING"), "{}", r.err_msg());
+            assert!(
+                r.err_msg().contains("CONFIG_BRIDGE_VLAN_FILTERING"),
+                "{}",
+                r.err_msg()
+            );
         }
         assert_eq!(link_names(w.node.netns()), vec!["lo"]);
         assert_eq!(link_names(w.pods[0].netns()), vec!["lo"]);
         let files = dir_contents(&w.path("ipam"));
-        assert!(files.keys().all(|k| k.ends_with("lock") || k.contains("last_reserved")), "{files:?}");
+        assert!(
+            files
+                .keys()
+                .all(|k| k.ends_with("lock") || k.contains("last_reserved")),
+            "{files:?}"
+        );
     }
 }
 

@@ -34,19 +34,35 @@ fn two_hundred_adds_from_eight_processes() {
                 out
             }));
         }
-        handles.into_iter().flat_map(|h| h.join().expect("worker")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker"))
+            .collect()
     };
     let results = run_all("ADD");
     assert_eq!(results.len(), N);
-    let ips: HashSet<String> =
-        results.iter().map(|r| r["ips"][0]["address"].as_str().unwrap_or_default().to_string()).collect();
+    let ips: HashSet<String> = results
+        .iter()
+        .map(|r| {
+            r["ips"][0]["address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
     assert_eq!(ips.len(), N, "duplicate IPs handed out");
     let files = dir_contents(&w.path("ipam"));
-    let reserved = files.keys().filter(|k| !k.ends_with("lock") && !k.contains("last_reserved")).count();
+    let reserved = files
+        .keys()
+        .filter(|k| !k.ends_with("lock") && !k.contains("last_reserved"))
+        .count();
     assert_eq!(reserved, N);
     run_all("DEL");
     let files = dir_contents(&w.path("ipam"));
-    let left: Vec<&String> = files.keys().filter(|k| !k.ends_with("lock") && !k.contains("last_reserved")).collect();
+    let left: Vec<&String> = files
+        .keys()
+        .filter(|k| !k.ends_with("lock") && !k.contains("last_reserved"))
+        .collect();
     assert!(left.is_empty(), "not released: {left:?}");
     // Only the bridge stays on the node.
     assert_eq!(link_names(w.node.netns()), vec!["lo", "parbr"]);

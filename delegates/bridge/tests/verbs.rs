@@ -38,7 +38,11 @@ fn every_verb_every_version() {
         assert_eq!(res["cniVersion"], *v);
         assert_eq!(res["ips"][0]["address"], "10.20.0.2/24");
         assert_eq!(res["ips"][0]["interface"], 2);
-        assert_eq!(res["ips"][0].get("version").is_some(), v.starts_with("0."), "{v}: ips[].version");
+        assert_eq!(
+            res["ips"][0].get("version").is_some(),
+            v.starts_with("0."),
+            "{v}: ips[].version"
+        );
         assert_eq!(res["interfaces"][2]["sandbox"], w.pod(0));
         // CHECK: allowed from 0.4.0
         let chk = invoke(&w, &ours(), "CHECK", &cid, 0, "eth0", &with_prev(&c, &res));
@@ -47,14 +51,20 @@ fn every_verb_every_version() {
         } else {
             assert_eq!(chk.code, 0, "{v}: CHECK failed: {}", chk.stdout);
             // CHECK without prevResult is a config error.
-            assert_eq!(invoke(&w, &ours(), "CHECK", &cid, 0, "eth0", &c).err_code(), 7);
+            assert_eq!(
+                invoke(&w, &ours(), "CHECK", &cid, 0, "eth0", &c).err_code(),
+                7
+            );
         }
         // STATUS and GC: only 1.1.0.
         for verb in ["STATUS", "GC"] {
             let r = invoke(&w, &ours(), verb, "", 0, "", &c);
             if *v == "1.1.0" {
                 assert_eq!(r.code, 0, "{verb}: {}", r.stdout);
-                assert!(r.stdout.trim().is_empty(), "{verb} prints nothing on success");
+                assert!(
+                    r.stdout.trim().is_empty(),
+                    "{verb} prints nothing on success"
+                );
             } else {
                 assert_eq!(r.err_code(), 1, "{v}: {verb} must be refused");
             }
@@ -80,7 +90,11 @@ fn gc_releases_invalid_attachments() {
     g["cni.dev/valid-attachments"] = json!([{"containerID": "gc-1", "ifname": "eth0"}]);
     invoke(&w, &ours(), "GC", "", 0, "", &g).ok();
     let left = dir_contents(&w.path("ipam"));
-    let owners: Vec<&String> = left.iter().filter(|(k, _)| !k.ends_with("lock") && !k.contains("last_reserved")).map(|(_, v)| v).collect();
+    let owners: Vec<&String> = left
+        .iter()
+        .filter(|(k, _)| !k.ends_with("lock") && !k.contains("last_reserved"))
+        .map(|(_, v)| v)
+        .collect();
     assert_eq!(owners, vec!["gc-1\r\neth0"]);
     // The older key name works too.
     let mut g = c.clone();
@@ -103,12 +117,26 @@ fn del_when_netns_is_gone_or_empty() {
     assert!(!std::path::Path::new(&gone_path).exists());
     let path = cni_path();
     for _ in 0..3 {
-        let inv = Invocation { verb: "DEL", container_id: "gone", netns: &gone_path, ifname: "eth0", path: &path, ..Default::default() };
+        let inv = Invocation {
+            verb: "DEL",
+            container_id: "gone",
+            netns: &gone_path,
+            ifname: "eth0",
+            path: &path,
+            ..Default::default()
+        };
         run_in(w.node.netns(), &ours(), &inv, c.to_string().as_bytes()).ok();
     }
     // CNI_NETNS empty.
     for _ in 0..3 {
-        let inv = Invocation { verb: "DEL", container_id: "empty", netns: "", ifname: "eth0", path: &path, ..Default::default() };
+        let inv = Invocation {
+            verb: "DEL",
+            container_id: "empty",
+            netns: "",
+            ifname: "eth0",
+            path: &path,
+            ..Default::default()
+        };
         run_in(w.node.netns(), &ours(), &inv, c.to_string().as_bytes()).ok();
     }
     assert!(ip_files(&w).is_empty(), "IPs leaked: {:?}", ip_files(&w));
@@ -123,11 +151,18 @@ fn add_on_existing_ifname_fails_without_leaking() {
     let before_ips = ip_files(&w);
     let r = invoke(&w, &ours(), "ADD", "second", 0, "eth0", &c);
     assert_ne!(r.code, 0);
-    assert!(r.err_msg().contains("eth0"), "message names the interface: {}", r.err_msg());
+    assert!(
+        r.err_msg().contains("eth0"),
+        "message names the interface: {}",
+        r.err_msg()
+    );
     assert_eq!(link_names(w.node.netns()), before_links, "host side leaked");
     assert_eq!(ip_files(&w), before_ips, "IP leaked");
     // The first attachment is untouched.
-    assert_eq!(iface_state(w.pods[0].netns(), "eth0").unwrap().addrs, vec!["10.23.0.2/24"]);
+    assert_eq!(
+        iface_state(w.pods[0].netns(), "eth0").unwrap().addrs,
+        vec!["10.23.0.2/24"]
+    );
 }
 
 #[test]
@@ -139,22 +174,43 @@ fn add_failing_after_ipam_leaves_nothing() {
     {
         use meta_netlink::{LinkKind, LinkRequest, Netlink, NetlinkOps};
         let mut nl = Netlink::open(Some(w.node.netns())).unwrap();
-        nl.link_add(&LinkRequest { name: "fabr".into(), kind: LinkKind::Bridge { vlan_filtering: false }, mtu: None, mac: None, netns: None, up: true }).unwrap();
+        nl.link_add(&LinkRequest {
+            name: "fabr".into(),
+            kind: LinkKind::Bridge {
+                vlan_filtering: false,
+            },
+            mtu: None,
+            mac: None,
+            netns: None,
+            up: true,
+        })
+        .unwrap();
         let br = nl.link_by_name("fabr").unwrap().unwrap();
-        nl.addr_add(br.index, "10.24.0.200/24".parse().unwrap()).unwrap();
+        nl.addr_add(br.index, "10.24.0.200/24".parse().unwrap())
+            .unwrap();
     }
     let before = link_names(w.node.netns());
     let r = invoke(&w, &ours(), "ADD", "fail", 0, "eth0", &c);
     assert_ne!(r.code, 0);
-    assert!(r.err_msg().contains("already has an IP address"), "{}", r.err_msg());
+    assert!(
+        r.err_msg().contains("already has an IP address"),
+        "{}",
+        r.err_msg()
+    );
     assert_eq!(link_names(w.node.netns()), before, "host veth leaked");
-    assert!(iface_state(w.pods[0].netns(), "eth0").is_none(), "container link leaked");
+    assert!(
+        iface_state(w.pods[0].netns(), "eth0").is_none(),
+        "container link leaked"
+    );
     assert!(ip_files(&w).is_empty(), "reservation leaked");
     // The same with forceAddress succeeds and replaces the address.
     let mut c2 = c.clone();
     c2["forceAddress"] = json!(true);
     invoke(&w, &ours(), "ADD", "force", 0, "eth0", &c2).ok();
-    assert_eq!(iface_state(w.node.netns(), "fabr").unwrap().addrs, vec!["10.24.0.1/24"]);
+    assert_eq!(
+        iface_state(w.node.netns(), "fabr").unwrap().addrs,
+        vec!["10.24.0.1/24"]
+    );
 }
 
 #[test]
@@ -163,14 +219,18 @@ fn check_detects_drift() {
     let c = net("1.0.0", &w, "ckbr", "10.25.0.0/24");
     let mut c = c;
     c["ipam"]["routes"] = json!([{"dst": "10.99.0.0/16"}]);
-    let res = invoke(&w, &ours(), "ADD", "ck", 0, "eth0", &c).ok().value().clone();
+    let res = invoke(&w, &ours(), "ADD", "ck", 0, "eth0", &c)
+        .ok()
+        .value()
+        .clone();
     invoke(&w, &ours(), "CHECK", "ck", 0, "eth0", &with_prev(&c, &res)).ok();
     // Remove the address: CHECK must notice.
     {
         use meta_netlink::{Netlink, NetlinkOps};
         let mut nl = Netlink::open(Some(w.pods[0].netns())).unwrap();
         let l = nl.link_by_name("eth0").unwrap().unwrap();
-        nl.addr_del(l.index, "10.25.0.2/24".parse().unwrap()).unwrap();
+        nl.addr_del(l.index, "10.25.0.2/24".parse().unwrap())
+            .unwrap();
     }
     let r = invoke(&w, &ours(), "CHECK", "ck", 0, "eth0", &with_prev(&c, &res));
     assert_ne!(r.code, 0);
@@ -183,8 +243,16 @@ fn bad_input_codes() {
     let good = net("1.0.0", &w, "bibr", "10.26.0.0/24");
     let path = cni_path();
     let pod = w.pod(0);
-    let run = |stdin: &str, env: Invocation| run_in(w.node.netns(), &ours(), &env, stdin.as_bytes());
-    let base = || Invocation { verb: "ADD", container_id: "bad", netns: &pod, ifname: "eth0", path: &path, ..Default::default() };
+    let run =
+        |stdin: &str, env: Invocation| run_in(w.node.netns(), &ours(), &env, stdin.as_bytes());
+    let base = || Invocation {
+        verb: "ADD",
+        container_id: "bad",
+        netns: &pod,
+        ifname: "eth0",
+        path: &path,
+        ..Default::default()
+    };
     let g = good.to_string();
     let cases: Vec<(&str, String, Invocation, u64)> = vec![
         ("invalid JSON", "{nope".into(), base(), 6),
@@ -209,7 +277,11 @@ fn bad_input_codes() {
         let r = run(&stdin, env);
         assert_eq!(r.err_code(), code, "{what}: {}", r.stdout);
         assert!(!r.err_msg().is_empty(), "{what}: empty message");
-        assert_eq!(r.stdout.trim().lines().count(), 1, "{what}: stdout must be one JSON document");
+        assert_eq!(
+            r.stdout.trim().lines().count(),
+            1,
+            "{what}: stdout must be one JSON document"
+        );
     }
     // Nothing was left behind by any of them.
     assert_eq!(link_names(w.node.netns()), vec!["lo"]);

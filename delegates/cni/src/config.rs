@@ -154,7 +154,10 @@ impl NetConf {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path.is_empty() || path == "." {
-                Error::config(format!("invalid {} configuration: {inner}", self.plugin_type()))
+                Error::config(format!(
+                    "invalid {} configuration: {inner}",
+                    self.plugin_type()
+                ))
             } else {
                 Error::config(format!(
                     "invalid {} configuration: field {path:?}: {inner}",
@@ -387,7 +390,10 @@ mod tests {
             #[serde(rename = "isGateway", default)]
             is_gateway: bool,
         }
-        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","isGateway":"yes"}"#).unwrap();
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","isGateway":"yes"}"#,
+        )
+        .unwrap();
         let e = c.typed::<T>().unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("\"isGateway\""), "{}", e.msg);

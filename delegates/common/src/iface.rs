@@ -20,7 +20,10 @@ pub fn nl(ctx: impl std::fmt::Display) -> impl FnOnce(meta_netlink::Error) -> Er
 pub fn open_netns(path: &str) -> Result<Netns> {
     Netns::open(path).map_err(|e| {
         if e.is_not_found() {
-            Error::new(cni_core::code::UNKNOWN_CONTAINER, format!("netns {path:?} does not exist"))
+            Error::new(
+                cni_core::code::UNKNOWN_CONTAINER,
+                format!("netns {path:?} does not exist"),
+            )
         } else {
             Error::internal(format!("failed to open netns {path:?}: {e}"))
         }
@@ -37,7 +40,9 @@ pub fn open_netns_for_del(path: &str) -> Result<Option<Netns>> {
         Err(e) if e.is_not_found() => Ok(None),
         // A path that exists but is no longer a namespace (runtime unmounted it): gone.
         Err(meta_netlink::Error::Invalid(_)) => Ok(None),
-        Err(e) => Err(Error::internal(format!("failed to open netns {path:?}: {e}"))),
+        Err(e) => Err(Error::internal(format!(
+            "failed to open netns {path:?}: {e}"
+        ))),
     }
 }
 
@@ -62,19 +67,24 @@ pub fn setup_veth(
     mtu: Option<u32>,
     mac: Option<Mac>,
 ) -> Result<VethPair> {
-    let exists = |pod_nl: &mut dyn FnMut() -> meta_netlink::Result<Option<LinkInfo>>| -> Result<()> {
-        if pod_nl().map_err(nl("failed to list pod links"))?.is_some() {
-            return Err(Error::internal(format!(
-                "container veth name provided ({ifname}) already exists"
-            )));
-        }
-        Ok(())
-    };
+    let exists =
+        |pod_nl: &mut dyn FnMut() -> meta_netlink::Result<Option<LinkInfo>>| -> Result<()> {
+            if pod_nl().map_err(nl("failed to list pod links"))?.is_some() {
+                return Err(Error::internal(format!(
+                    "container veth name provided ({ifname}) already exists"
+                )));
+            }
+            Ok(())
+        };
     exists(&mut || pod_nl.link_by_name(ifname))?;
     let mut last_err = None;
     for _ in 0..10 {
         let host_name = random_veth_name();
-        if host_nl.link_by_name(&host_name).map_err(nl("failed to list links"))?.is_some() {
+        if host_nl
+            .link_by_name(&host_name)
+            .map_err(nl("failed to list links"))?
+            .is_some()
+        {
             continue;
         }
         let req = LinkRequest {
@@ -141,14 +151,21 @@ fn family_gateways(result: &CniResult, ifname: &str) -> (Option<IpAddr>, Option<
 
 fn ip_is_for(result: &CniResult, idx: Option<usize>, ifname: &str) -> bool {
     match idx {
-        Some(i) => result.interfaces.get(i).is_some_and(|iface| iface.name == ifname),
+        Some(i) => result
+            .interfaces
+            .get(i)
+            .is_some_and(|iface| iface.name == ifname),
         None => false,
     }
 }
 
 /// The route the kernel gets for a result route: its own gateway, else the family
 /// gateway of the interface's IPs, else none (on-link), with the 1.1 attributes.
-pub fn route_spec(r: &cni_core::Route, oif: u32, gws: (Option<IpAddr>, Option<IpAddr>)) -> RouteSpec {
+pub fn route_spec(
+    r: &cni_core::Route,
+    oif: u32,
+    gws: (Option<IpAddr>, Option<IpAddr>),
+) -> RouteSpec {
     let gw = r.gw.or(if r.dst.addr().is_ipv4() { gws.0 } else { gws.1 });
     RouteSpec {
         dst: r.dst.trunc(),
@@ -204,11 +221,14 @@ pub fn configure_iface(
             }
             v6_enabled = true;
         }
-        pod_nl
-            .addr_add(link.index, ip.address)
-            .map_err(nl(format!("failed to add IP addr {} to {ifname:?}", ip.address)))?;
+        pod_nl.addr_add(link.index, ip.address).map_err(nl(format!(
+            "failed to add IP addr {} to {ifname:?}",
+            ip.address
+        )))?;
     }
-    pod_nl.link_set_up(link.index, true).map_err(nl(format!("failed to set {ifname} up")))?;
+    pod_nl
+        .link_set_up(link.index, true)
+        .map_err(nl(format!("failed to set {ifname} up")))?;
     let gws = family_gateways(result, ifname);
     if gws.1.is_some() {
         wait_addrs_not_tentative(pod_nl, link.index, Duration::from_secs(10))
@@ -220,7 +240,10 @@ pub fn configure_iface(
             Ok(()) => {}
             Err(e) if e.is_exists() => {}
             Err(e) => {
-                return Err(nl(format!("failed to add route {} via {:?} dev {ifname}", r.dst, spec.gw))(e));
+                return Err(nl(format!(
+                    "failed to add route {} via {:?} dev {ifname}",
+                    r.dst, spec.gw
+                ))(e));
             }
         }
     }
@@ -228,7 +251,11 @@ pub fn configure_iface(
 }
 
 /// CHECK: every IP of the result that names `ifname` is on the interface.
-pub fn check_iface_ips(pod_nl: &mut impl NetlinkOps, ifname: &str, result: &CniResult) -> Result<()> {
+pub fn check_iface_ips(
+    pod_nl: &mut impl NetlinkOps,
+    ifname: &str,
+    result: &CniResult,
+) -> Result<()> {
     let link = pod_nl
         .link_by_name(ifname)
         .map_err(nl(format!("failed to look up {ifname}")))?
@@ -247,7 +274,10 @@ pub fn check_iface_ips(pod_nl: &mut impl NetlinkOps, ifname: &str, result: &CniR
             return Err(Error::internal(format!(
                 "CHECK: {ifname} lacks address {} (has [{}])",
                 ip.address,
-                have.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                have.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -257,7 +287,11 @@ pub fn check_iface_ips(pod_nl: &mut impl NetlinkOps, ifname: &str, result: &CniR
 /// CHECK: every route of the result exists on `ifname` with the gateway it got at ADD
 /// (a gateway-less route is looked up with the interface's family gateway, which is what
 /// ADD installed — the reference 1.1.1 gets this case wrong).
-pub fn check_iface_routes(pod_nl: &mut impl NetlinkOps, ifname: &str, result: &CniResult) -> Result<()> {
+pub fn check_iface_routes(
+    pod_nl: &mut impl NetlinkOps,
+    ifname: &str,
+    result: &CniResult,
+) -> Result<()> {
     let link = pod_nl
         .link_by_name(ifname)
         .map_err(nl(format!("failed to look up {ifname}")))?
@@ -266,7 +300,9 @@ pub fn check_iface_routes(pod_nl: &mut impl NetlinkOps, ifname: &str, result: &C
     for r in &result.routes {
         let want = route_spec(r, link.index, gws);
         let v6 = r.dst.addr().is_ipv6();
-        let have = pod_nl.routes(v6, r.table).map_err(nl("failed to list routes"))?;
+        let have = pod_nl
+            .routes(v6, r.table)
+            .map_err(nl("failed to list routes"))?;
         let found = have.iter().any(|h| {
             h.dst == want.dst && h.gw == want.gw && (h.oif == Some(link.index) || want.gw.is_some())
         });
@@ -274,7 +310,9 @@ pub fn check_iface_routes(pod_nl: &mut impl NetlinkOps, ifname: &str, result: &C
             return Err(Error::internal(format!(
                 "CHECK: route {} via {} on {ifname} not found",
                 r.dst,
-                want.gw.map(|g| g.to_string()).unwrap_or_else(|| "(on-link)".into())
+                want.gw
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "(on-link)".into())
             )));
         }
     }

@@ -37,7 +37,15 @@ pub fn cni_path() -> String {
 }
 
 /// Runs one verb of `bin` in the world's node namespace against pod `pod`.
-pub fn invoke(w: &World, bin: &Path, verb: &str, cid: &str, pod: usize, ifname: &str, conf: &Value) -> Run {
+pub fn invoke(
+    w: &World,
+    bin: &Path,
+    verb: &str,
+    cid: &str,
+    pod: usize,
+    ifname: &str,
+    conf: &Value,
+) -> Run {
     let netns = w.pod(pod);
     let path = cni_path();
     let inv = Invocation {
