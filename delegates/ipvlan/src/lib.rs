@@ -1,0 +1,1 @@
+//! The ipvlan delegate (filled by its issue).

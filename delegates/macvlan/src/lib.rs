@@ -1,0 +1,1 @@
+//! The macvlan delegate (filled by its issue).

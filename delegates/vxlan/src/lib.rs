@@ -1,0 +1,1 @@
+//! The vxlan delegate (filled by its issue).
