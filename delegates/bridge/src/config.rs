@@ -151,6 +151,12 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
             "cannot set vlan and vlanTrunk at the same time",
         ));
     }
+    if !conf.preserve_default_vlan && (conf.vlan != 0 || !vlans.is_empty()) {
+        return Err(Error::unsupported_field(
+            "preserveDefaultVlan",
+            "false is not supported yet (the port keeps the default VLAN 1)",
+        ));
+    }
     if conf.hairpin_mode && conf.promisc_mode {
         return Err(Error::config(
             "cannot set hairpin mode and promiscuous mode at the same time",

@@ -270,6 +270,7 @@ fn bad_input_codes() {
         ("bad mac", conf("1.0.0", "n", json!({"runtimeConfig": {"mac": "zz"}})).to_string(), base(), 7),
         ("vlan out of range", conf("1.0.0", "n", json!({"vlan": 5000})).to_string(), base(), 7),
         ("wrong field type", conf("1.0.0", "n", json!({"isGateway": "yes"})).to_string(), base(), 7),
+        ("preserveDefaultVlan false", conf("1.0.0", "n", json!({"vlan": 10, "preserveDefaultVlan": false})).to_string(), base(), 2),
         ("hairpin+promisc", conf("1.0.0", "n", json!({"hairpinMode": true, "promiscMode": true})).to_string(), base(), 7),
         ("netns missing", g.clone(), Invocation { netns: "/run/netns/does-not-exist-mc", ..base() }, 3),
     ];
