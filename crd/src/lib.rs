@@ -4,6 +4,8 @@
 //! - [`nad`]: the `NetworkAttachmentDefinition` custom resource (`k8s.cni.cncf.io/v1`), its
 //!   CRD (see the `crdgen` binary and `deploy/crds/`), and [`effective_config`], the NPWG rules
 //!   that turn a NAD into a CNI configuration (conf vs conflist, name injection).
+//! - [`selection`]: the `k8s.v1.cni.cncf.io/networks` and `v1.multus-cni.io/default-network`
+//!   annotation parsers, with validation errors that name the element and the field.
 //! - [`validate`]: the name, interface, MAC and IP validators the parsers use.
 //!
 //! This crate knows no delegate crate (see ARCHITECTURE.md); it links kube for the derive
@@ -13,6 +15,7 @@
 
 pub mod error;
 pub mod nad;
+pub mod selection;
 pub mod validate;
 mod yaml;
 
@@ -20,5 +23,10 @@ pub use error::{Error, Result};
 pub use nad::{
     NadConfig, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, config_from_spec, crd,
     crd_yaml, effective_config,
+};
+pub use selection::{
+    Bandwidth, DEFAULT_NETWORK_ANNOTATION, DefaultNetworkSelection, NETWORKS_ANNOTATION,
+    NetworkSelection, NetworkSelectionElement, ParseWarning, PortMapping, SelectionFormat,
+    parse_default_network, parse_network_selection,
 };
 pub use validate::{HwAddr, IpRequest};
