@@ -7,6 +7,27 @@
 //! The logic ([`add_with`], [`del_with`], [`check_with`], [`status_with`], [`gc_with`]) is
 //! written against [`NetlinkOps`], [`PodSysctl`] and [`IpamOps`], so that it runs on the
 //! kernel through [`Kernel`] and, in tests, on [`testing`]'s fakes without root.
+//!
+//! A kernel without the ipvlan driver refuses the link; ADD then fails with a message
+//! containing [`UNSUPPORTED_MSG`] and leaves nothing behind.
+//!
+//! # Differences from the reference plugin (containernetworking/plugins 1.1.1)
+//!
+//! * A failed ADD is rolled back (link deleted, IPAM released); the reference leaves the
+//!   link in the pod when IPAM or the interface configuration fails.
+//! * Addresses are required (an `ipam` type, or a chained `prevResult` with IPs) and this
+//!   is checked before anything is created; the MTU must be 0 or 68..65535 and not above
+//!   the master's, an existing `CNI_IFNAME` in the pod is reported before creating.
+//!   Configuration errors carry code 7 (the reference mostly uses 999).
+//! * DEL never resolves the master (the reference fails DEL without `master` when the node
+//!   has no default route); it deletes the link, then releases IPAM.
+//! * CHECK without `master` verifies that the link's parent still exists (the reference
+//!   looks up an empty name and fails); with `master` it also verifies the link is on it.
+//! * STATUS (the configured master exists on the node, code 50 otherwise; IPAM status)
+//!   and GC (IPAM) are implemented; the reference 1.1.1 predates them.
+//! * `l3s` refused by a kernel without `CONFIG_IPVLAN_L3S` is reported as such; default
+//!   routes without a single output interface (multipath) are skipped when looking for
+//!   the default master.
 
 #![deny(missing_docs)]
 
@@ -115,7 +136,8 @@ struct Progress {
 /// `prevResult`) and returns the result; on failure undoes what it did (link deleted,
 /// IPAM released) and returns the error.
 ///
-/// Requests, in order: the master lookup (and the default route, when needed), `link_add`
+/// Requests, in order: the master lookup (and the default route, when needed; an MTU
+/// above the master's is refused here), `link_add`
 /// of an ipvlan named `tmp_name` on the master with the mode, default (bridge) flags and
 /// MTU, `netns` = the pod (on the node handle; on the pod handle with `netns` unset with
 /// `linkInContainer`), then in the pod: rename to `CNI_IFNAME`, addresses, up, routes.
@@ -162,6 +184,13 @@ fn add_inner<N: NetlinkOps>(
                 ))
             })?
     };
+    // The ipvlan driver refuses an MTU above the master's (EINVAL); say so plainly.
+    if let Some(mtu) = r.mtu.filter(|m| *m > master.mtu) {
+        return Err(Error::config(format!(
+            "invalid mtu {mtu}: larger than the MTU {} of master {master_name:?}",
+            master.mtu
+        )));
+    }
     if pod
         .link_by_name(ifname)
         .map_err(nl("failed to list pod links"))?

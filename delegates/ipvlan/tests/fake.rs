@@ -440,6 +440,34 @@ fn add_master_resolution_failures() {
 }
 
 #[test]
+fn add_mtu_above_the_masters_is_refused_before_creating() {
+    let p = plugin();
+    let (code, msg) = err(
+        &p,
+        Call::default(),
+        &with_ipam(json!({"master": "eth0", "mtu": 9000})),
+    );
+    assert_eq!(code, 7);
+    assert!(
+        msg.contains("larger than the MTU 1500 of master \"eth0\""),
+        "{msg}"
+    );
+    assert!(node_reqs(&p).is_empty() && pod_reqs(&p).is_empty());
+    // Equal to the master's is fine.
+    let p = plugin();
+    p.backend().ipam.set_result(v4_result());
+    ok(
+        &p,
+        Call::default(),
+        &with_ipam(json!({"master": "eth1", "mtu": 9000})),
+    );
+    assert_eq!(
+        node_reqs(&p),
+        vec![ipvlan_req(&p, 3, IpvlanMode::L2, Some(9000))]
+    );
+}
+
+#[test]
 fn add_on_existing_ifname_fails_before_creating() {
     let p = plugin();
     p.backend()
