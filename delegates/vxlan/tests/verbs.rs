@@ -1,0 +1,240 @@
+//! Every verb of both modes through the binary, DEL idempotency, rollback, and errors.
+
+mod common;
+use common::*;
+use meta_firewall::{Nftables, Tag};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+fn with_prev(conf: &Value, prev: &Value) -> Value {
+    let mut c = conf.clone();
+    c["prevResult"] = prev.clone();
+    c
+}
+
+fn ip_files(dir: &std::path::Path, net: &str) -> Vec<String> {
+    dir_contents(&dir.join("ipam").join(net))
+        .into_keys()
+        .filter(|k| !k.ends_with("lock") && !k.contains("last_reserved_ip"))
+        .collect()
+}
+
+fn masq_tags(node: &Node) -> BTreeSet<Tag> {
+    node.ns
+        .netns()
+        .run(|| Nftables::default().list_attachments())
+        .expect("ns")
+        .expect("list")
+        .into_iter()
+        .filter(|t| matches!(t, Tag::Masq { .. }))
+        .collect()
+}
+
+#[test]
+fn primary_every_verb() {
+    let mut c = Cluster::new(1, 1500);
+    c.overlay_up();
+    let conf = primary_conf(&c.nodes[0]);
+    let node = c.nodes[0].ns.netns().clone();
+    let p0 = c.new_pod();
+    let p1 = c.new_pod();
+    let add = invoke(&node, "ADD", "v-a", &c.pod_path(p0), "eth0", &conf).ok();
+    let res = add.value().clone();
+    invoke(&node, "ADD", "v-b", &c.pod_path(p1), "eth0", &conf).ok();
+    assert_eq!(res["cniVersion"], "1.1.0");
+    assert_eq!(res["interfaces"][2]["sandbox"], c.pod_path(p0));
+    assert_eq!(masq_tags(&c.nodes[0]).len(), 2);
+    // The bridge has the gateway; forwarding is on.
+    let br = iface_state(&node, "meta0").unwrap();
+    assert_eq!(br.addrs, vec!["10.244.1.1/24"]);
+    assert_eq!(read_in_ns_proc(&node, "net.ipv4.ip_forward"), "1");
+    // CHECK, STATUS.
+    invoke(
+        &node,
+        "CHECK",
+        "v-a",
+        &c.pod_path(p0),
+        "eth0",
+        &with_prev(&conf, &res),
+    )
+    .ok();
+    let r = invoke(&node, "CHECK", "v-a", &c.pod_path(p0), "eth0", &conf);
+    assert_eq!(r.err_code(), 7);
+    invoke(&node, "STATUS", "", "", "", &conf).ok();
+    // CHECK notices a missing route.
+    let mut nl = meta_netlink::Netlink::open(Some(c.pods[p0].netns())).unwrap();
+    use meta_netlink::NetlinkOps;
+    nl.route_del(&meta_netlink::RouteSpec::new(
+        "10.244.0.0/16".parse().unwrap(),
+    ))
+    .unwrap();
+    let r = invoke(
+        &node,
+        "CHECK",
+        "v-a",
+        &c.pod_path(p0),
+        "eth0",
+        &with_prev(&conf, &res),
+    );
+    assert!(r.err_msg().contains("10.244.0.0/16"), "{}", r.stdout);
+    // GC keeps v-b only.
+    let mut g = conf.clone();
+    g["cni.dev/valid-attachments"] = json!([{"containerID": "v-b", "ifname": "eth0"}]);
+    invoke(&node, "GC", "", "", "", &g).ok();
+    assert_eq!(ip_files(&c.nodes[0].dir, "cluster").len(), 1);
+    let tags = masq_tags(&c.nodes[0]);
+    assert_eq!(tags.len(), 1);
+    assert_eq!(tags.iter().next().unwrap().container_id(), "v-b");
+    // DEL three times.
+    for _ in 0..3 {
+        invoke(&node, "DEL", "v-b", &c.pod_path(p1), "eth0", &conf).ok();
+    }
+    assert!(ip_files(&c.nodes[0].dir, "cluster").is_empty());
+    assert!(masq_tags(&c.nodes[0]).is_empty());
+    assert!(iface_state(c.pods[p1].netns(), "eth0").is_none());
+    // DEL with the namespace gone and the subnet file gone.
+    let p2 = c.new_pod();
+    invoke(&node, "ADD", "v-c", &c.pod_path(p2), "eth0", &conf).ok();
+    let gone = c.pod_path(p2);
+    drop(c.pods.remove(p2));
+    std::fs::remove_file(c.nodes[0].subnet_file()).unwrap();
+    invoke(&node, "DEL", "v-c", &gone, "eth0", &conf).ok();
+    invoke(&node, "DEL", "v-c", "", "eth0", &conf).ok();
+    assert!(ip_files(&c.nodes[0].dir, "cluster").is_empty());
+}
+
+#[test]
+fn primary_without_subnet_file() {
+    let mut c = Cluster::new(1, 1500);
+    let conf = primary_conf(&c.nodes[0]);
+    let node = c.nodes[0].ns.netns().clone();
+    let r = invoke(&node, "STATUS", "", "", "", &conf);
+    assert_eq!(r.err_code(), 50, "{}", r.stdout);
+    assert!(r.err_msg().contains("subnet.env"), "{}", r.err_msg());
+    let p = c.new_pod();
+    let r = invoke(&node, "ADD", "nf", &c.pod_path(p), "eth0", &conf);
+    assert_eq!(r.err_code(), 11, "{}", r.stdout);
+    assert!(iface_state(c.pods[p].netns(), "eth0").is_none());
+    invoke(&node, "DEL", "nf", &c.pod_path(p), "eth0", &conf).ok();
+    // Everything configured inline: no file needed.
+    let mut inline = conf.clone();
+    inline["subnet"] = "10.244.1.0/24".into();
+    inline["clusterCIDR"] = CLUSTER.into();
+    inline["mtu"] = 1400.into();
+    inline["ipMasq"] = false.into();
+    let r = invoke(&node, "ADD", "nf", &c.pod_path(p), "eth0", &inline).ok();
+    assert_eq!(r.value()["ips"][0]["address"], "10.244.1.2/24");
+    assert_eq!(iface_state(c.pods[p].netns(), "eth0").unwrap().mtu, 1400);
+    assert!(masq_tags(&c.nodes[0]).is_empty());
+    invoke(&node, "DEL", "nf", &c.pod_path(p), "eth0", &inline).ok();
+}
+
+#[test]
+fn primary_rollback_leaves_nothing() {
+    let mut c = Cluster::new(1, 1500);
+    c.overlay_up();
+    let conf = primary_conf(&c.nodes[0]);
+    let node = c.nodes[0].ns.netns().clone();
+    let p = c.new_pod();
+    invoke(&node, "ADD", "rb-1", &c.pod_path(p), "eth0", &conf).ok();
+    let links_before = link_names(&node);
+    // The same ifname again in the same pod: refused, nothing allocated or left behind.
+    let r = invoke(&node, "ADD", "rb-2", &c.pod_path(p), "eth0", &conf);
+    assert_eq!(r.err_code(), 999, "{}", r.stdout);
+    assert!(r.err_msg().contains("already exists"), "{}", r.err_msg());
+    assert_eq!(ip_files(&c.nodes[0].dir, "cluster").len(), 1);
+    assert_eq!(link_names(&node), links_before);
+    // A pod whose IPAM fails (exhausted range): the veth is removed again.
+    let mut tiny = conf.clone();
+    tiny["ipam"]["ranges"] = json!([[{"subnet": "10.244.1.0/30"}]]);
+    let p2 = c.new_pod();
+    let r = invoke(&node, "ADD", "rb-3", &c.pod_path(p2), "eth0", &tiny);
+    assert!(r.code != 0);
+    assert!(iface_state(c.pods[p2].netns(), "eth0").is_none());
+    assert_eq!(link_names(&node), links_before);
+    assert!(masq_tags(&c.nodes[0]).len() == 1);
+}
+
+#[test]
+fn secondary_every_verb() {
+    let mut c = Cluster::new(1, 1500);
+    let n = &c.nodes[0];
+    let conf = secondary_conf(
+        n,
+        "sec",
+        4242,
+        &["192.168.77.9".parse().unwrap()],
+        "10.98.0.0/24",
+        10,
+    );
+    let node = n.ns.netns().clone();
+    let p = c.new_pod();
+    let res = invoke(&node, "ADD", "s-a", &c.pod_path(p), "net1", &conf)
+        .ok()
+        .value()
+        .clone();
+    assert_eq!(res["interfaces"][0]["name"], "mbr4242");
+    assert_eq!(res["ips"][0]["address"], "10.98.0.10/24");
+    assert_eq!(iface_state(c.pods[p].netns(), "net1").unwrap().mtu, 1450);
+    let owner: Value =
+        serde_json::from_str(&read(&c.nodes[0].dir.join("state/vni-4242.json"))).unwrap();
+    assert_eq!(owner["network"], "sec");
+    invoke(
+        &node,
+        "CHECK",
+        "s-a",
+        &c.pod_path(p),
+        "net1",
+        &with_prev(&conf, &res),
+    )
+    .ok();
+    invoke(&node, "STATUS", "", "", "", &conf).ok();
+    let mut g = conf.clone();
+    g["cni.dev/valid-attachments"] = json!([{"containerID": "s-a", "ifname": "net1"}]);
+    invoke(&node, "GC", "", "", "", &g).ok();
+    assert_eq!(ip_files(&c.nodes[0].dir, "sec").len(), 1);
+    for _ in 0..3 {
+        invoke(&node, "DEL", "s-a", &c.pod_path(p), "net1", &conf).ok();
+    }
+    assert!(ip_files(&c.nodes[0].dir, "sec").is_empty());
+    assert!(iface_state(c.pods[p].netns(), "net1").is_none());
+    // The segment stays for the next pod.
+    assert!(iface_state(&node, "mvx4242").is_some());
+    // L2 only (no ipam): the interface is up without addresses.
+    let mut l2 = conf.clone();
+    l2.as_object_mut().unwrap().remove("ipam");
+    let r = invoke(&node, "ADD", "s-b", &c.pod_path(p), "net1", &l2).ok();
+    assert!(r.value().get("ips").is_none());
+    let st = iface_state(c.pods[p].netns(), "net1").unwrap();
+    assert!(st.up && st.addrs.is_empty());
+    invoke(&node, "DEL", "s-b", &c.pod_path(p), "net1", &l2).ok();
+}
+
+#[test]
+fn bad_configurations_fail_cleanly() {
+    let mut c = Cluster::new(1, 1500);
+    let n = &c.nodes[0];
+    let node = n.ns.netns().clone();
+    let base = secondary_conf(n, "bad", 7, &[], "10.97.0.0/24", 10);
+    let p = c.new_pod();
+    for (patch, code, needle) in [
+        (json!({"vni": 0}), 7, "invalid vni"),
+        (json!({"mtu": 1451}), 7, "68..=1450"),
+        (
+            json!({"underlayInterface": "nope0"}),
+            7,
+            "\"nope0\" does not exist",
+        ),
+        (json!({"subnetFile": "/x"}), 2, "subnetFile"),
+    ] {
+        let mut conf = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        let r = invoke(&node, "ADD", "bad", &c.pod_path(p), "net1", &conf);
+        assert_eq!(r.err_code(), code, "{patch}: {}", r.stdout);
+        assert!(r.err_msg().contains(needle), "{patch}: {}", r.err_msg());
+        assert!(iface_state(c.pods[p].netns(), "net1").is_none());
+    }
+    assert!(ip_files(&c.nodes[0].dir, "bad").is_empty());
+}
