@@ -122,8 +122,13 @@ fn compare(case_name: &str, case: &Value) {
             let gwless = ours.result["routes"]
                 .as_array()
                 .is_some_and(|rs| rs.iter().any(|r| r.get("gw").is_none()))
-                && ours.result["ips"].as_array().is_some_and(|ips| ips.iter().any(|i| i.get("gateway").is_some()));
-            for (side, bin, is_ours) in [(&ours, ours_bin(), true), (&refs, reference("bridge"), false)] {
+                && ours.result["ips"]
+                    .as_array()
+                    .is_some_and(|ips| ips.iter().any(|i| i.get("gateway").is_some()));
+            for (side, bin, is_ours) in [
+                (&ours, ours_bin(), true),
+                (&refs, reference("bridge"), false),
+            ] {
                 let mut c = conf(version, "difftest", case.clone());
                 if let Some(ipam) = c.get_mut("ipam") {
                     if ipam.get("type").and_then(Value::as_str) == Some("host-local") {
@@ -137,9 +142,17 @@ fn compare(case_name: &str, case: &Value) {
                 } else if r.code != 0 {
                     // Second quirk: without IPAM the reference's CHECK execs an IPAM
                     // plugin with an empty type and fails "no plugin name provided".
-                    let no_ipam = case.get("ipam").is_none() && r.stdout.contains("no plugin name provided");
-                    assert!(gwless || no_ipam, "{ctx}: reference CHECK failed unexpectedly: {}", r.stdout);
-                    eprintln!("{ctx}: reference 1.1.1 CHECK quirk: {}", r.stdout.replace('\n', " "));
+                    let no_ipam =
+                        case.get("ipam").is_none() && r.stdout.contains("no plugin name provided");
+                    assert!(
+                        gwless || no_ipam,
+                        "{ctx}: reference CHECK failed unexpectedly: {}",
+                        r.stdout
+                    );
+                    eprintln!(
+                        "{ctx}: reference 1.1.1 CHECK quirk: {}",
+                        r.stdout.replace('\n', " ")
+                    );
                 }
             }
         }
