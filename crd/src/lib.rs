@@ -1,1 +1,39 @@
-//! Kubernetes-facing types of meta-cni. Filled by the meta-plugin issue.
+//! Kubernetes-facing types of meta-cni, compatible with Multus and the NPWG multi-network
+//! spec (v1.3):
+//!
+//! - [`nad`]: the `NetworkAttachmentDefinition` custom resource (`k8s.cni.cncf.io/v1`), its
+//!   CRD (see the `crdgen` binary and `deploy/crds/`), and [`effective_config`], the NPWG rules
+//!   that turn a NAD into a CNI configuration (conf vs conflist, name injection).
+//! - [`selection`]: the `k8s.v1.cni.cncf.io/networks` and `v1.multus-cni.io/default-network`
+//!   annotation parsers, with validation errors that name the element and the field.
+//! - [`status`]: the `k8s.v1.cni.cncf.io/network-status` annotation, written byte for byte as
+//!   Multus writes it, and built from a CNI result summary.
+//! - [`validate`]: the name, interface, MAC and IP validators the parsers use.
+//!
+//! This crate knows no delegate crate (see ARCHITECTURE.md); it links kube for the derive
+//! only. As a library it enables no `k8s-openapi` version feature: the final binary does.
+
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod nad;
+pub mod selection;
+pub mod status;
+pub mod validate;
+mod yaml;
+
+pub use error::{Error, Result};
+pub use nad::{
+    NadConfig, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, config_from_spec, crd,
+    crd_yaml, effective_config,
+};
+pub use selection::{
+    Bandwidth, DEFAULT_NETWORK_ANNOTATION, DefaultNetworkSelection, NETWORKS_ANNOTATION,
+    NetworkSelection, NetworkSelectionElement, ParseWarning, PortMapping, SelectionFormat,
+    parse_default_network, parse_network_selection,
+};
+pub use status::{
+    DeviceInfo, Dns, NETWORK_STATUS_ANNOTATION, NetworkStatus, ResultInterface, ResultIp,
+    ResultRoute, ResultSummary, network_status_annotation, network_statuses, parse_network_status,
+};
+pub use validate::{HwAddr, IpRequest};

@@ -1,1 +1,604 @@
-//! The ipvlan delegate (filled by its issue).
+//! The ipvlan delegate: an ipvlan link on a master interface, created directly in the pod
+//! namespace, with addresses from IPAM or from a chained `prevResult` — the reference
+//! `ipvlan` plugin's behaviour and configuration fields (`master`, `mode`, `mtu`,
+//! `linkInContainer`), as a library (run in-process by the meta plugin) and as the
+//! standalone `meta-ipvlan` binary.
+//!
+//! The logic ([`add_with`], [`del_with`], [`check_with`], [`status_with`], [`gc_with`]) is
+//! written against [`NetlinkOps`], [`PodSysctl`] and [`IpamOps`], so that it runs on the
+//! kernel through [`Kernel`] and, in tests, on [`testing`]'s fakes without root.
+
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod config;
+pub mod testing;
+
+pub use backend::{Backend, DelegateIpam, IpamOps, Kernel, NetnsSysctl, PodSysctl};
+pub use config::{IpvlanConf, Resolved};
+
+use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, code};
+use meta_delegate::iface::route_spec;
+use meta_delegate::{check_iface_ips, check_iface_routes, mac_string, nl};
+use meta_netlink::{IpvlanFlags, LinkKind, LinkRequest, NetlinkOps, Netns};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The words every ADD error caused by a kernel without ipvlan support contains.
+pub const UNSUPPORTED_MSG: &str = "ipvlan unsupported by this kernel";
+
+/// `ENOTSUPP` (kernel-internal 524): what the ipvlan driver answers for `l3s` when it was
+/// built without `CONFIG_IPVLAN_L3S`.
+const ENOTSUPP: i32 = 524;
+
+/// What ADD needs besides the two netlink handles.
+pub struct AddCtx<'a> {
+    /// The pod namespace (the link is created directly in it).
+    pub pod_ns: &'a Netns,
+    /// The pod namespace's sysctls.
+    pub sysctl: &'a mut dyn PodSysctl,
+    /// IPAM.
+    pub ipam: &'a dyn IpamOps,
+    /// The temporary name the link is created under before it is renamed in the pod.
+    pub tmp_name: &'a str,
+}
+
+/// The interface of the first default route of `nl`'s namespace (IPv4 first, then IPv6,
+/// main table), like the reference's getDefaultRouteInterfaceName. Multipath default
+/// routes (no single output interface) are skipped.
+pub fn default_route_iface<N: NetlinkOps>(nl_: &mut N) -> Result<Option<String>> {
+    for v6 in [false, true] {
+        let routes = nl_.routes(v6, None).map_err(nl("failed to list routes"))?;
+        for r in routes.iter().filter(|r| r.dst.prefix_len() == 0) {
+            let Some(oif) = r.oif else { continue };
+            if let Some(l) = nl_
+                .link_by_index(oif)
+                .map_err(nl("failed to look up the default route's interface"))?
+            {
+                return Ok(Some(l.name));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The master's name: the configured one; else, chained, the only interface of the
+/// `prevResult`; else the default route's interface (in the pod namespace with
+/// `linkInContainer`, else on the node).
+pub fn resolve_master<N: NetlinkOps>(node: &mut N, pod: &mut N, r: &Resolved) -> Result<String> {
+    if let Some(m) = &r.master {
+        return Ok(m.clone());
+    }
+    if let Some(prev) = &r.prev {
+        return match prev.interfaces.as_slice() {
+            [only] if !only.name.is_empty() => Ok(only.name.clone()),
+            _ => Err(Error::config(
+                "chained master failure. PrevResult lacks a single named interface",
+            )),
+        };
+    }
+    let (h, where_) = if r.link_in_container {
+        (pod, "pod")
+    } else {
+        (node, "node")
+    };
+    default_route_iface(h)?.ok_or_else(|| {
+        Error::internal(format!(
+            "no default route interface found in the {where_} namespace (set \"master\")"
+        ))
+    })
+}
+
+fn create_err(master: &str, mode: meta_netlink::IpvlanMode, e: meta_netlink::Error) -> Error {
+    if e.is_unsupported() {
+        Error::internal(format!(
+            "failed to create ipvlan: {UNSUPPORTED_MSG} (no ipvlan driver, CONFIG_IPVLAN): {e}"
+        ))
+    } else if e.errno() == Some(ENOTSUPP) && mode == meta_netlink::IpvlanMode::L3s {
+        Error::internal(format!(
+            "failed to create ipvlan: mode l3s {UNSUPPORTED_MSG} (CONFIG_IPVLAN_L3S): {e}"
+        ))
+    } else {
+        Error::internal(format!("failed to create ipvlan on master {master:?}: {e}"))
+    }
+}
+
+/// What ADD has done so far, for rollback.
+#[derive(Default)]
+struct Progress {
+    created: bool,
+    index: Option<u32>,
+    ipam: bool,
+}
+
+/// ADD: creates the ipvlan link in the pod, configures it from IPAM (or the chained
+/// `prevResult`) and returns the result; on failure undoes what it did (link deleted,
+/// IPAM released) and returns the error.
+///
+/// Requests, in order: the master lookup (and the default route, when needed), `link_add`
+/// of an ipvlan named `tmp_name` on the master with the mode, default (bridge) flags and
+/// MTU, `netns` = the pod (on the node handle; on the pod handle with `netns` unset with
+/// `linkInContainer`), then in the pod: rename to `CNI_IFNAME`, addresses, up, routes.
+pub fn add_with<N: NetlinkOps>(
+    node: &mut N,
+    pod: &mut N,
+    cx: &mut AddCtx<'_>,
+    args: &CmdArgs,
+    r: &Resolved,
+) -> Result<CniResult> {
+    r.require_addresses()?;
+    let mut p = Progress::default();
+    match add_inner(node, pod, cx, args, r, &mut p) {
+        Ok(res) => Ok(res),
+        Err(e) => {
+            rollback(pod, cx, args, &p);
+            Err(e)
+        }
+    }
+}
+
+fn add_inner<N: NetlinkOps>(
+    node: &mut N,
+    pod: &mut N,
+    cx: &mut AddCtx<'_>,
+    args: &CmdArgs,
+    r: &Resolved,
+    p: &mut Progress,
+) -> Result<CniResult> {
+    let env = &args.env;
+    let ifname = env.ifname.as_str();
+    let master_name = resolve_master(node, pod, r)?;
+    let master = {
+        let h = if r.link_in_container {
+            &mut *pod
+        } else {
+            &mut *node
+        };
+        h.link_by_name(&master_name)
+            .map_err(nl(format!("failed to lookup master {master_name:?}")))?
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "failed to lookup master {master_name:?}: Link not found"
+                ))
+            })?
+    };
+    if pod
+        .link_by_name(ifname)
+        .map_err(nl("failed to list pod links"))?
+        .is_some()
+    {
+        return Err(Error::internal(format!(
+            "container interface name provided ({ifname}) already exists"
+        )));
+    }
+    let req = LinkRequest {
+        name: cx.tmp_name.to_string(),
+        kind: LinkKind::Ipvlan {
+            master: master.index,
+            mode: r.mode,
+            flags: IpvlanFlags::Bridge,
+        },
+        mtu: r.mtu,
+        mac: None,
+        netns: if r.link_in_container {
+            None
+        } else {
+            Some(cx.pod_ns.clone())
+        },
+        up: false,
+    };
+    {
+        let h = if r.link_in_container {
+            &mut *pod
+        } else {
+            &mut *node
+        };
+        h.link_add(&req)
+            .map_err(|e| create_err(&master_name, r.mode, e))?;
+    }
+    p.created = true;
+    let link = pod
+        .link_by_name(cx.tmp_name)
+        .map_err(nl("failed to look up the new ipvlan"))?
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "the new ipvlan {} is not in the pod namespace",
+                cx.tmp_name
+            ))
+        })?;
+    p.index = Some(link.index);
+    pod.link_set_name(link.index, ifname)
+        .map_err(nl(format!("failed to rename ipvlan to {ifname:?}")))?;
+    let link = pod
+        .link_by_index(link.index)
+        .map_err(nl(format!("failed to refetch ipvlan {ifname:?}")))?
+        .ok_or_else(|| Error::internal(format!("ipvlan {ifname:?} vanished")))?;
+
+    let source = if r.ips_from_prev() {
+        r.prev.clone().unwrap_or_default()
+    } else {
+        p.ipam = true;
+        let res = cx.ipam.add(args)?;
+        if res.ips.is_empty() {
+            return Err(Error::internal("IPAM plugin returned missing IP config"));
+        }
+        res
+    };
+    let mut result = CniResult {
+        interfaces: vec![Interface {
+            name: ifname.to_string(),
+            mac: mac_string(&link),
+            sandbox: env.netns.clone(),
+            ..Default::default()
+        }],
+        ips: source.ips,
+        routes: source.routes,
+        // Like the reference: the configuration's dns, whatever IPAM said.
+        dns: r.dns.clone(),
+        ..Default::default()
+    };
+    for ip in &mut result.ips {
+        ip.interface = Some(0);
+    }
+    for (k, v) in [
+        (format!("net/ipv4/conf/{ifname}/arp_notify"), "1"),
+        (format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1"),
+    ] {
+        if let Err(e) = cx.sysctl.set(&k, v) {
+            tracing::debug!("sysctl {k}={v} in pod: {e}");
+        }
+    }
+    configure_iface(pod, cx.sysctl, ifname, &result)?;
+    Ok(result)
+}
+
+fn rollback<N: NetlinkOps>(pod: &mut N, cx: &AddCtx<'_>, args: &CmdArgs, p: &Progress) {
+    if p.created {
+        let index = p.index.or_else(|| {
+            pod.link_by_name(cx.tmp_name)
+                .ok()
+                .flatten()
+                .map(|l| l.index)
+        });
+        if let Some(i) = index {
+            if let Err(e) = pod.link_del(i) {
+                if !e.is_not_found() {
+                    tracing::warn!("rollback: delete ipvlan {}: {e}", args.env.ifname);
+                }
+            }
+        }
+    }
+    if p.ipam {
+        if let Err(e) = cx.ipam.del(args) {
+            tracing::warn!("rollback: IPAM release: {e}");
+        }
+    }
+}
+
+/// The first gateway of each family among the result's IPs.
+fn family_gateways(result: &CniResult) -> (Option<IpAddr>, Option<IpAddr>) {
+    let v4 = result
+        .ips
+        .iter()
+        .filter_map(|i| i.gateway)
+        .find(IpAddr::is_ipv4);
+    let v6 = result
+        .ips
+        .iter()
+        .filter_map(|i| i.gateway)
+        .find(IpAddr::is_ipv6);
+    (v4, v6)
+}
+
+/// Configures `ifname` in the pod from `result` like the reference `ipam.ConfigureIface`:
+/// IPv6 enabled (through `sysctl`) when an IPv6 address comes, addresses, up, IPv6 DAD
+/// awaited when there is an IPv6 gateway, then the routes (existing ones skipped).
+fn configure_iface<N: NetlinkOps>(
+    pod: &mut N,
+    sysctl: &mut dyn PodSysctl,
+    ifname: &str,
+    result: &CniResult,
+) -> Result<()> {
+    let link = pod
+        .link_by_name(ifname)
+        .map_err(nl(format!("failed to look up {ifname}")))?
+        .ok_or_else(|| Error::internal(format!("interface {ifname} not found in the pod")))?;
+    let mut v6_enabled = false;
+    for ip in &result.ips {
+        if !v6_enabled && ip.address.addr().is_ipv6() {
+            for dev in ["lo", ifname] {
+                let key = format!("net/ipv6/conf/{dev}/disable_ipv6");
+                match sysctl.get(&key) {
+                    Ok(v) if v.trim() == "0" => {}
+                    Ok(_) => sysctl
+                        .set(&key, "0")
+                        .map_err(nl(format!("failed to enable IPv6 on {dev}")))?,
+                    Err(e) => tracing::warn!("cannot read {key}: {e}"),
+                }
+            }
+            v6_enabled = true;
+        }
+        pod.addr_add(link.index, ip.address).map_err(nl(format!(
+            "failed to add IP addr {} to {ifname:?}",
+            ip.address
+        )))?;
+    }
+    pod.link_set_up(link.index, true)
+        .map_err(nl(format!("failed to set {ifname} up")))?;
+    let gws = family_gateways(result);
+    if gws.1.is_some() {
+        meta_netlink::wait_addrs_not_tentative(pod, link.index, Duration::from_secs(10))
+            .map_err(nl(format!("IPv6 addresses of {ifname} did not settle")))?;
+    }
+    for rt in &result.routes {
+        let spec = route_spec(rt, link.index, gws);
+        match pod.route_add(&spec) {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => {
+                return Err(nl(format!(
+                    "failed to add route {} via {:?} dev {ifname}",
+                    rt.dst, spec.gw
+                ))(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// DEL: deletes `CNI_IFNAME` in the pod when the namespace (`pod`) is still there and the
+/// link exists, then releases IPAM. Succeeds when the namespace, the link or the master
+/// are already gone.
+pub fn del_with<N: NetlinkOps>(
+    pod: Option<&mut N>,
+    ipam: &dyn IpamOps,
+    args: &CmdArgs,
+    r: &Resolved,
+) -> Result<()> {
+    let ifname = &args.env.ifname;
+    if let Some(pod) = pod {
+        if let Some(l) = pod
+            .link_by_name(ifname)
+            .map_err(nl("failed to look up link"))?
+        {
+            match pod.link_del(l.index) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(nl(format!("failed to delete {ifname:?}"))(e)),
+            }
+        }
+    }
+    if r.ipam_type.is_some() {
+        ipam.del(args)?;
+    }
+    Ok(())
+}
+
+/// CHECK: the `prevResult`'s container interface is an ipvlan of the configured mode (and
+/// MAC) on an existing master, with the result's addresses and routes; IPAM's allocation
+/// is checked too.
+pub fn check_with<N: NetlinkOps>(
+    node: &mut N,
+    pod: &mut N,
+    ipam: &dyn IpamOps,
+    args: &CmdArgs,
+    r: &Resolved,
+) -> Result<()> {
+    let env = &args.env;
+    let ifname = env.ifname.as_str();
+    let prev = r
+        .prev
+        .as_ref()
+        .ok_or_else(|| Error::config("Required prevResult missing"))?;
+    if r.ipam_type.is_some() {
+        ipam.check(args)?;
+    }
+    let cont = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == ifname && i.sandbox == env.netns)
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "Sandbox in prevResult doesn't match configured netns: no interface {ifname} with sandbox {}",
+                env.netns
+            ))
+        })?;
+    let link = pod
+        .link_by_name(ifname)
+        .map_err(nl("failed to look up container interface"))?
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "Container Interface name in prevResult: {ifname} not found"
+            ))
+        })?;
+    if link.kind.as_deref() != Some("ipvlan") {
+        return Err(Error::internal(format!(
+            "Error: Container interface {ifname} not of type ipvlan"
+        )));
+    }
+    if link.ipvlan_mode != Some(r.mode) {
+        return Err(Error::internal(format!(
+            "Container IPVlan mode {} does not match expected value: {}",
+            link.ipvlan_mode.map(config::mode_str).unwrap_or("unknown"),
+            config::mode_str(r.mode)
+        )));
+    }
+    if !cont.mac.is_empty() && cont.mac != mac_string(&link) {
+        return Err(Error::internal(format!(
+            "Interface {ifname} Mac {} doesn't match container Mac: {}",
+            cont.mac,
+            mac_string(&link)
+        )));
+    }
+    // The master: the kernel reports the parent's index, in the pod's namespace when it
+    // gives no link-netnsid, else in the peer namespace (the node's, where we run).
+    let parent_reported_in_our_handle = r.link_in_container == link.link_netnsid.is_none();
+    {
+        let h = if r.link_in_container {
+            &mut *pod
+        } else {
+            &mut *node
+        };
+        match &r.master {
+            Some(m) => {
+                let ml = h
+                    .link_by_name(m)
+                    .map_err(nl(format!("failed to lookup master {m:?}")))?
+                    .ok_or_else(|| {
+                        Error::internal(format!("failed to lookup master {m:?}: Link not found"))
+                    })?;
+                if parent_reported_in_our_handle && link.link.is_some_and(|i| i != ml.index) {
+                    return Err(Error::internal(format!(
+                        "Container interface {ifname} is not an ipvlan of master {m:?}"
+                    )));
+                }
+            }
+            None => {
+                if let (true, Some(i)) = (parent_reported_in_our_handle, link.link) {
+                    if h.link_by_index(i)
+                        .map_err(nl("failed to look up the master"))?
+                        .is_none()
+                    {
+                        return Err(Error::internal(format!(
+                            "the master (index {i}) of container interface {ifname} is gone"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    check_iface_ips(pod, ifname, prev)?;
+    check_iface_routes(pod, ifname, prev)?;
+    Ok(())
+}
+
+/// Whether STATUS looks at the node: only a configured master on the node can be checked
+/// there (a default one depends on the pod or the chain).
+pub fn status_needs_node(r: &Resolved) -> bool {
+    r.master.is_some() && !r.link_in_container
+}
+
+/// STATUS: the configured master exists on the node (code 50 otherwise), and IPAM can
+/// serve an ADD. `node` is only used when [`status_needs_node`].
+pub fn status_with<N: NetlinkOps>(
+    node: Option<&mut N>,
+    ipam: &dyn IpamOps,
+    args: &CmdArgs,
+    r: &Resolved,
+) -> Result<()> {
+    if let (true, Some(node), Some(m)) = (status_needs_node(r), node, &r.master) {
+        if node
+            .link_by_name(m)
+            .map_err(nl(format!("failed to lookup master {m:?}")))?
+            .is_none()
+        {
+            return Err(Error::new(
+                code::NOT_AVAILABLE,
+                format!("master {m:?} not found on the node"),
+            ));
+        }
+    }
+    if r.ipam_type.is_some() {
+        ipam.status(args)?;
+    }
+    Ok(())
+}
+
+/// GC: IPAM releases the allocations of attachments not listed as valid (the links
+/// themselves went with their pods' namespaces).
+pub fn gc_with(ipam: &dyn IpamOps, args: &CmdArgs, r: &Resolved) -> Result<()> {
+    args.conf.gc_valid_attachments()?;
+    if r.ipam_type.is_some() {
+        ipam.gc(args)?;
+    }
+    Ok(())
+}
+
+/// The ipvlan plugin over a [`Backend`] ([`Kernel`] by default).
+#[derive(Debug, Default)]
+pub struct Ipvlan<B: Backend = Kernel> {
+    backend: B,
+}
+
+impl Ipvlan<Kernel> {
+    /// The plugin on the real kernel.
+    pub fn new() -> Self {
+        Ipvlan { backend: Kernel }
+    }
+}
+
+impl<B: Backend> Ipvlan<B> {
+    /// The plugin over another backend (tests: [`testing::FakeBackend`]).
+    pub fn with_backend(backend: B) -> Self {
+        Ipvlan { backend }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+}
+
+impl<B: Backend> Plugin for Ipvlan<B> {
+    fn about(&self) -> String {
+        format!(
+            "meta-ipvlan {} (meta-cni ipvlan delegate)",
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult> {
+        let r = config::load(args)?;
+        r.require_addresses()?;
+        if r.ipam_type.is_some() {
+            self.backend.ipam().validate(args)?;
+        }
+        let pod_ns = self.backend.open_pod(&args.env.netns)?;
+        let mut node = self.backend.node_nl()?;
+        let mut pod = self.backend.pod_nl(&pod_ns)?;
+        let mut sysctl = self.backend.pod_sysctl(&pod_ns);
+        let tmp = self.backend.tmp_name();
+        let mut cx = AddCtx {
+            pod_ns: &pod_ns,
+            sysctl: sysctl.as_mut(),
+            ipam: self.backend.ipam(),
+            tmp_name: &tmp,
+        };
+        add_with(&mut node, &mut pod, &mut cx, args, &r)
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<()> {
+        let r = config::load(args)?;
+        let mut pod = match self.backend.open_pod_for_del(&args.env.netns)? {
+            Some(ns) => Some(self.backend.pod_nl(&ns)?),
+            None => None,
+        };
+        del_with(pod.as_mut(), self.backend.ipam(), args, &r)
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<()> {
+        let r = config::load(args)?;
+        if r.prev.is_none() {
+            return Err(Error::config("Required prevResult missing"));
+        }
+        let pod_ns = self.backend.open_pod(&args.env.netns)?;
+        let mut node = self.backend.node_nl()?;
+        let mut pod = self.backend.pod_nl(&pod_ns)?;
+        check_with(&mut node, &mut pod, self.backend.ipam(), args, &r)
+    }
+
+    fn status(&self, args: &CmdArgs) -> Result<()> {
+        let r = config::load(args)?;
+        let mut node = if status_needs_node(&r) {
+            Some(self.backend.node_nl()?)
+        } else {
+            None
+        };
+        status_with(node.as_mut(), self.backend.ipam(), args, &r)
+    }
+
+    fn gc(&self, args: &CmdArgs) -> Result<()> {
+        let r = config::load(args)?;
+        gc_with(self.backend.ipam(), args, &r)
+    }
+}

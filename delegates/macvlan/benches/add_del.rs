@@ -1,0 +1,3 @@
+//! ADD+DEL benchmark (being written).
+
+fn main() {}
