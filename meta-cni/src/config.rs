@@ -14,7 +14,11 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<St
     }
     Ok(match Option::<SoL>::deserialize(d)? {
         None => Vec::new(),
-        Some(SoL::S(s)) => s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect(),
+        Some(SoL::S(s)) => s
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect(),
         Some(SoL::L(l)) => l,
     })
 }
@@ -54,19 +58,35 @@ pub struct MetaConf {
     #[serde(default)]
     pub delegates: Vec<Value>,
     /// Networks every pod gets after the cluster network (not in `systemNamespaces`).
-    #[serde(rename = "defaultNetworks", default, deserialize_with = "string_or_list")]
+    #[serde(
+        rename = "defaultNetworks",
+        default,
+        deserialize_with = "string_or_list"
+    )]
     pub default_networks: Vec<String>,
     /// Namespaces whose pods get only the cluster network.
-    #[serde(rename = "systemNamespaces", default = "d_system", deserialize_with = "string_or_list")]
+    #[serde(
+        rename = "systemNamespaces",
+        default = "d_system",
+        deserialize_with = "string_or_list"
+    )]
     pub system_namespaces: Vec<String>,
     /// Where cluster-level NADs (clusterNetwork, defaultNetworks) live.
-    #[serde(rename = "multusNamespace", alias = "clusterNadNamespace", default = "d_kube_system")]
+    #[serde(
+        rename = "multusNamespace",
+        alias = "clusterNadNamespace",
+        default = "d_kube_system"
+    )]
     pub multus_namespace: String,
     /// Pods may only use NADs of their own namespace (and `globalNamespaces`).
     #[serde(rename = "namespaceIsolation", default)]
     pub namespace_isolation: bool,
     /// Namespaces whose NADs any pod may use under isolation (comma list or array).
-    #[serde(rename = "globalNamespaces", default, deserialize_with = "string_or_list")]
+    #[serde(
+        rename = "globalNamespaces",
+        default,
+        deserialize_with = "string_or_list"
+    )]
     pub global_namespaces: Vec<String>,
     /// Directory of CNI configurations for NADs without `spec.config`.
     #[serde(rename = "confDir", default = "d_conf_dir")]
@@ -108,7 +128,11 @@ impl MetaConf {
             ));
         }
         if let Some(lvl) = &c.log_level {
-            if !["error", "warn", "info", "debug", "trace", "verbose", "panic"].contains(&lvl.as_str()) {
+            if ![
+                "error", "warn", "info", "debug", "trace", "verbose", "panic",
+            ]
+            .contains(&lvl.as_str())
+            {
                 return Err(Error::config(format!(
                     "logLevel {lvl:?} is not one of error, warn, info, debug, trace (or Multus's verbose, panic)"
                 )));
@@ -122,7 +146,12 @@ impl MetaConf {
 
     /// Directories delegate binaries are searched in: binDir, then the runtime's CNI_PATH.
     pub fn bin_dirs(&self, cni_path: &[PathBuf]) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = self.bin_dir.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+        let mut v: Vec<PathBuf> = self
+            .bin_dir
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
         for p in cni_path {
             if !v.contains(p) {
                 v.push(p.clone());

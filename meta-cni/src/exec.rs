@@ -4,7 +4,10 @@
 //! results converted to the canonical model.
 
 use crate::journal::Attachment;
-use cni_core::{CmdArgs, CniArgs, CniResult, ConfList, Env, Error, NetConf, Plugin, Result, Verb, Version, invoke};
+use cni_core::{
+    CmdArgs, CniArgs, CniResult, ConfList, Env, Error, NetConf, Plugin, Result, Verb, Version,
+    invoke,
+};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -12,6 +15,9 @@ use std::path::PathBuf;
 pub fn bundled(plugin_type: &str) -> Option<Box<dyn Plugin>> {
     match plugin_type {
         "bridge" | "meta-bridge" => Some(Box::new(meta_bridge::Bridge::default())),
+        "macvlan" | "meta-macvlan" => Some(Box::new(meta_macvlan::Macvlan)),
+        "ipvlan" | "meta-ipvlan" => Some(Box::new(meta_ipvlan::Ipvlan::new())),
+        "vxlan" | "meta-vxlan" => Some(Box::new(meta_vxlan::Vxlan::default())),
         _ => None,
     }
 }
@@ -66,7 +72,13 @@ impl Runner {
         ConfList::parse(&bytes).map_err(|e| e.context(format!("network {}", a.network)))
     }
 
-    fn plugin_conf(&self, a: &Attachment, list: &ConfList, i: usize, prev: Option<&CniResult>) -> Result<NetConf> {
+    fn plugin_conf(
+        &self,
+        a: &Attachment,
+        list: &ConfList,
+        i: usize,
+        prev: Option<&CniResult>,
+    ) -> Result<NetConf> {
         let mut c = list.plugin_conf(i, prev, &a.cap_args)?;
         if let Some(ca) = &a.cni_args {
             merge_args_cni(c.raw_mut(), ca);
@@ -89,7 +101,12 @@ impl Runner {
             if ver < need {
                 return Ok(None); // the verb does not exist in this network's version
             }
-            let args = CmdArgs { env, stdin: conf.to_bytes(), conf };
+            tracing::debug!("{} {t} ({}): in-process", verb.as_str(), ifname);
+            let args = CmdArgs {
+                env,
+                stdin: conf.to_bytes(),
+                conf,
+            };
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match verb {
                 Verb::Add => p.add(&args).map(Some),
                 Verb::Del => p.del(&args).map(|_| None),
@@ -98,9 +115,18 @@ impl Runner {
                 Verb::Gc => p.gc(&args).map(|_| None),
                 Verb::Version => Ok(None),
             }));
-            return r.unwrap_or_else(|_| Err(Error::internal(format!("delegate {t} panicked (bug)"))));
+            return r
+                .unwrap_or_else(|_| Err(Error::internal(format!("delegate {t} panicked (bug)"))));
         }
         let bytes = conf.to_bytes();
+        tracing::debug!(
+            "{} {t} ({}): exec {}",
+            verb.as_str(),
+            ifname,
+            invoke::find_plugin(&t, &env.path)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
         match verb {
             Verb::Add => invoke::exec_add(&t, &env, &bytes).map(Some),
             _ => invoke::exec_verb(&t, verb, &env, &bytes).map(|_| None),
@@ -153,7 +179,8 @@ impl Runner {
         for i in 0..list.plugins().len() {
             let c = self.plugin_conf(a, &list, i, Some(result))?;
             let t = c.plugin_type().to_string();
-            self.run_one(Verb::Check, &a.ifname, c).map_err(|e| e.context(format!("plugin {t}")))?;
+            self.run_one(Verb::Check, &a.ifname, c)
+                .map_err(|e| e.context(format!("plugin {t}")))?;
         }
         Ok(())
     }
@@ -167,7 +194,8 @@ impl Runner {
         for i in 0..list.plugins().len() {
             let c = self.plugin_conf(a, &list, i, None)?;
             let t = c.plugin_type().to_string();
-            self.run_one(Verb::Status, "", c).map_err(|e| e.context(format!("plugin {t}")))?;
+            self.run_one(Verb::Status, "", c)
+                .map_err(|e| e.context(format!("plugin {t}")))?;
         }
         Ok(())
     }
@@ -185,9 +213,13 @@ impl Runner {
             .collect();
         for i in 0..list.plugins().len() {
             let mut c = self.plugin_conf(a, &list, i, None)?;
-            c.raw_mut().insert("cni.dev/valid-attachments".into(), Value::Array(att.clone()));
+            c.raw_mut().insert(
+                "cni.dev/valid-attachments".into(),
+                Value::Array(att.clone()),
+            );
             let t = c.plugin_type().to_string();
-            self.run_one(Verb::Gc, "", c).map_err(|e| e.context(format!("plugin {t}")))?;
+            self.run_one(Verb::Gc, "", c)
+                .map_err(|e| e.context(format!("plugin {t}")))?;
         }
         Ok(())
     }

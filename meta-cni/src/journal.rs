@@ -36,7 +36,11 @@ pub struct Attachment {
     #[serde(default, rename = "cniArgs", skip_serializing_if = "Option::is_none")]
     pub cni_args: Option<Map<String, Value>>,
     /// Gateways this attachment owns the default route for.
-    #[serde(default, rename = "defaultRoute", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "defaultRoute",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub default_route: Vec<std::net::IpAddr>,
     /// Whether this is the cluster network (its result goes to the runtime).
     #[serde(default, rename = "isCluster")]
@@ -118,7 +122,9 @@ impl Journal {
             let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
                 .map_err(|(_, e)| Error::io(format!("lock {}: {e}", lock_path.display())))?;
             use std::os::unix::fs::MetadataExt;
-            let held = lock.metadata().map_err(io(format!("stat {}", lock_path.display())))?;
+            let held = lock
+                .metadata()
+                .map_err(io(format!("stat {}", lock_path.display())))?;
             match std::fs::metadata(&lock_path) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => break lock,
                 _ => continue,
@@ -141,8 +147,11 @@ impl Journal {
     /// Writes the entry atomically (temp file, fsync, rename, fsync dir).
     pub fn store(&self, e: &Entry) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = self.path.with_extension(format!("tmp.{}", std::process::id()));
-        let data = serde_json::to_vec_pretty(e).map_err(|e| Error::internal(format!("serialize journal: {e}")))?;
+        let tmp = self
+            .path
+            .with_extension(format!("tmp.{}", std::process::id()));
+        let data = serde_json::to_vec_pretty(e)
+            .map_err(|e| Error::internal(format!("serialize journal: {e}")))?;
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&data)?;
@@ -166,7 +175,10 @@ impl Journal {
         }
         let lock = self.path.with_file_name(format!(
             "{}.lock",
-            self.path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+            self.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
         ));
         let _ = std::fs::remove_file(lock);
         Ok(())
@@ -209,7 +221,11 @@ mod tests {
             ifname: "eth0".into(),
             netns: "/run/netns/x".into(),
             cni_args: "IgnoreUnknown=1".into(),
-            pod: Some(PodRef { namespace: "ns".into(), name: "p".into(), uid: None }),
+            pod: Some(PodRef {
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: None,
+            }),
             attachments: vec![Attachment {
                 network: "ns/a".into(),
                 ifname: "net1".into(),
@@ -231,7 +247,10 @@ mod tests {
         assert_eq!(j.load().unwrap(), None);
         j.store(&entry()).unwrap();
         assert_eq!(j.load().unwrap(), Some(entry()));
-        assert_eq!(list(d.path()).unwrap(), vec![("c1".to_string(), "eth0".to_string())]);
+        assert_eq!(
+            list(d.path()).unwrap(),
+            vec![("c1".to_string(), "eth0".to_string())]
+        );
         j.remove().unwrap();
         assert!(list(d.path()).unwrap().is_empty());
         let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
@@ -257,7 +276,10 @@ mod tests {
             tx.send(()).unwrap();
         });
         std::thread::sleep(std::time::Duration::from_millis(100));
-        assert!(rx.try_recv().is_err(), "second opener must wait for the lock");
+        assert!(
+            rx.try_recv().is_err(),
+            "second opener must wait for the lock"
+        );
         drop(j);
         rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         t.join().unwrap();

@@ -34,10 +34,16 @@ pub struct MetaPlugin;
 
 fn make_source(conf: &MetaConf) -> Result<Box<dyn Source>> {
     if let Some(kc) = &conf.kubeconfig {
-        return Ok(Box::new(KubeSource::new(kc, Duration::from_secs(conf.api_timeout_seconds))?));
+        return Ok(Box::new(KubeSource::new(
+            kc,
+            Duration::from_secs(conf.api_timeout_seconds),
+        )?));
     }
     if let Some(dir) = &conf.local_nad_dir {
-        return Ok(Box::new(LocalSource::new(dir.clone(), conf.cache_dir.join("status"))));
+        return Ok(Box::new(LocalSource::new(
+            dir.clone(),
+            conf.cache_dir.join("status"),
+        )));
     }
     Ok(Box::new(NoSource))
 }
@@ -53,7 +59,9 @@ fn runner(conf: &MetaConf, args: &CmdArgs, netns: &str) -> Runner {
 }
 
 fn result_of(a: &journal::Attachment) -> Option<CniResult> {
-    a.result.as_ref().and_then(|v| CniResult::from_value(v).ok())
+    a.result
+        .as_ref()
+        .and_then(|v| CniResult::from_value(v).ok())
 }
 
 /// The pod's annotations as the runtime passed them (values must be strings).
@@ -67,7 +75,10 @@ fn runtime_annotations(args: &CmdArgs) -> Result<Option<BTreeMap<String, String>
 
 /// Network-status entries for all added attachments.
 fn network_status(entry: &Entry) -> Vec<meta_crd::NetworkStatus> {
-    let has_default_route = entry.attachments.iter().any(|a| !a.default_route.is_empty());
+    let has_default_route = entry
+        .attachments
+        .iter()
+        .any(|a| !a.default_route.is_empty());
     let mut out = Vec::new();
     for a in &entry.attachments {
         let Some(r) = result_of(a) else { continue };
@@ -85,9 +96,20 @@ fn network_status(entry: &Entry) -> Vec<meta_crd::NetworkStatus> {
             ips: r
                 .ips
                 .iter()
-                .map(|ip| meta_crd::ResultIp { address: ip.address.addr(), interface: ip.interface, gateway: ip.gateway })
+                .map(|ip| meta_crd::ResultIp {
+                    address: ip.address.addr(),
+                    interface: ip.interface,
+                    gateway: ip.gateway,
+                })
                 .collect(),
-            routes: r.routes.iter().map(|rt| meta_crd::ResultRoute { dst: rt.dst, gw: rt.gw }).collect(),
+            routes: r
+                .routes
+                .iter()
+                .map(|rt| meta_crd::ResultRoute {
+                    dst: rt.dst,
+                    gw: rt.gw,
+                })
+                .collect(),
             dns: meta_crd::Dns {
                 nameservers: r.dns.nameservers.clone(),
                 domain: r.dns.domain.clone(),
@@ -95,8 +117,14 @@ fn network_status(entry: &Entry) -> Vec<meta_crd::NetworkStatus> {
                 options: r.dns.options.clone(),
             },
         };
-        let default = if has_default_route { !a.default_route.is_empty() } else { a.is_cluster };
-        out.extend(meta_crd::network_statuses(&summary, &a.network, default, None));
+        let default = if has_default_route {
+            !a.default_route.is_empty()
+        } else {
+            a.is_cluster
+        };
+        out.extend(meta_crd::network_statuses(
+            &summary, &a.network, default, None,
+        ));
     }
     out
 }
@@ -105,13 +133,19 @@ fn network_status(entry: &Entry) -> Vec<meta_crd::NetworkStatus> {
 /// gateways are in; other attachments' default routes of those families go, in the pod
 /// and in their results (as Multus does).
 fn apply_default_route(entry: &mut Entry, netns: &str) -> Result<()> {
-    let Some(d) = entry.attachments.iter().position(|a| !a.default_route.is_empty()) else {
+    let Some(d) = entry
+        .attachments
+        .iter()
+        .position(|a| !a.default_route.is_empty())
+    else {
         return Ok(());
     };
     let gws = entry.attachments[d].default_route.clone();
     let ifname = entry.attachments[d].ifname.clone();
-    let ns = meta_netlink::Netns::open(netns).map_err(|e| Error::internal(format!("default-route: open netns: {e}")))?;
-    let mut nl = meta_netlink::Netlink::open(Some(&ns)).map_err(|e| Error::internal(format!("default-route: netlink: {e}")))?;
+    let ns = meta_netlink::Netns::open(netns)
+        .map_err(|e| Error::internal(format!("default-route: open netns: {e}")))?;
+    let mut nl = meta_netlink::Netlink::open(Some(&ns))
+        .map_err(|e| Error::internal(format!("default-route: netlink: {e}")))?;
     use meta_netlink::NetlinkOps;
     let link = nl
         .link_by_name(&ifname)
@@ -120,23 +154,42 @@ fn apply_default_route(entry: &mut Entry, netns: &str) -> Result<()> {
     for v6 in [false, true] {
         let fam: Vec<_> = gws.iter().filter(|g| g.is_ipv6() == v6).collect();
         let Some(gw) = fam.first() else { continue };
-        let any: ipnet::IpNet = if v6 { "::/0" } else { "0.0.0.0/0" }.parse().map_err(|_| Error::internal("literal"))?;
-        for r in nl.routes(v6, None).map_err(|e| Error::internal(format!("default-route: {e}")))? {
+        let any: ipnet::IpNet = if v6 { "::/0" } else { "0.0.0.0/0" }
+            .parse()
+            .map_err(|_| Error::internal("literal"))?;
+        for r in nl
+            .routes(v6, None)
+            .map_err(|e| Error::internal(format!("default-route: {e}")))?
+        {
             if r.dst.prefix_len() == 0 {
-                let spec = meta_netlink::RouteSpec { dst: r.dst, gw: r.gw, oif: r.oif, ..Default::default() };
+                let spec = meta_netlink::RouteSpec {
+                    dst: r.dst,
+                    gw: r.gw,
+                    oif: r.oif,
+                    ..Default::default()
+                };
                 if let Err(e) = nl.route_del(&spec) {
                     if !e.is_not_found() {
-                        return Err(Error::internal(format!("default-route: delete {}: {e}", r.dst)));
+                        return Err(Error::internal(format!(
+                            "default-route: delete {}: {e}",
+                            r.dst
+                        )));
                     }
                 }
             }
         }
-        let spec = meta_netlink::RouteSpec { dst: any, gw: Some(**gw), oif: Some(link.index), ..Default::default() };
+        let spec = meta_netlink::RouteSpec {
+            dst: any,
+            gw: Some(**gw),
+            oif: Some(link.index),
+            ..Default::default()
+        };
         nl.route_replace(&spec)
             .map_err(|e| Error::internal(format!("default-route via {gw} dev {ifname}: {e}")))?;
         for (i, a) in entry.attachments.iter_mut().enumerate() {
             let Some(mut r) = result_of(a) else { continue };
-            r.routes.retain(|rt| !(rt.dst.prefix_len() == 0 && rt.dst.addr().is_ipv6() == v6));
+            r.routes
+                .retain(|rt| !(rt.dst.prefix_len() == 0 && rt.dst.addr().is_ipv6() == v6));
             if i == d {
                 r.routes.push(Route::new(any, Some(**gw)));
             }
@@ -150,7 +203,10 @@ impl MetaPlugin {
     /// Deletes attachments `0..=upto` in reverse; returns the failures.
     fn delete_all(run: &Runner, entry: &Entry, upto: usize) -> Vec<String> {
         let mut errs = Vec::new();
-        for a in entry.attachments[..=upto.min(entry.attachments.len().saturating_sub(1))].iter().rev() {
+        for a in entry.attachments[..=upto.min(entry.attachments.len().saturating_sub(1))]
+            .iter()
+            .rev()
+        {
             if let Err(e) = run.del(a, result_of(a).as_ref()) {
                 errs.push(format!("network {} ({}): {e}", a.network, a.ifname));
             }
@@ -158,13 +214,23 @@ impl MetaPlugin {
         errs
     }
 
-    fn pod_ctx(&self, conf: &MetaConf, args: &CmdArgs, src: &mut dyn Source) -> Result<Option<(PodCtx, Option<String>)>> {
-        let Some(p) = args.env.args.k8s_pod() else { return Ok(None) };
+    fn pod_ctx(
+        &self,
+        conf: &MetaConf,
+        args: &CmdArgs,
+        src: &mut dyn Source,
+    ) -> Result<Option<(PodCtx, Option<String>)>> {
+        let Some(p) = args.env.args.k8s_pod() else {
+            return Ok(None);
+        };
         let (annotations, uid) = match runtime_annotations(args)? {
             Some(a) => (a, p.uid.clone()),
             None if src.has_pods() => {
                 let info = src.pod(&p.namespace, &p.name)?.ok_or_else(|| {
-                    Error::try_again(format!("pod {}/{} not found in the API server", p.namespace, p.name))
+                    Error::try_again(format!(
+                        "pod {}/{} not found in the API server",
+                        p.namespace, p.name
+                    ))
                 })?;
                 if let (Some(want), Some(have)) = (&p.uid, &info.uid) {
                     if want != have {
@@ -179,7 +245,24 @@ impl MetaPlugin {
             None => (BTreeMap::new(), p.uid.clone()),
         };
         let _ = conf;
-        Ok(Some((PodCtx { namespace: p.namespace, name: p.name, annotations }, uid)))
+        Ok(Some((
+            PodCtx {
+                namespace: p.namespace,
+                name: p.name,
+                annotations,
+            },
+            uid,
+        )))
+    }
+
+    /// Local mode keeps network-status in the cache dir; DEL removes it.
+    fn clear_local_status(conf: &MetaConf, ns: &str, name: &str) -> Result<()> {
+        if let Some(dir) = &conf.local_nad_dir {
+            LocalSource::new(dir.clone(), conf.cache_dir.join("status"))
+                .clear_network_status(ns, name)?;
+            let _ = std::fs::remove_dir(conf.cache_dir.join("status"));
+        }
+        Ok(())
     }
 
     fn check_ready(conf: &MetaConf, code_: u32) -> Result<()> {
@@ -187,7 +270,10 @@ impl MetaPlugin {
             if !f.exists() {
                 return Err(Error::new(
                     code_,
-                    format!("readiness indicator file {} does not exist: the cluster network is not ready", f.display()),
+                    format!(
+                        "readiness indicator file {} does not exist: the cluster network is not ready",
+                        f.display()
+                    ),
                 ));
             }
         }
@@ -197,7 +283,10 @@ impl MetaPlugin {
 
 impl Plugin for MetaPlugin {
     fn about(&self) -> String {
-        format!("meta-cni {} (multi-network meta plugin)", env!("CARGO_PKG_VERSION"))
+        format!(
+            "meta-cni {} (multi-network meta plugin)",
+            env!("CARGO_PKG_VERSION")
+        )
     }
 
     fn log_settings(&self, stdin: &[u8]) -> (Option<std::path::PathBuf>, Option<String>) {
@@ -213,17 +302,38 @@ impl Plugin for MetaPlugin {
         Self::check_ready(&conf, code::TRY_AGAIN_LATER)?;
         let mut src = make_source(&conf)?;
         let pod = self.pod_ctx(&conf, args, src.as_mut())?;
-        let rc: Map<String, Value> = args.conf.get("runtimeConfig").and_then(Value::as_object).cloned().unwrap_or_default();
-        let plan = plan::build(&conf, &args.env.ifname, &rc, pod.as_ref().map(|p| &p.0), src.as_mut())?;
+        let rc: Map<String, Value> = args
+            .conf
+            .get("runtimeConfig")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let plan = plan::build(
+            &conf,
+            &args.env.ifname,
+            &rc,
+            pod.as_ref().map(|p| &p.0),
+            src.as_mut(),
+        )?;
 
         let journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
         let run = runner(&conf, args, &args.env.netns);
         if let Some(old) = journal.load()? {
             // A previous ADD of this attachment was never deleted: clean it first.
-            tracing::warn!("ADD over an existing journal entry for {}: deleting the old attachments first", args.env.container_id);
-            let errs = Self::delete_all(&runner(&conf, args, &old.netns), &old, old.attachments.len());
+            tracing::warn!(
+                "ADD over an existing journal entry for {}: deleting the old attachments first",
+                args.env.container_id
+            );
+            let errs = Self::delete_all(
+                &runner(&conf, args, &old.netns),
+                &old,
+                old.attachments.len(),
+            );
             if !errs.is_empty() {
-                return Err(Error::try_again(format!("cleaning a previous ADD failed: {}", errs.join("; "))));
+                return Err(Error::try_again(format!(
+                    "cleaning a previous ADD failed: {}",
+                    errs.join("; ")
+                )));
             }
         }
         let mut entry = Entry {
@@ -232,7 +342,11 @@ impl Plugin for MetaPlugin {
             ifname: args.env.ifname.clone(),
             netns: args.env.netns.clone(),
             cni_args: args.env.args_raw.clone(),
-            pod: pod.as_ref().map(|(p, uid)| PodRef { namespace: p.namespace.clone(), name: p.name.clone(), uid: uid.clone() }),
+            pod: pod.as_ref().map(|(p, uid)| PodRef {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                uid: uid.clone(),
+            }),
             attachments: plan,
         };
         journal.store(&entry)?;
@@ -244,7 +358,10 @@ impl Plugin for MetaPlugin {
                     tracing::warn!("{e}");
                 }
             } else {
-                tracing::error!("rollback incomplete, journal kept for DEL/GC: {}", errs.join("; "));
+                tracing::error!(
+                    "rollback incomplete, journal kept for DEL/GC: {}",
+                    errs.join("; ")
+                );
             }
             err
         };
@@ -273,13 +390,19 @@ impl Plugin for MetaPlugin {
         }
         if let Some(p) = &entry.pod {
             let statuses = network_status(&entry);
-            let value = meta_crd::network_status_annotation(&statuses).map_err(|e| Error::internal(e.to_string()))?;
-            if let Err(e) = src.set_network_status(&p.namespace, &p.name, p.uid.as_deref(), &value) {
+            let value = meta_crd::network_status_annotation(&statuses)
+                .map_err(|e| Error::internal(e.to_string()))?;
+            if let Err(e) = src.set_network_status(&p.namespace, &p.name, p.uid.as_deref(), &value)
+            {
                 let e = e.context("network-status");
                 return Err(fail(&entry, last, e, journal));
             }
         }
-        let cluster = entry.attachments.iter().find(|a| a.is_cluster).and_then(result_of);
+        let cluster = entry
+            .attachments
+            .iter()
+            .find(|a| a.is_cluster)
+            .and_then(result_of);
         cluster.ok_or_else(|| Error::internal("cluster network produced no result"))
     }
 
@@ -291,12 +414,13 @@ impl Plugin for MetaPlugin {
             Some(entry) => {
                 let errs = Self::delete_all(&run, &entry, entry.attachments.len());
                 if !errs.is_empty() {
-                    return Err(Error::internal(format!("DEL failed for {}", errs.join("; "))));
+                    return Err(Error::internal(format!(
+                        "DEL failed for {}",
+                        errs.join("; ")
+                    )));
                 }
-                if let (Some(p), Some(dir)) = (&entry.pod, &conf.local_nad_dir) {
-                    let _ = dir;
-                    let mut ls = LocalSource::new(conf.local_nad_dir.clone().unwrap_or_default(), conf.cache_dir.join("status"));
-                    ls.clear_network_status(&p.namespace, &p.name)?;
+                if let Some(p) = &entry.pod {
+                    Self::clear_local_status(&conf, &p.namespace, &p.name)?;
                 }
                 journal.remove()
             }
@@ -313,14 +437,18 @@ impl Plugin for MetaPlugin {
                 let pod = match self.pod_ctx(&conf, args, src.as_mut()) {
                     Ok(p) => p.map(|(p, _)| p),
                     Err(e) => {
-                        tracing::warn!("DEL without journal: pod lookup: {e}; deleting the cluster network only");
+                        tracing::warn!(
+                            "DEL without journal: pod lookup: {e}; deleting the cluster network only"
+                        );
                         None
                     }
                 };
                 let rc = Map::new();
                 let plan = plan::build(&conf, &args.env.ifname, &rc, pod.as_ref(), src.as_mut())
                     .or_else(|e| {
-                        tracing::warn!("DEL without journal: {e}; deleting the cluster network only");
+                        tracing::warn!(
+                            "DEL without journal: {e}; deleting the cluster network only"
+                        );
                         plan::build(&conf, &args.env.ifname, &rc, None, &mut NoSource)
                     });
                 match plan {
@@ -336,7 +464,13 @@ impl Plugin for MetaPlugin {
                         };
                         let errs = Self::delete_all(&run, &entry, entry.attachments.len());
                         if !errs.is_empty() {
-                            return Err(Error::internal(format!("DEL failed for {}", errs.join("; "))));
+                            return Err(Error::internal(format!(
+                                "DEL failed for {}",
+                                errs.join("; ")
+                            )));
+                        }
+                        if let Some(p) = &pod {
+                            Self::clear_local_status(&conf, &p.namespace, &p.name)?;
                         }
                     }
                     Err(e) => tracing::warn!("DEL without journal: nothing resolvable: {e}"),
@@ -358,9 +492,13 @@ impl Plugin for MetaPlugin {
         let run = runner(&conf, args, &args.env.netns);
         for a in &entry.attachments {
             let r = result_of(a).ok_or_else(|| {
-                Error::internal(format!("CHECK: network {} ({}) was never added", a.network, a.ifname))
+                Error::internal(format!(
+                    "CHECK: network {} ({}) was never added",
+                    a.network, a.ifname
+                ))
             })?;
-            run.check(a, &r).map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
+            run.check(a, &r)
+                .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
         }
         Ok(())
     }
@@ -372,7 +510,8 @@ impl Plugin for MetaPlugin {
         let plan = plan::build(&conf, "eth0", &Map::new(), None, src.as_mut())?;
         let run = runner(&conf, args, "");
         for a in &plan {
-            run.status(a).map_err(|e| e.context(format!("cluster network {}", a.network)))?;
+            run.status(a)
+                .map_err(|e| e.context(format!("cluster network {}", a.network)))?;
         }
         Ok(())
     }
@@ -405,12 +544,15 @@ impl Plugin for MetaPlugin {
             }
         }
         // Every known network's plugins get the attachments still valid for them.
-        let mut networks: BTreeMap<String, (journal::Attachment, Vec<(String, String)>)> = BTreeMap::new();
+        let mut networks: BTreeMap<String, (journal::Attachment, Vec<(String, String)>)> =
+            BTreeMap::new();
         for (cid, ifname) in journal::list(&conf.cache_dir)? {
             let j = Journal::open(&conf.cache_dir, &cid, &ifname)?;
             if let Some(entry) = j.load()? {
                 for a in entry.attachments {
-                    let slot = networks.entry(a.network.clone()).or_insert_with(|| (a.clone(), Vec::new()));
+                    let slot = networks
+                        .entry(a.network.clone())
+                        .or_insert_with(|| (a.clone(), Vec::new()));
                     slot.1.push((cid.clone(), a.ifname.clone()));
                 }
             }
@@ -418,7 +560,9 @@ impl Plugin for MetaPlugin {
         if let Ok(mut src) = make_source(&conf) {
             if let Ok(plan) = plan::build(&conf, "eth0", &Map::new(), None, src.as_mut()) {
                 for a in plan {
-                    networks.entry(a.network.clone()).or_insert_with(|| (a, Vec::new()));
+                    networks
+                        .entry(a.network.clone())
+                        .or_insert_with(|| (a, Vec::new()));
                 }
             }
         }

@@ -28,8 +28,14 @@ pub fn as_conflist(conf: Map<String, Value>) -> Value {
         return Value::Object(conf);
     }
     let mut list = Map::new();
-    list.insert("cniVersion".into(), conf.get("cniVersion").cloned().unwrap_or(Value::Null));
-    list.insert("name".into(), conf.get("name").cloned().unwrap_or(Value::Null));
+    list.insert(
+        "cniVersion".into(),
+        conf.get("cniVersion").cloned().unwrap_or(Value::Null),
+    );
+    list.insert(
+        "name".into(),
+        conf.get("name").cloned().unwrap_or(Value::Null),
+    );
     list.insert("plugins".into(), Value::Array(vec![Value::Object(conf)]));
     Value::Object(list)
 }
@@ -45,11 +51,18 @@ pub fn find_in_conf_dir(dir: &Path, name: &str) -> Result<Option<Value>> {
     let mut files: Vec<_> = rd
         .flatten()
         .map(|d| d.path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conf" | "conflist" | "json")
+            )
+        })
         .collect();
     files.sort();
     for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
         let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) else {
             tracing::warn!("confDir: {} is not a JSON object, skipped", f.display());
             continue;
@@ -92,31 +105,56 @@ fn cluster_conflist(conf: &MetaConf, src: &mut dyn Source) -> Result<(String, Va
                 .map_err(|e| Error::config(format!("clusterNetwork file {cn}: {e}")))?;
             let m = match serde_json::from_str::<Value>(&text) {
                 Ok(Value::Object(m)) => m,
-                _ => return Err(Error::config(format!("clusterNetwork file {cn} is not a JSON object"))),
+                _ => {
+                    return Err(Error::config(format!(
+                        "clusterNetwork file {cn} is not a JSON object"
+                    )));
+                }
             };
             let v = as_conflist(m);
-            let name = v.get("name").and_then(Value::as_str).unwrap_or(cn).to_string();
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(cn)
+                .to_string();
             return Ok((name, v));
         }
         // A file in confDir first (no API round trip), then a NAD.
         if let Some(v) = find_in_conf_dir(&conf.conf_dir, cn)? {
-            let name = v.get("name").and_then(Value::as_str).unwrap_or(cn).to_string();
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(cn)
+                .to_string();
             return Ok((name, v));
         }
         let (ns, n) = split_ref(cn, &conf.multus_namespace);
         let v = nad_conflist(conf, src, ns, n).map_err(|e| {
-            e.context(format!("clusterNetwork {cn:?} is neither in confDir {} nor a NAD", conf.conf_dir.display()))
+            e.context(format!(
+                "clusterNetwork {cn:?} is neither in confDir {} nor a NAD",
+                conf.conf_dir.display()
+            ))
         })?;
-        let name = v.get("name").and_then(Value::as_str).unwrap_or(n).to_string();
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(n)
+            .to_string();
         return Ok((name, v));
     }
     match conf.delegates.first() {
         Some(Value::Object(m)) => {
             let v = as_conflist(m.clone());
-            let name = v.get("name").and_then(Value::as_str).unwrap_or("cluster").to_string();
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("cluster")
+                .to_string();
             Ok((name, v))
         }
-        _ => Err(Error::config("delegates[0] must be a CNI configuration object")),
+        _ => Err(Error::config(
+            "delegates[0] must be a CNI configuration object",
+        )),
     }
 }
 
@@ -160,9 +198,18 @@ mod erased {
 /// The capabilities declared by any plugin of a list.
 fn declared_caps(list: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    for p in list.get("plugins").and_then(Value::as_array).into_iter().flatten() {
+    for p in list
+        .get("plugins")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(c) = p.get("capabilities").and_then(Value::as_object) {
-            out.extend(c.iter().filter(|(_, v)| v.as_bool() == Some(true)).map(|(k, _)| k.clone()));
+            out.extend(
+                c.iter()
+                    .filter(|(_, v)| v.as_bool() == Some(true))
+                    .map(|(k, _)| k.clone()),
+            );
         }
     }
     out
@@ -178,7 +225,11 @@ pub fn build(
     src: &mut dyn Source,
 ) -> Result<Vec<Attachment>> {
     let mut out = Vec::new();
-    let attach = |network: String, ifname: String, conf: Value, cap_args: Map<String, Value>, is_cluster: bool| Attachment {
+    let attach = |network: String,
+                  ifname: String,
+                  conf: Value,
+                  cap_args: Map<String, Value>,
+                  is_cluster: bool| Attachment {
         network,
         ifname,
         conf,
@@ -193,7 +244,11 @@ pub fn build(
     // eth0: the pod's default-network override, else the cluster network.
     let mut rc = runtime_rc.clone();
     rc.remove("io.kubernetes.cri.pod-annotations");
-    let override_ = pod.and_then(|p| p.annotations.get(meta_crd::DEFAULT_NETWORK_ANNOTATION).map(|v| (p, v)));
+    let override_ = pod.and_then(|p| {
+        p.annotations
+            .get(meta_crd::DEFAULT_NETWORK_ANNOTATION)
+            .map(|v| (p, v))
+    });
     if let Some((p, value)) = override_ {
         let sel = meta_crd::parse_default_network(value, &conf.multus_namespace)
             .map_err(|e| Error::config(format!("pod {}/{}: {e}", p.namespace, p.name)))?;
@@ -207,7 +262,13 @@ pub fn build(
             )));
         }
         let list = nad_conflist(conf, src, &el.namespace, &el.name)?;
-        out.push(attach(el.namespaced_name(), runtime_ifname.to_string(), list, rc, true));
+        out.push(attach(
+            el.namespaced_name(),
+            runtime_ifname.to_string(),
+            list,
+            rc,
+            true,
+        ));
     } else {
         let (name, list) = cluster_conflist(conf, src)?;
         out.push(attach(name, runtime_ifname.to_string(), list, rc, true));
@@ -219,8 +280,15 @@ pub fn build(
         for dn in &conf.default_networks {
             idx += 1;
             let (ns, n) = split_ref(dn, &conf.multus_namespace);
-            let list = nad_conflist(conf, src, ns, n).map_err(|e| e.context(format!("defaultNetworks {dn:?}")))?;
-            out.push(attach(format!("{ns}/{n}"), format!("net{idx}"), list, Map::new(), false));
+            let list = nad_conflist(conf, src, ns, n)
+                .map_err(|e| e.context(format!("defaultNetworks {dn:?}")))?;
+            out.push(attach(
+                format!("{ns}/{n}"),
+                format!("net{idx}"),
+                list,
+                Map::new(),
+                false,
+            ));
         }
     }
     if let Some(value) = pod.annotations.get(meta_crd::NETWORKS_ANNOTATION) {
@@ -238,8 +306,9 @@ pub fn build(
                     pod.namespace, pod.name, el.namespace
                 )));
             }
-            let list = nad_conflist(conf, src, &el.namespace, &el.name)
-                .map_err(|e| e.context(format!("pod {}/{}: networks[{i}]", pod.namespace, pod.name)))?;
+            let list = nad_conflist(conf, src, &el.namespace, &el.name).map_err(|e| {
+                e.context(format!("pod {}/{}: networks[{i}]", pod.namespace, pod.name))
+            })?;
             let caps = capability_args(el)?;
             let declared = declared_caps(&list);
             for cap in caps.keys() {

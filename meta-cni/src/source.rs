@@ -23,7 +23,13 @@ pub trait Source {
     /// A NAD's configuration, `None` when it does not exist.
     fn nad(&mut self, namespace: &str, name: &str) -> Result<Option<NadConfig>>;
     /// Records the network-status annotation value for the pod.
-    fn set_network_status(&mut self, namespace: &str, name: &str, uid: Option<&str>, value: &str) -> Result<()>;
+    fn set_network_status(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+        value: &str,
+    ) -> Result<()>;
     /// Forgets the recorded status (local mode; the API server drops it with the pod).
     fn clear_network_status(&mut self, _namespace: &str, _name: &str) -> Result<()> {
         Ok(())
@@ -94,19 +100,34 @@ impl Source for LocalSource {
             .map_err(|e| Error::config(format!("{}: not valid JSON: {e}", path.display())))?;
         let id = format!("{ns}/{name}");
         if v.get("kind").and_then(|k| k.as_str()) == Some("NetworkAttachmentDefinition") {
-            let mut nad: NetworkAttachmentDefinition = serde_json::from_value(v)
-                .map_err(|e| Error::config(format!("{}: invalid NetworkAttachmentDefinition: {e}", path.display())))?;
+            let mut nad: NetworkAttachmentDefinition = serde_json::from_value(v).map_err(|e| {
+                Error::config(format!(
+                    "{}: invalid NetworkAttachmentDefinition: {e}",
+                    path.display()
+                ))
+            })?;
             nad.metadata.namespace.get_or_insert_with(|| ns.to_string());
             nad.metadata.name.get_or_insert_with(|| name.to_string());
-            return meta_crd::effective_config(&nad).map(Some).map_err(|e| Error::config(e.to_string()));
+            return meta_crd::effective_config(&nad)
+                .map(Some)
+                .map_err(|e| Error::config(e.to_string()));
         }
-        meta_crd::config_from_spec(&id, &text, name).map(Some).map_err(|e| Error::config(e.to_string()))
+        meta_crd::config_from_spec(&id, &text, name)
+            .map(Some)
+            .map_err(|e| Error::config(e.to_string()))
     }
 
-    fn set_network_status(&mut self, ns: &str, name: &str, _uid: Option<&str>, value: &str) -> Result<()> {
+    fn set_network_status(
+        &mut self,
+        ns: &str,
+        name: &str,
+        _uid: Option<&str>,
+        value: &str,
+    ) -> Result<()> {
         let p = Self::status_path(&self.status_dir, ns, name);
         let dir = p.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}: {e}", dir.display())))?;
         let tmp = p.with_extension("tmp");
         std::fs::write(&tmp, value)
             .and_then(|_| std::fs::rename(&tmp, &p))
@@ -170,25 +191,39 @@ impl KubeSource {
         let kc = kube::config::Kubeconfig::read_from(kubeconfig)
             .map_err(|e| Error::config(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
         let client = rt.block_on(async {
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::config(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
+            let cfg = kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::config(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
             let mut cfg = cfg;
             cfg.connect_timeout = Some(timeout);
             cfg.read_timeout = Some(timeout);
             cfg.write_timeout = Some(timeout);
             kube::Client::try_from(cfg).map_err(|e| Error::config(format!("kube client: {e}")))
         })?;
-        Ok(KubeSource { rt, client, timeout })
+        Ok(KubeSource {
+            rt,
+            client,
+            timeout,
+        })
     }
 
-    fn run<T>(&self, what: &str, fut: impl std::future::Future<Output = std::result::Result<T, kube::Error>>) -> Result<T> {
+    fn run<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = std::result::Result<T, kube::Error>>,
+    ) -> Result<T> {
         self.rt.block_on(async {
             match tokio::time::timeout(self.timeout, fut).await {
                 Ok(r) => r.map_err(|e| kube_err(what, e)),
                 Err(_) => Err(Error::new(
                     code::TRY_AGAIN_LATER,
-                    format!("{what}: the API server did not answer within {:?}", self.timeout),
+                    format!(
+                        "{what}: the API server did not answer within {:?}",
+                        self.timeout
+                    ),
                 )),
             }
         })
@@ -207,18 +242,31 @@ impl Source for KubeSource {
     }
 
     fn nad(&mut self, ns: &str, name: &str) -> Result<Option<NadConfig>> {
-        let api: kube::Api<NetworkAttachmentDefinition> = kube::Api::namespaced(self.client.clone(), ns);
-        let nad = self.run(&format!("get NetworkAttachmentDefinition {ns}/{name}"), api.get_opt(name))?;
+        let api: kube::Api<NetworkAttachmentDefinition> =
+            kube::Api::namespaced(self.client.clone(), ns);
+        let nad = self.run(
+            &format!("get NetworkAttachmentDefinition {ns}/{name}"),
+            api.get_opt(name),
+        )?;
         match nad {
             None => Ok(None),
-            Some(n) => meta_crd::effective_config(&n).map(Some).map_err(|e| Error::config(e.to_string())),
+            Some(n) => meta_crd::effective_config(&n)
+                .map(Some)
+                .map_err(|e| Error::config(e.to_string())),
         }
     }
 
-    fn set_network_status(&mut self, ns: &str, name: &str, uid: Option<&str>, value: &str) -> Result<()> {
+    fn set_network_status(
+        &mut self,
+        ns: &str,
+        name: &str,
+        uid: Option<&str>,
+        value: &str,
+    ) -> Result<()> {
         use k8s_openapi::api::core::v1::Pod;
         let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), ns);
-        let mut meta = serde_json::json!({"annotations": {meta_crd::NETWORK_STATUS_ANNOTATION: value}});
+        let mut meta =
+            serde_json::json!({"annotations": {meta_crd::NETWORK_STATUS_ANNOTATION: value}});
         if let Some(u) = uid {
             // A precondition: the patch fails if the pod was recreated meanwhile.
             meta["uid"] = serde_json::Value::String(u.to_string());

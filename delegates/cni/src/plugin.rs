@@ -195,17 +195,28 @@ pub fn init_logging() {
 /// variables win over them.
 pub fn init_logging_with(file: Option<std::path::PathBuf>, level: Option<String>) {
     use tracing_subscriber::EnvFilter;
-    let level = std::env::var("META_CNI_LOG").ok().or(level).unwrap_or_else(|| "warn".into());
+    let level = std::env::var("META_CNI_LOG")
+        .ok()
+        .or(level)
+        .unwrap_or_else(|| "warn".into());
     let level = match level.as_str() {
         "verbose" => "debug".to_string(),
         "panic" => "error".to_string(),
         other => other.to_string(),
     };
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
-    let file = std::env::var_os("META_CNI_LOG_FILE").map(std::path::PathBuf::from).or(file);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    let file = std::env::var_os("META_CNI_LOG_FILE")
+        .map(std::path::PathBuf::from)
+        .or(file);
     if let Some(path) = file {
-        if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
             let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
             return;
         }
