@@ -366,3 +366,63 @@ pub fn dir_contents(dir: &Path) -> BTreeMap<String, String> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// Starts `bin` inside `ns` like [`run_in`] but returns the running child (stdin already
+/// written and closed), for tests that kill plugins mid-operation.
+pub fn spawn_in(ns: &Netns, bin: &Path, inv: &Invocation, stdin: &[u8]) -> std::process::Child {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", inv.verb)
+        .env("CNI_CONTAINERID", inv.container_id)
+        .env("CNI_NETNS", inv.netns)
+        .env("CNI_IFNAME", inv.ifname)
+        .env("CNI_ARGS", inv.args)
+        .env("CNI_PATH", inv.path);
+    for (k, v) in &inv.extra_env {
+        cmd.env(k, v);
+    }
+    let fd = ns.fd().as_raw_fd();
+    // SAFETY: setns is async-signal-safe; the fd stays open in the parent for the call.
+    unsafe {
+        cmd.pre_exec(move || {
+            let f = BorrowedFd::borrow_raw(fd);
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+        });
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    if let Some(mut si) = child.stdin.take() {
+        let _ = si.write_all(stdin);
+    }
+    child
+}
+
+/// Creates a veth pair `a`/`b` inside `ns` (both ends there, up) — a parent for macvlan
+/// in tests (this kernel has no dummy links).
+pub fn veth_pair_in(ns: &Netns, a: &str, b: &str) {
+    use meta_netlink::{LinkKind, LinkRequest};
+    let mut nl = Netlink::open(Some(ns)).expect("netlink");
+    nl.link_add(&LinkRequest {
+        name: a.into(),
+        kind: LinkKind::Veth {
+            peer_name: b.into(),
+            peer_netns: None,
+            peer_mac: None,
+            peer_mtu: None,
+        },
+        mtu: None,
+        mac: None,
+        netns: None,
+        up: true,
+    })
+    .expect("veth pair");
+    for n in [a, b] {
+        let l = nl.link_by_name(n).expect("links").expect("veth end");
+        nl.link_set_up(l.index, true).expect("up");
+    }
+}

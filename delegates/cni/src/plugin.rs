@@ -34,6 +34,11 @@ pub trait Plugin {
     fn status(&self, args: &CmdArgs) -> Result<()>;
     /// GC (config 1.1.0+).
     fn gc(&self, args: &CmdArgs) -> Result<()>;
+    /// Logging wanted by the configuration on stdin: (log file, level). The environment
+    /// (`META_CNI_LOG_FILE`, `META_CNI_LOG`) overrides it. Default: none.
+    fn log_settings(&self, _stdin: &[u8]) -> (Option<std::path::PathBuf>, Option<String>) {
+        (None, None)
+    }
 }
 
 /// What one invocation prints and its exit code.
@@ -183,12 +188,30 @@ fn check_netns_not_own(netns: &str) -> Result<()> {
 /// Sets up logging to stderr (or to the file named by `META_CNI_LOG_FILE`), at the level
 /// of `META_CNI_LOG` (default `warn`). Never stdout.
 pub fn init_logging() {
+    init_logging_with(None, None)
+}
+
+/// Like [`init_logging`], with a file and level from the configuration; the environment
+/// variables win over them.
+pub fn init_logging_with(file: Option<std::path::PathBuf>, level: Option<String>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("META_CNI_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let level = std::env::var("META_CNI_LOG")
+        .ok()
+        .or(level)
+        .unwrap_or_else(|| "warn".into());
+    let level = match level.as_str() {
+        "verbose" => "debug".to_string(),
+        "panic" => "error".to_string(),
+        other => other.to_string(),
+    };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false);
-    if let Some(path) = std::env::var_os("META_CNI_LOG_FILE") {
+    let file = std::env::var_os("META_CNI_LOG_FILE")
+        .map(std::path::PathBuf::from)
+        .or(file);
+    if let Some(path) = file {
         if let Ok(f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -204,7 +227,6 @@ pub fn init_logging() {
 /// The process entry point of a plugin binary: reads the environment and stdin, prints
 /// exactly one JSON document (or nothing) on stdout, and exits.
 pub fn run<P: Plugin + ?Sized>(plugin: &P) -> ! {
-    init_logging();
     // A panic message goes to stderr only; stdout stays clean for the JSON.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("meta-cni plugin panic: {info}");
@@ -227,6 +249,8 @@ pub fn run<P: Plugin + ?Sized>(plugin: &P) -> ! {
         } else {
             stdin_handle.lock().read_to_end(&mut stdin)
         };
+    let (log_file, log_level) = plugin.log_settings(&stdin);
+    init_logging_with(log_file, log_level);
     let out = match read_ok {
         Ok(_) => dispatch(plugin, |k| std::env::var(k).ok(), &stdin),
         Err(e) => fail(

@@ -1,0 +1,5 @@
+//! `meta-cni`: the multi-network meta CNI plugin kubelet's runtime calls.
+
+fn main() {
+    cni_core::plugin::run(&meta_cni::MetaPlugin)
+}

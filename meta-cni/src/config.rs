@@ -1,0 +1,177 @@
+//! The meta plugin's configuration: a conflist entry of type `meta-cni`, with Multus's keys.
+
+use cni_core::{CmdArgs, Error, Result};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SoL {
+        S(String),
+        L(Vec<String>),
+    }
+    Ok(match Option::<SoL>::deserialize(d)? {
+        None => Vec::new(),
+        Some(SoL::S(s)) => s
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect(),
+        Some(SoL::L(l)) => l,
+    })
+}
+
+fn d_system() -> Vec<String> {
+    vec!["kube-system".into()]
+}
+fn d_kube_system() -> String {
+    "kube-system".into()
+}
+fn d_conf_dir() -> PathBuf {
+    "/etc/cni/multus/net.d".into()
+}
+fn d_bin_dir() -> String {
+    "/opt/cni/bin".into()
+}
+fn d_cache_dir() -> PathBuf {
+    "/var/lib/cni/meta-cni".into()
+}
+fn d_timeout() -> u64 {
+    10
+}
+
+/// The `meta-cni` configuration (Multus-compatible keys plus a few of our own).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetaConf {
+    /// Kubeconfig for the API server; absent = no Kubernetes (local mode or annotations
+    /// from the runtime only).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The cluster network: a NAD name (`name` in `multusNamespace`, or `ns/name`), a
+    /// network name or file name in `confDir`, or an absolute path to a conf/conflist.
+    #[serde(rename = "clusterNetwork", default)]
+    pub cluster_network: Option<String>,
+    /// Inline cluster network configuration(s) (Multus `delegates`); the first is used
+    /// when `clusterNetwork` is not set.
+    #[serde(default)]
+    pub delegates: Vec<Value>,
+    /// Networks every pod gets after the cluster network (not in `systemNamespaces`).
+    #[serde(
+        rename = "defaultNetworks",
+        default,
+        deserialize_with = "string_or_list"
+    )]
+    pub default_networks: Vec<String>,
+    /// Namespaces whose pods get only the cluster network.
+    #[serde(
+        rename = "systemNamespaces",
+        default = "d_system",
+        deserialize_with = "string_or_list"
+    )]
+    pub system_namespaces: Vec<String>,
+    /// Where cluster-level NADs (clusterNetwork, defaultNetworks) live.
+    #[serde(
+        rename = "multusNamespace",
+        alias = "clusterNadNamespace",
+        default = "d_kube_system"
+    )]
+    pub multus_namespace: String,
+    /// Pods may only use NADs of their own namespace (and `globalNamespaces`).
+    #[serde(rename = "namespaceIsolation", default)]
+    pub namespace_isolation: bool,
+    /// Namespaces whose NADs any pod may use under isolation (comma list or array).
+    #[serde(
+        rename = "globalNamespaces",
+        default,
+        deserialize_with = "string_or_list"
+    )]
+    pub global_namespaces: Vec<String>,
+    /// Directory of CNI configurations for NADs without `spec.config`.
+    #[serde(rename = "confDir", default = "d_conf_dir")]
+    pub conf_dir: PathBuf,
+    /// Where delegate binaries are (colon-separated like CNI_PATH); the runtime's CNI_PATH
+    /// is searched after it.
+    #[serde(rename = "binDir", default = "d_bin_dir")]
+    pub bin_dir: String,
+    /// The journal (cache) directory.
+    #[serde(rename = "cniDir", alias = "cacheDir", default = "d_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// ADD and STATUS fail until this file exists (e.g. written by the overlay agent).
+    #[serde(rename = "readinessindicatorfile", default)]
+    pub readiness_indicator_file: Option<PathBuf>,
+    /// Log file (else stderr).
+    #[serde(rename = "logFile", default)]
+    pub log_file: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace (Multus's "verbose" = debug, "panic" = error).
+    #[serde(rename = "logLevel", default)]
+    pub log_level: Option<String>,
+    /// Local mode: NADs from `<dir>/<namespace>/<name>.json` instead of the API server.
+    #[serde(rename = "localNadDir", default)]
+    pub local_nad_dir: Option<PathBuf>,
+    /// Delegate types to exec even though they are bundled.
+    #[serde(rename = "forceExec", default, deserialize_with = "string_or_list")]
+    pub force_exec: Vec<String>,
+    /// Upper bound of each API request, seconds.
+    #[serde(rename = "apiTimeoutSeconds", default = "d_timeout")]
+    pub api_timeout_seconds: u64,
+}
+
+impl MetaConf {
+    /// Parses and validates the configuration of one invocation.
+    pub fn load(args: &CmdArgs) -> Result<MetaConf> {
+        let c: MetaConf = args.conf.typed()?;
+        if c.cluster_network.as_deref().unwrap_or("").is_empty() && c.delegates.is_empty() {
+            return Err(Error::config(
+                "meta-cni needs \"clusterNetwork\" (a NAD, network or file name) or inline \"delegates\"",
+            ));
+        }
+        if let Some(lvl) = &c.log_level {
+            if ![
+                "error", "warn", "info", "debug", "trace", "verbose", "panic",
+            ]
+            .contains(&lvl.as_str())
+            {
+                return Err(Error::config(format!(
+                    "logLevel {lvl:?} is not one of error, warn, info, debug, trace (or Multus's verbose, panic)"
+                )));
+            }
+        }
+        if c.api_timeout_seconds == 0 {
+            return Err(Error::config("apiTimeoutSeconds must be at least 1"));
+        }
+        Ok(c)
+    }
+
+    /// Directories delegate binaries are searched in: binDir, then the runtime's CNI_PATH.
+    pub fn bin_dirs(&self, cni_path: &[PathBuf]) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self
+            .bin_dir
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        for p in cni_path {
+            if !v.contains(p) {
+                v.push(p.clone());
+            }
+        }
+        v
+    }
+
+    /// Whether a pod namespace is a system namespace.
+    pub fn is_system_namespace(&self, ns: &str) -> bool {
+        self.system_namespaces.iter().any(|s| s == ns)
+    }
+
+    /// Whether a pod in `pod_ns` may use a NAD in `nad_ns`: always without isolation;
+    /// with it, only its own namespace, `globalNamespaces` and the cluster NAD namespace
+    /// (as Multus adds `multusNamespace` to the non-isolated list).
+    pub fn may_use(&self, pod_ns: &str, nad_ns: &str) -> bool {
+        !self.namespace_isolation
+            || pod_ns == nad_ns
+            || nad_ns == self.multus_namespace
+            || self.global_namespaces.iter().any(|g| g == nad_ns)
+    }
+}

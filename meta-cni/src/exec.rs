@@ -1,0 +1,232 @@
+//! Running one attachment's configuration list: bundled delegate types in-process (their
+//! `cni_core::Plugin` implementation), anything else exec'd from binDir / CNI_PATH, with
+//! libcni's chaining (each plugin gets the previous result), per-delegate versions and
+//! results converted to the canonical model.
+
+use crate::journal::Attachment;
+use cni_core::{
+    CmdArgs, CniArgs, CniResult, ConfList, Env, Error, NetConf, Plugin, Result, Verb, Version,
+    invoke,
+};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+/// The delegate types that run in-process.
+pub fn bundled(plugin_type: &str) -> Option<Box<dyn Plugin>> {
+    match plugin_type {
+        "bridge" | "meta-bridge" => Some(Box::new(meta_bridge::Bridge::default())),
+        "macvlan" | "meta-macvlan" => Some(Box::new(meta_macvlan::Macvlan)),
+        "ipvlan" | "meta-ipvlan" => Some(Box::new(meta_ipvlan::Ipvlan::new())),
+        "vxlan" | "meta-vxlan" => Some(Box::new(meta_vxlan::Vxlan::default())),
+        _ => None,
+    }
+}
+
+/// Runs attachments for one pod.
+pub struct Runner {
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_NETNS.
+    pub netns: String,
+    /// CNI_ARGS (raw) given to every delegate.
+    pub args_raw: String,
+    /// Where binaries are searched.
+    pub bin_dirs: Vec<PathBuf>,
+    /// Bundled types to exec anyway.
+    pub force_exec: Vec<String>,
+}
+
+fn merge_args_cni(m: &mut Map<String, Value>, cni_args: &Map<String, Value>) {
+    let args = m.entry("args").or_insert_with(|| Value::Object(Map::new()));
+    if !args.is_object() {
+        *args = Value::Object(Map::new());
+    }
+    if let Some(a) = args.as_object_mut() {
+        let cni = a.entry("cni").or_insert_with(|| Value::Object(Map::new()));
+        if !cni.is_object() {
+            *cni = Value::Object(Map::new());
+        }
+        if let Some(c) = cni.as_object_mut() {
+            for (k, v) in cni_args {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+impl Runner {
+    fn env(&self, verb: Verb, ifname: &str) -> Result<Env> {
+        Ok(Env {
+            verb,
+            container_id: self.container_id.clone(),
+            netns: self.netns.clone(),
+            ifname: ifname.to_string(),
+            args: CniArgs::parse(&self.args_raw)?,
+            args_raw: self.args_raw.clone(),
+            path: self.bin_dirs.clone(),
+        })
+    }
+
+    fn list(a: &Attachment) -> Result<ConfList> {
+        let bytes = serde_json::to_vec(&a.conf).map_err(|e| Error::internal(e.to_string()))?;
+        ConfList::parse(&bytes).map_err(|e| e.context(format!("network {}", a.network)))
+    }
+
+    fn plugin_conf(
+        &self,
+        a: &Attachment,
+        list: &ConfList,
+        i: usize,
+        prev: Option<&CniResult>,
+    ) -> Result<NetConf> {
+        let mut c = list.plugin_conf(i, prev, &a.cap_args)?;
+        if let Some(ca) = &a.cni_args {
+            merge_args_cni(c.raw_mut(), ca);
+        }
+        Ok(c)
+    }
+
+    /// One plugin, one verb.
+    fn run_one(&self, verb: Verb, ifname: &str, conf: NetConf) -> Result<Option<CniResult>> {
+        let t = conf.plugin_type().to_string();
+        let env = self.env(verb, ifname)?;
+        let forced = self.force_exec.iter().any(|f| f == &t) || meta_delegate_forced(&t);
+        if let (Some(p), false) = (bundled(&t), forced) {
+            let ver = conf.version();
+            let need = match verb {
+                Verb::Check => Version::V0_4_0,
+                Verb::Status | Verb::Gc => Version::V1_1_0,
+                _ => Version::V0_3_0,
+            };
+            if ver < need {
+                return Ok(None); // the verb does not exist in this network's version
+            }
+            tracing::debug!("{} {t} ({}): in-process", verb.as_str(), ifname);
+            let args = CmdArgs {
+                env,
+                stdin: conf.to_bytes(),
+                conf,
+            };
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match verb {
+                Verb::Add => p.add(&args).map(Some),
+                Verb::Del => p.del(&args).map(|_| None),
+                Verb::Check => p.check(&args).map(|_| None),
+                Verb::Status => p.status(&args).map(|_| None),
+                Verb::Gc => p.gc(&args).map(|_| None),
+                Verb::Version => Ok(None),
+            }));
+            return r
+                .unwrap_or_else(|_| Err(Error::internal(format!("delegate {t} panicked (bug)"))));
+        }
+        let bytes = conf.to_bytes();
+        tracing::debug!(
+            "{} {t} ({}): exec {}",
+            verb.as_str(),
+            ifname,
+            invoke::find_plugin(&t, &env.path)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+        match verb {
+            Verb::Add => invoke::exec_add(&t, &env, &bytes).map(Some),
+            _ => invoke::exec_verb(&t, verb, &env, &bytes).map(|_| None),
+        }
+    }
+
+    /// ADD through the list; the last plugin's result.
+    pub fn add(&self, a: &Attachment) -> Result<CniResult> {
+        let list = Self::list(a)?;
+        let mut prev: Option<CniResult> = None;
+        for i in 0..list.plugins().len() {
+            let c = self.plugin_conf(a, &list, i, prev.as_ref())?;
+            let t = c.plugin_type().to_string();
+            let r = self
+                .run_one(Verb::Add, &a.ifname, c)
+                .map_err(|e| e.context(format!("plugin {t}")))?
+                .ok_or_else(|| Error::internal(format!("plugin {t} returned no result")))?;
+            prev = Some(r);
+        }
+        prev.ok_or_else(|| Error::config(format!("network {} has no plugins", a.network)))
+    }
+
+    /// DEL through the list in reverse, each plugin with the cached result as prevResult.
+    /// Every plugin is tried; errors are aggregated.
+    pub fn del(&self, a: &Attachment, result: Option<&CniResult>) -> Result<()> {
+        let list = Self::list(a)?;
+        let mut errs = Vec::new();
+        let mut code = 0;
+        for i in (0..list.plugins().len()).rev() {
+            let c = self.plugin_conf(a, &list, i, result)?;
+            let t = c.plugin_type().to_string();
+            if let Err(e) = self.run_one(Verb::Del, &a.ifname, c) {
+                code = e.code;
+                errs.push(format!("plugin {t}: {e}"));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(code, errs.join("; ")))
+        }
+    }
+
+    /// CHECK through the list with the cached result (skipped when `disableCheck`).
+    pub fn check(&self, a: &Attachment, result: &CniResult) -> Result<()> {
+        let list = Self::list(a)?;
+        if list.flag("disableCheck") || list.version() < Version::V0_4_0 {
+            return Ok(());
+        }
+        for i in 0..list.plugins().len() {
+            let c = self.plugin_conf(a, &list, i, Some(result))?;
+            let t = c.plugin_type().to_string();
+            self.run_one(Verb::Check, &a.ifname, c)
+                .map_err(|e| e.context(format!("plugin {t}")))?;
+        }
+        Ok(())
+    }
+
+    /// STATUS of every plugin of the list (1.1.0 lists only).
+    pub fn status(&self, a: &Attachment) -> Result<()> {
+        let list = Self::list(a)?;
+        if list.version() < Version::V1_1_0 {
+            return Ok(());
+        }
+        for i in 0..list.plugins().len() {
+            let c = self.plugin_conf(a, &list, i, None)?;
+            let t = c.plugin_type().to_string();
+            self.run_one(Verb::Status, "", c)
+                .map_err(|e| e.context(format!("plugin {t}")))?;
+        }
+        Ok(())
+    }
+
+    /// GC of every plugin of the list with the attachments still valid for it (1.1.0
+    /// lists only, and not when `disableGC`).
+    pub fn gc(&self, a: &Attachment, valid: &[(String, String)]) -> Result<()> {
+        let list = Self::list(a)?;
+        if list.version() < Version::V1_1_0 || list.flag("disableGC") {
+            return Ok(());
+        }
+        let att: Vec<Value> = valid
+            .iter()
+            .map(|(c, i)| serde_json::json!({"containerID": c, "ifname": i}))
+            .collect();
+        for i in 0..list.plugins().len() {
+            let mut c = self.plugin_conf(a, &list, i, None)?;
+            c.raw_mut().insert(
+                "cni.dev/valid-attachments".into(),
+                Value::Array(att.clone()),
+            );
+            let t = c.plugin_type().to_string();
+            self.run_one(Verb::Gc, "", c)
+                .map_err(|e| e.context(format!("plugin {t}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn meta_delegate_forced(t: &str) -> bool {
+    std::env::var("META_CNI_FORCE_EXEC")
+        .map(|v| v.split(',').any(|x| x.trim() == t))
+        .unwrap_or(false)
+}

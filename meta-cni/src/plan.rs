@@ -1,0 +1,346 @@
+//! The attachment plan: eth0 = the cluster network (or the pod's default-network override),
+//! then `defaultNetworks`, then the pod's `k8s.v1.cni.cncf.io/networks` as net1..netN (or
+//! the interface each asks for).
+
+use crate::config::MetaConf;
+use crate::journal::{Attachment, State};
+use crate::source::Source;
+use cni_core::{Error, Result};
+use meta_crd::{NadConfig, NetworkSelectionElement};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The pod as the plan sees it.
+#[derive(Debug, Clone, Default)]
+pub struct PodCtx {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Annotations (from the runtime or the API server).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A single configuration turned into a list, as libcni's `ConfListFromConf` does.
+pub fn as_conflist(conf: Map<String, Value>) -> Value {
+    if conf.contains_key("plugins") {
+        return Value::Object(conf);
+    }
+    let mut list = Map::new();
+    list.insert(
+        "cniVersion".into(),
+        conf.get("cniVersion").cloned().unwrap_or(Value::Null),
+    );
+    list.insert(
+        "name".into(),
+        conf.get("name").cloned().unwrap_or(Value::Null),
+    );
+    list.insert("plugins".into(), Value::Array(vec![Value::Object(conf)]));
+    Value::Object(list)
+}
+
+/// Finds a configuration in `dir` whose network name (or file stem) is `name`: `.conflist`,
+/// `.conf` and `.json` files in name order, like libcni's `LoadConfList`.
+pub fn find_in_conf_dir(dir: &Path, name: &str) -> Result<Option<Value>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("read confDir {}: {e}", dir.display()))),
+    };
+    let mut files: Vec<_> = rd
+        .flatten()
+        .map(|d| d.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conf" | "conflist" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) else {
+            tracing::warn!("confDir: {} is not a JSON object, skipped", f.display());
+            continue;
+        };
+        let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if m.get("name").and_then(Value::as_str) == Some(name) || stem == name {
+            return Ok(Some(as_conflist(m)));
+        }
+    }
+    Ok(None)
+}
+
+fn nad_conflist(conf: &MetaConf, src: &mut dyn Source, ns: &str, name: &str) -> Result<Value> {
+    let nc = src.nad(ns, name)?.ok_or_else(|| {
+        Error::config(format!("NetworkAttachmentDefinition {ns}/{name} not found"))
+    })?;
+    match nc {
+        NadConfig::Conf(m) | NadConfig::ConfList(m) => Ok(as_conflist(m)),
+        NadConfig::ConfDir { name: n } => find_in_conf_dir(&conf.conf_dir, &n)?.ok_or_else(|| {
+            Error::config(format!(
+                "NetworkAttachmentDefinition {ns}/{name} has no spec.config and confDir {} has no network {n:?}",
+                conf.conf_dir.display()
+            ))
+        }),
+    }
+}
+
+fn split_ref<'a>(r: &'a str, default_ns: &'a str) -> (&'a str, &'a str) {
+    match r.split_once('/') {
+        Some((ns, n)) => (ns, n),
+        None => (default_ns, r),
+    }
+}
+
+/// Resolves the cluster network: absolute path, NAD, or confDir entry.
+fn cluster_conflist(conf: &MetaConf, src: &mut dyn Source) -> Result<(String, Value)> {
+    if let Some(cn) = conf.cluster_network.as_deref().filter(|s| !s.is_empty()) {
+        if cn.starts_with('/') {
+            let text = std::fs::read_to_string(cn)
+                .map_err(|e| Error::config(format!("clusterNetwork file {cn}: {e}")))?;
+            let m = match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(m)) => m,
+                _ => {
+                    return Err(Error::config(format!(
+                        "clusterNetwork file {cn} is not a JSON object"
+                    )));
+                }
+            };
+            let v = as_conflist(m);
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(cn)
+                .to_string();
+            return Ok((name, v));
+        }
+        // A file in confDir first (no API round trip), then a NAD.
+        if let Some(v) = find_in_conf_dir(&conf.conf_dir, cn)? {
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(cn)
+                .to_string();
+            return Ok((name, v));
+        }
+        let (ns, n) = split_ref(cn, &conf.multus_namespace);
+        let v = nad_conflist(conf, src, ns, n).map_err(|e| {
+            e.context(format!(
+                "clusterNetwork {cn:?} is neither in confDir {} nor a NAD",
+                conf.conf_dir.display()
+            ))
+        })?;
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(n)
+            .to_string();
+        return Ok((name, v));
+    }
+    match conf.delegates.first() {
+        Some(Value::Object(m)) => {
+            let v = as_conflist(m.clone());
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("cluster")
+                .to_string();
+            Ok((name, v))
+        }
+        _ => Err(Error::config(
+            "delegates[0] must be a CNI configuration object",
+        )),
+    }
+}
+
+/// Capability names the runtime uses for each selection field.
+fn capability_args(el: &NetworkSelectionElement) -> Result<Map<String, Value>> {
+    let mut m = Map::new();
+    let to = |v: &dyn erased::Ser| v.to_value();
+    if !el.ips.is_empty() {
+        m.insert("ips".into(), to(&el.ips)?);
+    }
+    if let Some(mac) = &el.mac {
+        m.insert("mac".into(), to(mac)?);
+    }
+    if !el.port_mappings.is_empty() {
+        m.insert("portMappings".into(), to(&el.port_mappings)?);
+    }
+    if let Some(b) = &el.bandwidth {
+        m.insert("bandwidth".into(), to(b)?);
+    }
+    if let Some(d) = &el.device_id {
+        m.insert("deviceID".into(), Value::String(d.clone()));
+    }
+    if let Some(g) = &el.infiniband_guid {
+        m.insert("infinibandGUID".into(), to(g)?);
+    }
+    Ok(m)
+}
+
+mod erased {
+    use cni_core::{Error, Result};
+    pub trait Ser {
+        fn to_value(&self) -> Result<serde_json::Value>;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_value(&self) -> Result<serde_json::Value> {
+            serde_json::to_value(self).map_err(|e| Error::internal(format!("serialize: {e}")))
+        }
+    }
+}
+
+/// The capabilities declared by any plugin of a list.
+fn declared_caps(list: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in list
+        .get("plugins")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = p.get("capabilities").and_then(Value::as_object) {
+            out.extend(
+                c.iter()
+                    .filter(|(_, v)| v.as_bool() == Some(true))
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+    }
+    out
+}
+
+/// Builds the plan. `runtime_rc` is the runtime's own runtimeConfig (given to the cluster
+/// network only); `pod` is None when the runtime gave no Kubernetes pod identity.
+pub fn build(
+    conf: &MetaConf,
+    runtime_ifname: &str,
+    runtime_rc: &Map<String, Value>,
+    pod: Option<&PodCtx>,
+    src: &mut dyn Source,
+) -> Result<Vec<Attachment>> {
+    let mut out = Vec::new();
+    let attach = |network: String,
+                  ifname: String,
+                  conf: Value,
+                  cap_args: Map<String, Value>,
+                  is_cluster: bool| Attachment {
+        network,
+        ifname,
+        conf,
+        cap_args,
+        cni_args: None,
+        default_route: Vec::new(),
+        is_cluster,
+        state: State::Planned,
+        result: None,
+    };
+
+    // eth0: the pod's default-network override, else the cluster network.
+    let mut rc = runtime_rc.clone();
+    rc.remove("io.kubernetes.cri.pod-annotations");
+    let override_ = pod.and_then(|p| {
+        p.annotations
+            .get(meta_crd::DEFAULT_NETWORK_ANNOTATION)
+            .map(|v| (p, v))
+    });
+    if let Some((p, value)) = override_ {
+        let sel = meta_crd::parse_default_network(value, &conf.multus_namespace)
+            .map_err(|e| Error::config(format!("pod {}/{}: {e}", p.namespace, p.name)))?;
+        let el = sel.network;
+        if !conf.may_use(&p.namespace, &el.namespace) {
+            return Err(Error::config(format!(
+                "pod {}/{}: default-network {} is in another namespace and namespaceIsolation is on",
+                p.namespace,
+                p.name,
+                el.namespaced_name()
+            )));
+        }
+        let list = nad_conflist(conf, src, &el.namespace, &el.name)?;
+        out.push(attach(
+            el.namespaced_name(),
+            runtime_ifname.to_string(),
+            list,
+            rc,
+            true,
+        ));
+    } else {
+        let (name, list) = cluster_conflist(conf, src)?;
+        out.push(attach(name, runtime_ifname.to_string(), list, rc, true));
+    }
+
+    let Some(pod) = pod else { return Ok(out) };
+    let mut idx = 0usize;
+    if !conf.is_system_namespace(&pod.namespace) {
+        for dn in &conf.default_networks {
+            idx += 1;
+            let (ns, n) = split_ref(dn, &conf.multus_namespace);
+            let list = nad_conflist(conf, src, ns, n)
+                .map_err(|e| e.context(format!("defaultNetworks {dn:?}")))?;
+            out.push(attach(
+                format!("{ns}/{n}"),
+                format!("net{idx}"),
+                list,
+                Map::new(),
+                false,
+            ));
+        }
+    }
+    if let Some(value) = pod.annotations.get(meta_crd::NETWORKS_ANNOTATION) {
+        let sel = meta_crd::parse_network_selection(value, &pod.namespace)
+            .map_err(|e| Error::config(format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
+        for w in &sel.warnings {
+            tracing::warn!("pod {}/{}: {w}", pod.namespace, pod.name);
+        }
+        for (i, el) in sel.networks.iter().enumerate() {
+            idx += 1;
+            let id = el.namespaced_name();
+            if !conf.may_use(&pod.namespace, &el.namespace) {
+                return Err(Error::config(format!(
+                    "pod {}/{}: networks[{i}] {id}: namespaceIsolation forbids NADs of namespace {:?}",
+                    pod.namespace, pod.name, el.namespace
+                )));
+            }
+            let list = nad_conflist(conf, src, &el.namespace, &el.name).map_err(|e| {
+                e.context(format!("pod {}/{}: networks[{i}]", pod.namespace, pod.name))
+            })?;
+            let caps = capability_args(el)?;
+            let declared = declared_caps(&list);
+            for cap in caps.keys() {
+                if !declared.contains(cap) {
+                    return Err(Error::config(format!(
+                        "pod {}/{}: networks[{i}] {id} requests {cap:?} but no plugin of that network declares the {cap:?} capability",
+                        pod.namespace, pod.name
+                    )));
+                }
+            }
+            let ifname = el.interface.clone().unwrap_or_else(|| format!("net{idx}"));
+            let mut a = attach(id, ifname, list, caps, false);
+            a.cni_args = el.cni_args.clone();
+            a.default_route = el.default_route.clone();
+            out.push(a);
+        }
+    }
+    // Interface names must be unique in the pod.
+    let mut seen = std::collections::HashSet::new();
+    for a in &out {
+        if !seen.insert(a.ifname.as_str()) {
+            return Err(Error::config(format!(
+                "pod {}/{}: interface name {:?} is used twice (network {})",
+                pod.namespace, pod.name, a.ifname, a.network
+            )));
+        }
+    }
+    if out.iter().filter(|a| !a.default_route.is_empty()).count() > 1 {
+        return Err(Error::config(format!(
+            "pod {}/{}: more than one network asks for default-route",
+            pod.namespace, pod.name
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,286 @@
+//! Where pods and NetworkAttachmentDefinitions come from: the Kubernetes API server, or a
+//! local directory (running without Kubernetes). Both can record network-status.
+
+use cni_core::{Error, Result, code};
+use meta_crd::{NadConfig, NetworkAttachmentDefinition};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The parts of a pod the meta plugin uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    /// metadata.annotations
+    pub annotations: BTreeMap<String, String>,
+    /// metadata.uid
+    pub uid: Option<String>,
+}
+
+/// A source of pods and NADs.
+pub trait Source {
+    /// The pod, `None` when it does not exist or the source has no pods.
+    fn pod(&mut self, namespace: &str, name: &str) -> Result<Option<PodInfo>>;
+    /// A NAD's configuration, `None` when it does not exist.
+    fn nad(&mut self, namespace: &str, name: &str) -> Result<Option<NadConfig>>;
+    /// Records the network-status annotation value for the pod.
+    fn set_network_status(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+        value: &str,
+    ) -> Result<()>;
+    /// Forgets the recorded status (local mode; the API server drops it with the pod).
+    fn clear_network_status(&mut self, _namespace: &str, _name: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Whether this source can look pods up.
+    fn has_pods(&self) -> bool;
+}
+
+/// No Kubernetes and no local directory: only the runtime-passed annotations exist.
+pub struct NoSource;
+
+impl Source for NoSource {
+    fn pod(&mut self, _: &str, _: &str) -> Result<Option<PodInfo>> {
+        Ok(None)
+    }
+    fn nad(&mut self, ns: &str, name: &str) -> Result<Option<NadConfig>> {
+        Err(Error::config(format!(
+            "cannot resolve NetworkAttachmentDefinition {ns}/{name}: meta-cni has neither \"kubeconfig\" nor \"localNadDir\""
+        )))
+    }
+    fn set_network_status(&mut self, _: &str, _: &str, _: Option<&str>, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn has_pods(&self) -> bool {
+        false
+    }
+}
+
+/// Local mode: NADs in `<dir>/<namespace>/<name>.json` (a NAD object, or a bare CNI
+/// configuration or configuration list); network-status written to
+/// `<status_dir>/<namespace>/<name>.json`.
+pub struct LocalSource {
+    dir: PathBuf,
+    status_dir: PathBuf,
+}
+
+impl LocalSource {
+    /// A local source.
+    pub fn new(dir: PathBuf, status_dir: PathBuf) -> Self {
+        LocalSource { dir, status_dir }
+    }
+    /// Where a pod's status goes.
+    pub fn status_path(status_dir: &Path, ns: &str, name: &str) -> PathBuf {
+        status_dir.join(ns).join(format!("{name}.json"))
+    }
+}
+
+fn valid_component(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains('/')
+}
+
+impl Source for LocalSource {
+    fn pod(&mut self, _: &str, _: &str) -> Result<Option<PodInfo>> {
+        Ok(None)
+    }
+
+    fn nad(&mut self, ns: &str, name: &str) -> Result<Option<NadConfig>> {
+        if !valid_component(ns) || !valid_component(name) {
+            return Err(Error::config(format!("invalid NAD reference {ns}/{name}")));
+        }
+        let path = self.dir.join(ns).join(format!("{name}.json"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("read {}: {e}", path.display()))),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::config(format!("{}: not valid JSON: {e}", path.display())))?;
+        let id = format!("{ns}/{name}");
+        if v.get("kind").and_then(|k| k.as_str()) == Some("NetworkAttachmentDefinition") {
+            let mut nad: NetworkAttachmentDefinition = serde_json::from_value(v).map_err(|e| {
+                Error::config(format!(
+                    "{}: invalid NetworkAttachmentDefinition: {e}",
+                    path.display()
+                ))
+            })?;
+            nad.metadata.namespace.get_or_insert_with(|| ns.to_string());
+            nad.metadata.name.get_or_insert_with(|| name.to_string());
+            return meta_crd::effective_config(&nad)
+                .map(Some)
+                .map_err(|e| Error::config(e.to_string()));
+        }
+        meta_crd::config_from_spec(&id, &text, name)
+            .map(Some)
+            .map_err(|e| Error::config(e.to_string()))
+    }
+
+    fn set_network_status(
+        &mut self,
+        ns: &str,
+        name: &str,
+        _uid: Option<&str>,
+        value: &str,
+    ) -> Result<()> {
+        let p = Self::status_path(&self.status_dir, ns, name);
+        let dir = p.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}: {e}", dir.display())))?;
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, value)
+            .and_then(|_| std::fs::rename(&tmp, &p))
+            .map_err(|e| Error::io(format!("write {}: {e}", p.display())))
+    }
+
+    fn clear_network_status(&mut self, ns: &str, name: &str) -> Result<()> {
+        let p = Self::status_path(&self.status_dir, ns, name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}: {e}", p.display()))),
+        }
+        if let Some(d) = p.parent() {
+            let _ = std::fs::remove_dir(d); // only when empty
+        }
+        Ok(())
+    }
+
+    fn has_pods(&self) -> bool {
+        false
+    }
+}
+
+/// The Kubernetes API server, through kube-rs, on a private current-thread runtime; every
+/// request is bounded by a timeout, and transient failures are code 11.
+pub struct KubeSource {
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+    timeout: Duration,
+}
+
+/// Maps a kube error: not-found is `Ok(None)` for reads; overload, server errors, timeouts
+/// and connection failures are "try again later" (11); the rest name the cause.
+fn kube_err(what: &str, e: kube::Error) -> Error {
+    match &e {
+        kube::Error::Api(s) => {
+            let c = s.code;
+            if c == 429 || c >= 500 {
+                Error::try_again(format!("{what}: API server answered {c}: {}", s.message))
+            } else if c == 401 || c == 403 {
+                Error::internal(format!(
+                    "{what}: API server answered {c} ({}); check meta-cni's kubeconfig and its RBAC (deploy/rbac.yaml)",
+                    s.message
+                ))
+            } else {
+                Error::internal(format!("{what}: API server answered {c}: {}", s.message))
+            }
+        }
+        _ => Error::try_again(format!("{what}: cannot reach the API server: {e}")),
+    }
+}
+
+impl KubeSource {
+    /// Connects lazily (no request is made here) using `kubeconfig`.
+    pub fn new(kubeconfig: &Path, timeout: Duration) -> Result<KubeSource> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal(format!("tokio runtime: {e}")))?;
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+            .map_err(|e| Error::config(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
+        let client = rt.block_on(async {
+            let cfg = kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::config(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
+            let mut cfg = cfg;
+            cfg.connect_timeout = Some(timeout);
+            cfg.read_timeout = Some(timeout);
+            cfg.write_timeout = Some(timeout);
+            kube::Client::try_from(cfg).map_err(|e| Error::config(format!("kube client: {e}")))
+        })?;
+        Ok(KubeSource {
+            rt,
+            client,
+            timeout,
+        })
+    }
+
+    fn run<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = std::result::Result<T, kube::Error>>,
+    ) -> Result<T> {
+        self.rt.block_on(async {
+            match tokio::time::timeout(self.timeout, fut).await {
+                Ok(r) => r.map_err(|e| kube_err(what, e)),
+                Err(_) => Err(Error::new(
+                    code::TRY_AGAIN_LATER,
+                    format!(
+                        "{what}: the API server did not answer within {:?}",
+                        self.timeout
+                    ),
+                )),
+            }
+        })
+    }
+}
+
+impl Source for KubeSource {
+    fn pod(&mut self, ns: &str, name: &str) -> Result<Option<PodInfo>> {
+        use k8s_openapi::api::core::v1::Pod;
+        let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), ns);
+        let pod = self.run(&format!("get pod {ns}/{name}"), api.get_opt(name))?;
+        Ok(pod.map(|p| PodInfo {
+            annotations: p.metadata.annotations.unwrap_or_default(),
+            uid: p.metadata.uid,
+        }))
+    }
+
+    fn nad(&mut self, ns: &str, name: &str) -> Result<Option<NadConfig>> {
+        let api: kube::Api<NetworkAttachmentDefinition> =
+            kube::Api::namespaced(self.client.clone(), ns);
+        let nad = self.run(
+            &format!("get NetworkAttachmentDefinition {ns}/{name}"),
+            api.get_opt(name),
+        )?;
+        match nad {
+            None => Ok(None),
+            Some(n) => meta_crd::effective_config(&n)
+                .map(Some)
+                .map_err(|e| Error::config(e.to_string())),
+        }
+    }
+
+    fn set_network_status(
+        &mut self,
+        ns: &str,
+        name: &str,
+        uid: Option<&str>,
+        value: &str,
+    ) -> Result<()> {
+        use k8s_openapi::api::core::v1::Pod;
+        let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), ns);
+        let mut meta =
+            serde_json::json!({"annotations": {meta_crd::NETWORK_STATUS_ANNOTATION: value}});
+        if let Some(u) = uid {
+            // A precondition: the patch fails if the pod was recreated meanwhile.
+            meta["uid"] = serde_json::Value::String(u.to_string());
+        }
+        let patch = serde_json::json!({"metadata": meta});
+        let pp = kube::api::PatchParams::default();
+        self.run(
+            &format!("patch network-status of pod {ns}/{name}"),
+            api.patch(name, &pp, &kube::api::Patch::Merge(&patch)),
+        )
+        .map(|_| ())
+    }
+
+    fn has_pods(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,461 @@
+//! The meta plugin in local mode (no Kubernetes): pod annotations from the runtime's
+//! runtimeConfig, NADs from a directory. Three networks — the cluster network (bridge,
+//! in-process), a NAD bridge (in-process) and the reference macvlan (exec'd, forced) on a
+//! veth parent — then failure injection at every position, kill -9 in the middle of ADD,
+//! DEL without netns or journal, and namespace isolation; every path must leave nothing.
+
+use meta_tests::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+fn meta_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_meta-cni"))
+}
+
+const FAILER: &str = r#"#!/bin/sh
+cat >/dev/null
+if [ "$CNI_COMMAND" = ADD ]; then
+  echo '{"cniVersion":"1.0.0","code":7,"msg":"injected failure"}'
+  exit 1
+fi
+exit 0
+"#;
+
+const SLEEPER: &str = r#"#!/bin/sh
+cat >/dev/null
+if [ "$CNI_COMMAND" = ADD ]; then
+  echo $$ > "$(dirname "$0")/sleeper.pid"
+  exec sleep 60
+fi
+exit 0
+"#;
+
+struct Env {
+    w: World,
+    cache: PathBuf,
+    nads: PathBuf,
+    bin: PathBuf,
+}
+
+fn script(dir: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn nad(dir: &Path, ns: &str, name: &str, config: Value) {
+    let d = dir.join(ns);
+    std::fs::create_dir_all(&d).unwrap();
+    let obj = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                     "metadata": {"name": name, "namespace": ns},
+                     "spec": {"config": config.to_string()}});
+    std::fs::write(d.join(format!("{name}.json")), obj.to_string()).unwrap();
+}
+
+fn setup(pods: usize) -> Env {
+    let w = World::new(pods);
+    let cache = w.path("cache");
+    let nads = w.path("nads");
+    let bin = w.path("bin");
+    let confdir = w.path("net.d");
+    for d in [&cache, &nads, &bin, &confdir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    script(&bin, "failer", FAILER);
+    script(&bin, "sleeper", SLEEPER);
+    veth_pair_in(w.node.netns(), "mvpar0", "mvpar1");
+    let ipam = |n: &str, subnet: &str| json!({"type": "host-local", "subnet": subnet, "dataDir": w.path(&format!("ipam-{n}"))});
+    std::fs::write(
+        confdir.join("10-cluster.conflist"),
+        json!({"cniVersion": "1.0.0", "name": "cluster", "plugins": [
+            {"type": "bridge", "bridge": "clbr0", "isGateway": true, "isDefaultGateway": true, "ipam": ipam("cluster", "10.60.0.0/24")}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    nad(
+        &nads,
+        "ns1",
+        "br-net",
+        json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "nbr1", "ipam": ipam("br", "10.61.0.0/24")}),
+    );
+    nad(
+        &nads,
+        "ns1",
+        "mv-net",
+        json!({"cniVersion": "0.4.0", "type": "macvlan", "master": "mvpar0", "mode": "bridge", "ipam": ipam("mv", "10.62.0.0/24")}),
+    );
+    nad(
+        &nads,
+        "ns1",
+        "fail-net",
+        json!({"cniVersion": "1.0.0", "type": "failer"}),
+    );
+    nad(
+        &nads,
+        "ns1",
+        "sleep-net",
+        json!({"cniVersion": "1.0.0", "type": "sleeper"}),
+    );
+    nad(
+        &nads,
+        "ns2",
+        "other-net",
+        json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "nbr2", "ipam": ipam("other", "10.63.0.0/24")}),
+    );
+    Env {
+        w,
+        cache,
+        nads,
+        bin,
+    }
+}
+
+impl Env {
+    fn conf(&self, networks: &str, extra: Value) -> Value {
+        let mut c = json!({
+            "cniVersion": "1.0.0", "name": "meta", "type": "meta-cni",
+            "clusterNetwork": "cluster", "confDir": self.w.path("net.d"), "binDir": self.bin,
+            "cniDir": self.cache, "localNadDir": self.nads, "forceExec": ["macvlan"],
+            "capabilities": {"io.kubernetes.cri.pod-annotations": true},
+            "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"k8s.v1.cni.cncf.io/networks": networks}}
+        });
+        if let (Some(m), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
+    fn run(&self, verb: &str, cid: &str, pod: usize, ns: &str, conf: &Value) -> Run {
+        let netns = self.w.pod(pod);
+        let args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME=pod{pod};K8S_POD_INFRA_CONTAINER_ID={cid}"
+        );
+        let inv = Invocation {
+            verb,
+            container_id: cid,
+            netns: &netns,
+            ifname: "eth0",
+            args: &args,
+            path: REFERENCE_DIR,
+            ..Default::default()
+        };
+        run_in(
+            self.w.node.netns(),
+            &meta_bin(),
+            &inv,
+            conf.to_string().as_bytes(),
+        )
+    }
+
+    /// Nothing of any attachment is left: pod has only lo, no IP reserved, no journal, no
+    /// status, no host veths or macvlans on the node.
+    fn assert_clean(&self, pod: usize, ctx: &str) {
+        if let Some(p) = self.w.pods.get(pod) {
+            assert_eq!(link_names(p.netns()), vec!["lo"], "{ctx}: pod links left");
+        }
+        let node: Vec<String> = link_names(self.w.node.netns())
+            .into_iter()
+            .filter(|n| n.starts_with("veth"))
+            .collect();
+        assert!(node.is_empty(), "{ctx}: host veths left: {node:?}");
+        for n in ["cluster", "br", "mv", "other"] {
+            let files = dir_contents(&self.w.path(&format!("ipam-{n}")));
+            let ips: Vec<_> = files
+                .keys()
+                .filter(|k| !k.ends_with("lock") && !k.contains("last_reserved"))
+                .collect();
+            assert!(ips.is_empty(), "{ctx}: IPs left in {n}: {ips:?}");
+        }
+        let cache: Vec<_> = dir_contents(&self.cache).into_keys().collect();
+        assert!(cache.is_empty(), "{ctx}: cache left: {cache:?}");
+    }
+}
+
+#[test]
+fn three_networks_add_check_del() {
+    let e = setup(1);
+    let conf = e.conf("ns1/br-net, ns1/mv-net", json!({}));
+    let netns = e.w.pod(0);
+    let args =
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod0;K8S_POD_INFRA_CONTAINER_ID=c3";
+    let inv = Invocation {
+        verb: "ADD",
+        container_id: "c3",
+        netns: &netns,
+        ifname: "eth0",
+        args,
+        path: REFERENCE_DIR,
+        extra_env: vec![("META_CNI_LOG", "debug")],
+        ..Default::default()
+    };
+    let r = run_in(
+        e.w.node.netns(),
+        &meta_bin(),
+        &inv,
+        conf.to_string().as_bytes(),
+    )
+    .ok();
+    assert!(
+        r.stderr.contains("ADD bridge (eth0): in-process"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("ADD bridge (net1): in-process"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("ADD macvlan (net2): exec /usr/lib/cni/macvlan"),
+        "{}",
+        r.stderr
+    );
+    let res = r.value();
+    assert_eq!(res["cniVersion"], "1.0.0");
+    assert_eq!(
+        res["ips"][0]["address"], "10.60.0.2/24",
+        "the runtime gets the cluster network's result"
+    );
+    let pod = e.w.pods[0].netns();
+    assert_eq!(link_names(pod), vec!["eth0", "lo", "net1", "net2"]);
+    assert_eq!(
+        iface_state(pod, "eth0").unwrap().addrs,
+        vec!["10.60.0.2/24"]
+    );
+    assert_eq!(
+        iface_state(pod, "net1").unwrap().addrs,
+        vec!["10.61.0.2/24"]
+    );
+    let net2 = iface_state(pod, "net2").unwrap();
+    assert_eq!(net2.kind.as_deref(), Some("macvlan"));
+    assert_eq!(net2.addrs, vec!["10.62.0.2/24"]);
+    // network-status, Multus's shape.
+    let status_path = e.cache.join("status/ns1/pod0.json");
+    let st: Value = serde_json::from_str(&std::fs::read_to_string(&status_path).unwrap()).unwrap();
+    let st = st.as_array().unwrap();
+    assert_eq!(st.len(), 3);
+    assert_eq!(st[0]["name"], "cluster");
+    assert_eq!(st[0]["interface"], "eth0");
+    assert_eq!(st[0]["default"], true);
+    assert_eq!(st[0]["ips"], json!(["10.60.0.2"]));
+    assert_eq!(st[1]["name"], "ns1/br-net");
+    assert_eq!(st[1]["interface"], "net1");
+    assert!(st[1].get("default").is_none() || st[1]["default"] == false);
+    assert_eq!(st[2]["name"], "ns1/mv-net");
+    assert_eq!(st[2]["ips"], json!(["10.62.0.2"]));
+    // CHECK over every attachment.
+    e.run("CHECK", "c3", 0, "ns1", &conf).ok();
+    // DEL three times.
+    for _ in 0..3 {
+        e.run("DEL", "c3", 0, "ns1", &conf).ok();
+    }
+    e.assert_clean(0, "after DEL");
+}
+
+#[test]
+fn every_cni_version_gets_the_cluster_result_in_its_version() {
+    let e = setup(1);
+    for v in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let mut conf = e.conf("ns1/br-net", json!({}));
+        conf["cniVersion"] = json!(v);
+        let r = e.run("ADD", "cv", 0, "ns1", &conf).ok();
+        assert_eq!(r.value()["cniVersion"], v);
+        assert_eq!(
+            r.value()["ips"][0].get("version").is_some(),
+            v.starts_with("0.")
+        );
+        let chk = e.run("CHECK", "cv", 0, "ns1", &conf);
+        if v < "0.4.0" {
+            assert_eq!(chk.err_code(), 1);
+        } else {
+            assert_eq!(chk.code, 0, "{v}: {}", chk.stdout);
+        }
+        for verb in ["STATUS", "GC"] {
+            let mut c = conf.clone();
+            c["cni.dev/valid-attachments"] = json!([{"containerID": "cv", "ifname": "eth0"}]);
+            let r = e.run(verb, "cv", 0, "ns1", &c);
+            if v == "1.1.0" {
+                assert_eq!(r.code, 0, "{verb}: {}", r.stdout);
+            } else {
+                assert_eq!(r.err_code(), 1);
+            }
+        }
+        e.run("DEL", "cv", 0, "ns1", &conf).ok();
+        e.assert_clean(0, v);
+    }
+}
+
+#[test]
+fn failure_at_each_position_leaves_nothing() {
+    let e = setup(1);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "cluster",
+            json!({"delegates": [{"cniVersion": "1.0.0", "name": "cl-fail", "type": "failer"}], "clusterNetwork": null}),
+            "ns1/br-net, ns1/mv-net",
+        ),
+        ("net1", json!({}), "ns1/fail-net, ns1/br-net, ns1/mv-net"),
+        ("net2", json!({}), "ns1/br-net, ns1/fail-net, ns1/mv-net"),
+        ("net3", json!({}), "ns1/br-net, ns1/mv-net, ns1/fail-net"),
+    ];
+    for (pos, extra, nets) in cases {
+        let conf = e.conf(nets, extra);
+        let r = e.run("ADD", "fx", 0, "ns1", &conf);
+        assert_eq!(r.err_code(), 7, "{pos}: {}", r.stdout);
+        let msg = r.err_msg();
+        assert!(msg.contains("injected failure"), "{pos}: {msg}");
+        if pos != "cluster" {
+            assert!(
+                msg.contains(&format!("ns1/fail-net ({pos})")),
+                "{pos}: the error names the network: {msg}"
+            );
+        }
+        e.assert_clean(0, pos);
+    }
+}
+
+#[test]
+fn kill_9_mid_add_then_del_or_gc_leaves_nothing() {
+    for finisher in ["DEL", "GC"] {
+        let e = setup(1);
+        let mut conf = e.conf("ns1/br-net, ns1/mv-net, ns1/sleep-net", json!({}));
+        conf["cniVersion"] = json!("1.1.0");
+        let netns = e.w.pod(0);
+        let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod0";
+        let inv = Invocation {
+            verb: "ADD",
+            container_id: "k9",
+            netns: &netns,
+            ifname: "eth0",
+            args,
+            path: REFERENCE_DIR,
+            ..Default::default()
+        };
+        let mut child = spawn_in(
+            e.w.node.netns(),
+            &meta_bin(),
+            &inv,
+            conf.to_string().as_bytes(),
+        );
+        // Wait until the sleeper (4th attachment) runs: three are added by then.
+        let pidfile = e.bin.join("sleeper.pid");
+        let t0 = std::time::Instant::now();
+        while !pidfile.exists() {
+            assert!(t0.elapsed().as_secs() < 30, "sleeper never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let sleeper: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sleeper),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        std::fs::remove_file(&pidfile).unwrap();
+        assert_eq!(
+            link_names(e.w.pods[0].netns()),
+            vec!["eth0", "lo", "net1", "net2"],
+            "ADD got that far"
+        );
+        if finisher == "DEL" {
+            e.run("DEL", "k9", 0, "ns1", &conf).ok();
+        } else {
+            let mut g = conf.clone();
+            g["cni.dev/valid-attachments"] = json!([]);
+            e.run("GC", "", 0, "ns1", &g).ok();
+        }
+        e.assert_clean(0, finisher);
+    }
+}
+
+#[test]
+fn del_with_netns_gone_and_with_journal_gone() {
+    let mut e = setup(2);
+    let conf = e.conf("ns1/br-net, ns1/mv-net", json!({}));
+    e.run("ADD", "gone", 0, "ns1", &conf).ok();
+    e.run("ADD", "nojournal", 1, "ns1", &conf).ok();
+    // Journal gone for pod 1: DEL rebuilds the plan from config + runtime annotations.
+    for f in std::fs::read_dir(&e.cache).unwrap().flatten() {
+        if f.file_name().to_string_lossy().starts_with("nojournal:") {
+            std::fs::remove_file(f.path()).unwrap();
+        }
+    }
+    e.run("DEL", "nojournal", 1, "ns1", &conf).ok();
+    assert_eq!(link_names(e.w.pods[1].netns()), vec!["lo"]);
+    // netns gone for pod 0.
+    let path = e.w.pod(0);
+    drop(e.w.pods.remove(0));
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod0";
+    for _ in 0..2 {
+        let inv = Invocation {
+            verb: "DEL",
+            container_id: "gone",
+            netns: &path,
+            ifname: "eth0",
+            args,
+            path: REFERENCE_DIR,
+            ..Default::default()
+        };
+        run_in(
+            e.w.node.netns(),
+            &meta_bin(),
+            &inv,
+            conf.to_string().as_bytes(),
+        )
+        .ok();
+    }
+    e.assert_clean(0, "netns gone + journal gone");
+}
+
+#[test]
+fn namespace_isolation() {
+    let e = setup(1);
+    let conf = e.conf("ns2/other-net", json!({"namespaceIsolation": true}));
+    let r = e.run("ADD", "iso", 0, "ns1", &conf);
+    assert_eq!(r.err_code(), 7);
+    assert!(
+        r.err_msg().contains("namespaceIsolation"),
+        "{}",
+        r.err_msg()
+    );
+    e.assert_clean(0, "isolation");
+    // globalNamespaces lifts it.
+    let conf = e.conf(
+        "ns2/other-net",
+        json!({"namespaceIsolation": true, "globalNamespaces": "ns2"}),
+    );
+    e.run("ADD", "iso", 0, "ns1", &conf).ok();
+    e.run("DEL", "iso", 0, "ns1", &conf).ok();
+    e.assert_clean(0, "isolation lifted");
+}
+
+#[test]
+fn bad_annotations_and_capabilities() {
+    let e = setup(1);
+    let cases = [
+        ("ns1/br-net@eth0", "used twice"),
+        (
+            r#"[{"name": "br-net", "namespace": "ns1", "mac": "02:00:00:00:00:01"}]"#,
+            "capability",
+        ),
+        (r#"[{"name": "br-net", "interface": "a/b"}]"#, "interface"),
+        ("ns1/missing-net", "not found"),
+        ("[{", "k8s.v1.cni.cncf.io/networks"),
+    ];
+    for (ann, want) in cases {
+        let conf = e.conf(ann, json!({}));
+        let r = e.run("ADD", "bad", 0, "ns1", &conf);
+        assert_eq!(r.err_code(), 7, "{ann}: {}", r.stdout);
+        assert!(r.err_msg().contains(want), "{ann}: {}", r.err_msg());
+        e.assert_clean(0, ann);
+    }
+}
