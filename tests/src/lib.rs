@@ -7,6 +7,9 @@
 //! namespace before exec. Snapshots read the kernel state of a namespace through netlink
 //! for differential comparison.
 
+pub mod containerd;
+pub mod cri;
+
 use meta_netlink::{NamedNetns, Netlink, NetlinkOps, Netns};
 use serde_json::Value;
 use std::collections::BTreeMap;
