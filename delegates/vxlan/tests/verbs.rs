@@ -238,3 +238,57 @@ fn bad_configurations_fail_cleanly() {
     }
     assert!(ip_files(&c.nodes[0].dir, "bad").is_empty());
 }
+
+#[test]
+fn concurrent_adds_share_one_segment_and_bridge() {
+    let mut c = Cluster::new(1, 1500);
+    c.overlay_up();
+    let pods: Vec<usize> = (0..6).map(|_| c.new_pod()).collect();
+    let node = c.nodes[0].ns.netns().clone();
+    let sec = secondary_conf(
+        &c.nodes[0],
+        "par",
+        77,
+        &[
+            "192.168.77.20".parse().unwrap(),
+            "192.168.77.21".parse().unwrap(),
+        ],
+        "10.96.0.0/24",
+        10,
+    );
+    let prim = primary_conf(&c.nodes[0]);
+    let paths: Vec<String> = pods.iter().map(|p| c.pod_path(*p)).collect();
+    // Fresh node: every ADD races to create meta0, mvx77 and mbr77 and to program peers.
+    std::thread::scope(|s| {
+        for (i, path) in paths.iter().enumerate() {
+            let (node, sec, prim) = (node.clone(), sec.clone(), prim.clone());
+            s.spawn(move || {
+                let cid = format!("par-{i}");
+                invoke(&node, "ADD", &cid, path, "eth0", &prim).ok();
+                invoke(&node, "ADD", &cid, path, "net1", &sec).ok();
+            });
+        }
+    });
+    let names = link_names(&node);
+    for n in ["meta0", "mbr77", "mvx77"] {
+        assert_eq!(names.iter().filter(|x| *x == n).count(), 1, "{names:?}");
+    }
+    let mut nl = c.nodes[0].nl();
+    use meta_netlink::NetlinkOps;
+    let dev = nl.link_by_name("mvx77").unwrap().unwrap();
+    let flood = nl.fdbs(dev.index).unwrap();
+    assert_eq!(
+        flood.iter().filter(|f| f.mac == [0; 6]).count(),
+        2,
+        "{flood:?}"
+    );
+    assert_eq!(ip_files(&c.nodes[0].dir, "par").len(), 6);
+    assert_eq!(ip_files(&c.nodes[0].dir, "cluster").len(), 6);
+    // Pods on the same node reach each other on both networks.
+    let ip = |p: usize, ifname: &str| -> std::net::IpAddr {
+        let st = iface_state(c.pods[p].netns(), ifname).unwrap();
+        st.addrs[0].split('/').next().unwrap().parse().unwrap()
+    };
+    assert_reaches(&c.pods[pods[0]], ip(pods[5], "eth0"), &[]);
+    assert_reaches(&c.pods[pods[0]], ip(pods[5], "net1"), &[]);
+}

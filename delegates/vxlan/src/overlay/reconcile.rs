@@ -711,4 +711,80 @@ mod tests {
         assert_eq!(r.programmed, 2);
         assert_eq!(r.changes.len(), 2, "{r}");
     }
+
+    #[test]
+    fn ipv6_overlay_on_ipv6_underlay() {
+        use meta_netlink::{AddrInfo, LinkInfo, RouteInfo};
+        let mut nl = FakeNetlink::new();
+        nl.add_existing_link(LinkInfo {
+            index: 2,
+            name: "eth0".into(),
+            mtu: 1500,
+            up: true,
+            ..Default::default()
+        });
+        nl.add_existing_addr(AddrInfo {
+            index: 2,
+            addr: "fd77::2/64".parse().unwrap(),
+            tentative: false,
+            dadfailed: false,
+            scope: 0,
+        });
+        nl.add_existing_route(RouteInfo {
+            dst: "::/0".parse().unwrap(),
+            gw: Some("fd77::1".parse().unwrap()),
+            oif: Some(2),
+            table: TABLE_MAIN,
+            scope: 0,
+            protocol: 3,
+            priority: Some(1024),
+            mtu: None,
+            advmss: None,
+            onlink: false,
+            src: None,
+        });
+        let u = super::super::Underlay::detect(&mut nl, None, None).unwrap();
+        assert_eq!(u.local_ip.to_string(), "fd77::2");
+        assert_eq!(u.overlay_mtu(), 1430);
+        let c = OverlayConfig::new(
+            u,
+            "fd00:244::/56".parse().unwrap(),
+            "fd00:244:0:1::/64".parse().unwrap(),
+        );
+        let other = NodeRecord {
+            name: "n2".into(),
+            pod_subnet: "fd00:244:0:2::/64".parse().unwrap(),
+            vtep_mac: [2, 0x6d, 1, 2, 3, 4],
+            underlay_ip: "fd77::3".parse().unwrap(),
+        };
+        let r = reconcile(&mut nl, &c, std::slice::from_ref(&other)).unwrap();
+        assert!(r.is_ok() && r.programmed == 1, "{r}");
+        let dev = nl.link_by_name("meta.1").unwrap().unwrap();
+        assert_eq!(dev.mtu, 1430);
+        let addrs: Vec<String> = nl
+            .addrs(Some(dev.index))
+            .unwrap()
+            .iter()
+            .map(|a| a.addr.to_string())
+            .collect();
+        assert_eq!(addrs, vec!["fd00:244:0:1::/128"]);
+        let routes: Vec<_> = nl
+            .routes(true, None)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.oif == Some(dev.index))
+            .map(|r| (r.dst.to_string(), r.gw.map(|g| g.to_string()), r.onlink))
+            .collect();
+        assert_eq!(
+            routes,
+            vec![(
+                "fd00:244:0:2::/64".to_string(),
+                Some("fd00:244:0:2::".to_string()),
+                true
+            )]
+        );
+        nl.clear_requests();
+        let r = reconcile(&mut nl, &c, &[other]).unwrap();
+        assert!(r.is_noop() && nl.requests().is_empty(), "{r}");
+    }
 }
