@@ -45,6 +45,8 @@ pub const CONTAINERD: &str = "/usr/bin/containerd";
 pub const CTR: &str = "/usr/bin/ctr";
 /// The containerd namespace of CRI.
 pub const K8S_NAMESPACE: &str = "k8s.io";
+/// libcni's result cache, which containerd 1.6 always uses.
+pub const CNI_CACHE_RESULTS: &str = "/var/lib/cni/results";
 /// The CRI plugin's id (its state dir is `<state>/<id>`).
 pub const CRI_PLUGIN: &str = "io.containerd.grpc.v1.cri";
 
@@ -624,6 +626,23 @@ fn cleanup_dir(dir: &Path, socket: &Path) {
             );
             if let Some(hex) = sha256_hex(key.as_bytes()) {
                 let _ = fs::remove_file(Path::new("/run/containerd/s").join(hex));
+            }
+        }
+    }
+    // libcni's result cache (not configurable in containerd 1.6): entries
+    // `<network>-<sandbox id>-<ifname>` stay when DEL never ran (crashed run).
+    let ids: Vec<String> = ["root", "state"]
+        .iter()
+        .filter_map(|d| fs::read_dir(dir.join(d).join(CRI_PLUGIN).join("sandboxes")).ok())
+        .flat_map(|rd| rd.flatten())
+        .map(|e| format!("-{}-", e.file_name().to_string_lossy()))
+        .filter(|id| id.len() == 66)
+        .collect();
+    if let (false, Ok(cache)) = (ids.is_empty(), fs::read_dir(CNI_CACHE_RESULTS)) {
+        for e in cache.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ids.iter().any(|id| name.contains(id.as_str())) {
+                let _ = fs::remove_file(e.path());
             }
         }
     }
