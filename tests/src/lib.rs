@@ -7,6 +7,7 @@
 //! namespace before exec. Snapshots read the kernel state of a namespace through netlink
 //! for differential comparison.
 
+pub mod apiserver;
 pub mod containerd;
 pub mod cri;
 
