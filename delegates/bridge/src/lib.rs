@@ -80,9 +80,16 @@ fn ensure_bridge(host: &mut Netlink, r: &Resolved) -> Result<LinkInfo> {
                 }
                 Err(e) => return Err(nl(format!("failed to create bridge {name:?}"))(e)),
             }
-            host.link_by_name(name)
+            let br = host
+                .link_by_name(name)
                 .map_err(nl(format!("could not look up {name:?}")))?
-                .ok_or_else(|| Error::internal(format!("bridge {name:?} vanished")))?
+                .ok_or_else(|| Error::internal(format!("bridge {name:?} vanished")))?;
+            // Pin the random MAC the kernel gave the new bridge: otherwise it follows its
+            // lowest port's MAC as pods come and go (and CHECK of older results fails).
+            if let Some(mac) = br.mac.filter(|m| m.iter().any(|b| *b != 0)) {
+                host.link_set_mac(br.index, mac).map_err(nl("could not set bridge's mac"))?;
+            }
+            br
         }
     };
     if br.kind.as_deref() != Some("bridge") {

@@ -1,0 +1,71 @@
+//! ADD and DEL of a 3-network pod (cluster bridge + NAD bridge + NAD macvlan, host-local
+//! everywhere): meta-cni with its bundled delegates in-process vs the same pod with every
+//! delegate exec'd from /usr/lib/cni (the reference bridge, macvlan and host-local — the
+//! way Multus runs a pod), in one run.
+//!
+//! `BENCH_ITERS=100 cargo bench -p meta-cni --bench pod3` (root).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+}
+
+fn main() {
+    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let e = setup(1);
+    let rows = [
+        ("meta-cni, delegates in-process", json!({"forceExec": []})),
+        ("meta-cni, every delegate exec'd (Multus way)", json!({"forceExec": ["bridge", "macvlan", "host-local"]})),
+    ];
+    println!("\n3-network pod (eth0 bridge, net1 bridge, net2 macvlan; host-local), {iters} iterations\n");
+    println!("| mode | ADD p50 ms | ADD p95 ms | DEL p50 ms | DEL p95 ms | peak RSS KiB |");
+    println!("|---|---|---|---|---|---|");
+    for (label, extra) in rows {
+        let conf = e.conf("ns1/br-net, ns1/mv-net", extra.clone());
+        let mut adds = Vec::new();
+        let mut dels = Vec::new();
+        let mut rss = 0;
+        let env_exec = if extra["forceExec"].as_array().is_some_and(|a| !a.is_empty()) { "host-local" } else { "" };
+        for i in 0..iters + 3 {
+            let cid = format!("bench{i}");
+            let netns = e.w.pod(0);
+            let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod0";
+            let mk = |verb| Invocation {
+                verb,
+                container_id: &cid,
+                netns: &netns,
+                ifname: "eth0",
+                args,
+                path: REFERENCE_DIR,
+                extra_env: vec![("META_CNI_FORCE_EXEC", env_exec)],
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let r = run_in(e.w.node.netns(), &meta_bin(), &mk("ADD"), conf.to_string().as_bytes());
+            let ta = t.elapsed();
+            assert_eq!(r.code, 0, "{label}: {} {}", r.stdout, r.stderr);
+            let t = Instant::now();
+            let d = run_in(e.w.node.netns(), &meta_bin(), &mk("DEL"), conf.to_string().as_bytes());
+            let td = t.elapsed();
+            assert_eq!(d.code, 0, "{label}: {}", d.stdout);
+            if i >= 3 {
+                adds.push(ta);
+                dels.push(td);
+                rss = rss.max(r.max_rss_kib);
+            }
+        }
+        println!(
+            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {rss} |",
+            pct(&mut adds, 0.5),
+            pct(&mut adds, 0.95),
+            pct(&mut dels, 0.5),
+            pct(&mut dels, 0.95)
+        );
+    }
+}
