@@ -31,6 +31,13 @@ command -v go >/dev/null || { echo "go missing" >&2; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/meta-cni-target}"
 export CARGO_TERM_COLOR=never
 
+# Test fixtures built from Debian packages, cached outside the clone (once per machine):
+# a real kube-apiserver v1.20.2 (tests/apiserver/build.sh, ~8 min the first time) and the
+# pause image for containerd (tests/containerd/build-pause.sh).
+echo "== fixtures: kube-apiserver, pause image"
+bash tests/apiserver/build.sh >/dev/null
+bash tests/containerd/build-pause.sh >/dev/null
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy -D warnings"
