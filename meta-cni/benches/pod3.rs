@@ -17,13 +17,21 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 }
 
 fn main() {
-    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let e = setup(1);
     let rows = [
         ("meta-cni, delegates in-process", json!({"forceExec": []})),
-        ("meta-cni, every delegate exec'd (Multus way)", json!({"forceExec": ["bridge", "macvlan", "host-local"]})),
+        (
+            "meta-cni, every delegate exec'd (Multus way)",
+            json!({"forceExec": ["bridge", "macvlan", "host-local"]}),
+        ),
     ];
-    println!("\n3-network pod (eth0 bridge, net1 bridge, net2 macvlan; host-local), {iters} iterations\n");
+    println!(
+        "\n3-network pod (eth0 bridge, net1 bridge, net2 macvlan; host-local), {iters} iterations\n"
+    );
     println!("| mode | ADD p50 ms | ADD p95 ms | DEL p50 ms | DEL p95 ms | peak RSS KiB |");
     println!("|---|---|---|---|---|---|");
     for (label, extra) in rows {
@@ -31,7 +39,11 @@ fn main() {
         let mut adds = Vec::new();
         let mut dels = Vec::new();
         let mut rss = 0;
-        let env_exec = if extra["forceExec"].as_array().is_some_and(|a| !a.is_empty()) { "host-local" } else { "" };
+        let env_exec = if extra["forceExec"].as_array().is_some_and(|a| !a.is_empty()) {
+            "host-local"
+        } else {
+            ""
+        };
         for i in 0..iters + 3 {
             let cid = format!("bench{i}");
             let netns = e.w.pod(0);
@@ -47,11 +59,21 @@ fn main() {
                 ..Default::default()
             };
             let t = Instant::now();
-            let r = run_in(e.w.node.netns(), &meta_bin(), &mk("ADD"), conf.to_string().as_bytes());
+            let r = run_in(
+                e.w.node.netns(),
+                &meta_bin(),
+                &mk("ADD"),
+                conf.to_string().as_bytes(),
+            );
             let ta = t.elapsed();
             assert_eq!(r.code, 0, "{label}: {} {}", r.stdout, r.stderr);
             let t = Instant::now();
-            let d = run_in(e.w.node.netns(), &meta_bin(), &mk("DEL"), conf.to_string().as_bytes());
+            let d = run_in(
+                e.w.node.netns(),
+                &meta_bin(),
+                &mk("DEL"),
+                conf.to_string().as_bytes(),
+            );
             let td = t.elapsed();
             assert_eq!(d.code, 0, "{label}: {}", d.stdout);
             if i >= 3 {

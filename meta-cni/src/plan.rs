@@ -344,3 +344,313 @@ pub fn build(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::PodInfo;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Fake(HashMap<(String, String), NadConfig>);
+    impl Source for Fake {
+        fn pod(&mut self, _: &str, _: &str) -> Result<Option<PodInfo>> {
+            Ok(None)
+        }
+        fn nad(&mut self, ns: &str, name: &str) -> Result<Option<NadConfig>> {
+            Ok(self.0.get(&(ns.to_string(), name.to_string())).cloned())
+        }
+        fn set_network_status(&mut self, _: &str, _: &str, _: Option<&str>, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn has_pods(&self) -> bool {
+            false
+        }
+    }
+
+    fn conf_map(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn world() -> (tempfile::TempDir, Fake) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("10-cluster.conflist"),
+            json!({"cniVersion": "1.0.0", "name": "cluster", "plugins": [{"type": "bridge", "capabilities": {"portMappings": true}}]}).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("file-net.conf"),
+            json!({"cniVersion": "1.0.0", "name": "file-net", "type": "bridge"}).to_string(),
+        )
+        .unwrap();
+        let mut f = Fake::default();
+        let nad = |t: &str, caps: Value| {
+            NadConfig::Conf(conf_map(
+                json!({"cniVersion": "1.0.0", "name": t, "type": t, "capabilities": caps}),
+            ))
+        };
+        f.0.insert(("ns1".into(), "a".into()), nad("bridge", json!({})));
+        f.0.insert(
+            ("ns1".into(), "b".into()),
+            nad("macvlan", json!({"mac": true, "ips": true})),
+        );
+        f.0.insert(("ns2".into(), "c".into()), nad("bridge", json!({})));
+        f.0.insert(
+            ("kube-system".into(), "dflt".into()),
+            nad("ipvlan", json!({})),
+        );
+        f.0.insert(
+            ("kube-system".into(), "other-cluster".into()),
+            nad("vxlan", json!({})),
+        );
+        f.0.insert(
+            ("ns1".into(), "nocfg".into()),
+            NadConfig::ConfDir {
+                name: "file-net".into(),
+            },
+        );
+        f.0.insert(
+            ("ns1".into(), "ghost".into()),
+            NadConfig::ConfDir {
+                name: "nowhere".into(),
+            },
+        );
+        (d, f)
+    }
+
+    fn meta(d: &Path, extra: Value) -> MetaConf {
+        let mut m = json!({"clusterNetwork": "cluster", "confDir": d});
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        serde_json::from_value(m).unwrap()
+    }
+
+    fn pod(ns: &str, anns: &[(&str, &str)]) -> PodCtx {
+        PodCtx {
+            namespace: ns.into(),
+            name: "p".into(),
+            annotations: anns
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    const NETS: &str = "k8s.v1.cni.cncf.io/networks";
+    const DEFNET: &str = "v1.multus-cni.io/default-network";
+
+    fn plan(extra: Value, p: Option<PodCtx>) -> Result<Vec<Attachment>> {
+        let (d, mut f) = world();
+        let rc = conf_map(
+            json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+                                "io.kubernetes.cri.pod-annotations": {"x": "y"}}),
+        );
+        build(&meta(d.path(), extra), "eth0", &rc, p.as_ref(), &mut f)
+    }
+
+    fn names(a: &[Attachment]) -> Vec<(String, String)> {
+        a.iter()
+            .map(|a| (a.network.clone(), a.ifname.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn cluster_only_without_pod() {
+        let a = plan(json!({}), None).unwrap();
+        assert_eq!(names(&a), vec![("cluster".into(), "eth0".into())]);
+        assert!(a[0].is_cluster);
+        // The runtime's runtimeConfig goes to the cluster network, minus the annotations.
+        assert!(a[0].cap_args.contains_key("portMappings"));
+        assert!(
+            !a[0]
+                .cap_args
+                .contains_key("io.kubernetes.cri.pod-annotations")
+        );
+        assert_eq!(a[0].conf["plugins"][0]["type"], "bridge");
+    }
+
+    #[test]
+    fn default_networks_then_annotation_with_numbering() {
+        let p = pod("ns1", &[(NETS, "a, ns2/c@data0, b")]);
+        let a = plan(json!({"defaultNetworks": ["dflt"]}), Some(p)).unwrap();
+        assert_eq!(
+            names(&a),
+            vec![
+                ("cluster".into(), "eth0".into()),
+                ("kube-system/dflt".into(), "net1".into()),
+                ("ns1/a".into(), "net2".into()),
+                ("ns2/c".into(), "data0".into()),
+                ("ns1/b".into(), "net4".into()),
+            ]
+        );
+        assert!(
+            a[1..].iter().all(|x| x.cap_args.is_empty()),
+            "the runtime's args only go to the cluster network"
+        );
+    }
+
+    #[test]
+    fn system_namespaces_skip_default_networks() {
+        let p = pod("kube-system", &[]);
+        let a = plan(json!({"defaultNetworks": "dflt"}), Some(p)).unwrap();
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn default_network_override() {
+        let p = pod("ns1", &[(DEFNET, "other-cluster")]);
+        let a = plan(json!({}), Some(p)).unwrap();
+        assert_eq!(
+            names(&a),
+            vec![("kube-system/other-cluster".into(), "eth0".into())]
+        );
+        assert_eq!(a[0].conf["plugins"][0]["type"], "vxlan");
+    }
+
+    #[test]
+    fn isolation() {
+        let p = pod("ns1", &[(NETS, "ns2/c")]);
+        let e = plan(json!({"namespaceIsolation": true}), Some(p.clone())).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.msg.contains("namespaceIsolation") && e.msg.contains("networks[0]"),
+            "{}",
+            e.msg
+        );
+        assert!(
+            plan(
+                json!({"namespaceIsolation": true, "globalNamespaces": "ns2, ns3"}),
+                Some(p)
+            )
+            .is_ok()
+        );
+        // The cluster NAD namespace is always usable.
+        let p = pod("ns1", &[(NETS, "kube-system/dflt")]);
+        assert!(plan(json!({"namespaceIsolation": true}), Some(p)).is_ok());
+        let p = pod("ns1", &[(DEFNET, "ns2/c")]);
+        assert!(
+            plan(json!({"namespaceIsolation": true}), Some(p))
+                .unwrap_err()
+                .msg
+                .contains("default-network")
+        );
+    }
+
+    #[test]
+    fn duplicate_interfaces() {
+        let p = pod("ns1", &[(NETS, "a@net2, b")]);
+        let e = plan(json!({}), Some(p)).unwrap_err();
+        assert!(e.msg.contains("\"net2\" is used twice"), "{}", e.msg);
+        let p = pod("ns1", &[(NETS, "a@eth0")]);
+        assert!(
+            plan(json!({}), Some(p))
+                .unwrap_err()
+                .msg
+                .contains("\"eth0\"")
+        );
+    }
+
+    #[test]
+    fn capabilities_routed_or_refused() {
+        let p = pod(
+            "ns1",
+            &[(
+                NETS,
+                r#"[{"name": "b", "mac": "02:00:00:00:00:09", "ips": ["10.1.1.5/24"], "cni-args": {"foo": "bar"}, "default-route": ["10.1.1.1"]}]"#,
+            )],
+        );
+        let a = plan(json!({}), Some(p)).unwrap();
+        assert_eq!(a[1].cap_args["mac"], "02:00:00:00:00:09");
+        assert_eq!(a[1].cap_args["ips"], json!(["10.1.1.5/24"]));
+        assert_eq!(a[1].cni_args.as_ref().unwrap()["foo"], "bar");
+        assert_eq!(
+            a[1].default_route,
+            vec!["10.1.1.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        let p = pod(
+            "ns1",
+            &[(NETS, r#"[{"name": "a", "mac": "02:00:00:00:00:09"}]"#)],
+        );
+        let e = plan(json!({}), Some(p)).unwrap_err();
+        assert!(
+            e.msg.contains("\"mac\"") && e.msg.contains("capability"),
+            "{}",
+            e.msg
+        );
+        let p = pod(
+            "ns1",
+            &[(
+                NETS,
+                r#"[{"name": "a", "portMappings": [{"hostPort": 1, "containerPort": 2, "protocol": "tcp"}]}]"#,
+            )],
+        );
+        assert!(
+            plan(json!({}), Some(p))
+                .unwrap_err()
+                .msg
+                .contains("portMappings")
+        );
+    }
+
+    #[test]
+    fn only_one_default_route() {
+        let p = pod(
+            "ns1",
+            &[(
+                NETS,
+                r#"[{"name": "b", "default-route": ["10.1.1.1"]}, {"name": "a", "default-route": ["10.2.2.1"]}]"#,
+            )],
+        );
+        assert!(
+            plan(json!({}), Some(p))
+                .unwrap_err()
+                .msg
+                .contains("default-route")
+        );
+    }
+
+    #[test]
+    fn nad_without_config_uses_conf_dir() {
+        let p = pod("ns1", &[(NETS, "nocfg")]);
+        let a = plan(json!({}), Some(p)).unwrap();
+        assert_eq!(a[1].conf["name"], "file-net");
+        let p = pod("ns1", &[(NETS, "ghost")]);
+        let e = plan(json!({}), Some(p)).unwrap_err();
+        assert!(e.msg.contains("no network \"nowhere\""), "{}", e.msg);
+        let p = pod("ns1", &[(NETS, "missing")]);
+        let e = plan(json!({}), Some(p)).unwrap_err();
+        assert!(e.msg.contains("ns1/missing not found"), "{}", e.msg);
+    }
+
+    #[test]
+    fn bad_annotation_names_element_and_field() {
+        let p = pod(
+            "ns1",
+            &[(
+                NETS,
+                r#"[{"name": "a"}, {"name": "b", "ips": ["10.0.0.300"]}]"#,
+            )],
+        );
+        let e = plan(json!({}), Some(p)).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("networks[1].ips[0]"), "{}", e.msg);
+    }
+
+    #[test]
+    fn cluster_network_resolution_order() {
+        // confDir by file stem, then by network name, then NAD, then inline delegates.
+        let a = plan(json!({"clusterNetwork": "file-net"}), None).unwrap();
+        assert_eq!(a[0].network, "file-net");
+        let a = plan(json!({"clusterNetwork": "kube-system/dflt"}), None).unwrap();
+        assert_eq!(a[0].network, "ipvlan");
+        let a = plan(json!({"clusterNetwork": "dflt"}), None).unwrap();
+        assert_eq!(a[0].conf["plugins"][0]["type"], "ipvlan");
+        let e = plan(json!({"clusterNetwork": "nope"}), None).unwrap_err();
+        assert!(e.msg.contains("clusterNetwork \"nope\""), "{}", e.msg);
+        let a = plan(json!({"clusterNetwork": null, "delegates": [{"cniVersion": "1.0.0", "name": "inline", "type": "bridge"}]}), None).unwrap();
+        assert_eq!(a[0].network, "inline");
+    }
+}

@@ -292,3 +292,48 @@ fn bad_annotations_and_capabilities() {
         e.assert_clean(0, ann);
     }
 }
+
+#[test]
+fn default_route_moves_to_the_chosen_network() {
+    let e = setup(1);
+    let conf = e.conf(
+        r#"[{"name": "br-net", "namespace": "ns1", "default-route": ["10.61.0.1"]}]"#,
+        json!({}),
+    );
+    let r = e.run("ADD", "dr", 0, "ns1", &conf).ok();
+    // The runtime's (cluster) result lost its default route...
+    let routes = r.value()["routes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        routes.iter().all(|rt| rt["dst"] != "0.0.0.0/0"),
+        "{routes:?}"
+    );
+    // ...and the pod's kernel default route now goes through net1.
+    let pod = e.w.pods[0].netns();
+    let eth0 = iface_state(pod, "eth0").unwrap();
+    assert!(
+        eth0.routes.iter().all(|r| !r.starts_with("0.0.0.0/0")),
+        "{:?}",
+        eth0.routes
+    );
+    let net1 = iface_state(pod, "net1").unwrap();
+    assert!(
+        net1.routes
+            .iter()
+            .any(|r| r.starts_with("0.0.0.0/0 via 10.61.0.1")),
+        "{:?}",
+        net1.routes
+    );
+    let st: Value = serde_json::from_str(
+        &std::fs::read_to_string(e.cache.join("status/ns1/pod0.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        st[0]["default"],
+        Value::Null,
+        "cluster is no longer default: {st}"
+    );
+    assert_eq!(st[1]["default"], true);
+    assert_eq!(st[1]["gateway"], json!(["10.61.0.1"]));
+    e.run("DEL", "dr", 0, "ns1", &conf).ok();
+    e.assert_clean(0, "default-route");
+}

@@ -172,4 +172,3 @@ impl Env {
         assert!(cache.is_empty(), "{ctx}: cache left: {cache:?}");
     }
 }
-
