@@ -284,6 +284,35 @@ pub fn masq_setup(tag: &Tag, ips: &[IpNet], existing: Option<&Listing>) -> Value
     if let Some(listing) = existing {
         cmds.extend(delete_commands(f, listing, None, |t| t == tag));
     }
+    masq_base_rules(&mut cmds);
+    let comment = tag.to_string();
+    let mut seen = BTreeSet::new();
+    for ip in ips {
+        if !seen.insert(*ip) {
+            continue;
+        }
+        let proto = match ip {
+            IpNet::V4(_) => "ip",
+            IpNet::V6(_) => "ip6",
+        };
+        cmds.push(add(rule(
+            f,
+            MASQ_CHAIN,
+            vec![
+                payload_match("==", proto, "saddr", json!(ip.addr().to_string())),
+                payload_match("!=", proto, "daddr", prefix(&ip.trunc())),
+                json!({"masquerade": null}),
+            ],
+            &comment,
+        )));
+    }
+    document(cmds)
+}
+
+/// Flushes the masquerade base chain and adds its three fixed rules (multicast returns,
+/// `goto masq_checks`).
+fn masq_base_rules(cmds: &mut Vec<Value>) {
+    let f = MASQ_FAMILY;
     cmds.push(flush(chain(f, MASQ_BASE_CHAIN)));
     let v4_multicast: IpNet = IpNet::V4(ipnet::Ipv4Net::new_assert([224, 0, 0, 0].into(), 4));
     let v6_multicast: IpNet = IpNet::V6(ipnet::Ipv6Net::new_assert(
@@ -314,28 +343,133 @@ pub fn masq_setup(tag: &Tag, ips: &[IpNet], existing: Option<&Listing>) -> Value
         vec![json!({"goto": {"target": MASQ_CHAIN}})],
         BASE_COMMENT,
     )));
-    let comment = tag.to_string();
-    let mut seen = BTreeSet::new();
-    for ip in ips {
-        if !seen.insert(*ip) {
-            continue;
+}
+
+/// Prefix of the comment on the node-level masquerade rule (see [`node_masq_comment`]).
+/// Not an attachment [`Tag`]: per-network GC and attachment teardown never match it.
+pub const NODE_MASQ_PREFIX: &str = "meta-cni:node-masq:";
+
+/// The comment of the node-level masquerade rule for `subnet` and `cluster_cidr`:
+/// `meta-cni:node-masq:<subnet>:<cluster CIDR>` (both in network-address form).
+pub fn node_masq_comment(subnet: &IpNet, cluster_cidr: &IpNet) -> String {
+    format!(
+        "{NODE_MASQ_PREFIX}{}:{}",
+        subnet.trunc(),
+        cluster_cidr.trunc()
+    )
+}
+
+/// Whether the masquerade base chain of `listing` is a base chain whose rules end in the
+/// jump to [`MASQ_CHAIN`].
+fn masq_base_in_place(listing: &Listing) -> bool {
+    let base_chain = listing
+        .chains
+        .iter()
+        .any(|c| c.name == MASQ_BASE_CHAIN && c.base);
+    let has_chain = listing
+        .chains
+        .iter()
+        .any(|c| c.name == MASQ_CHAIN && !c.base);
+    let base: Vec<&ListedRule> = listing
+        .rules
+        .iter()
+        .filter(|r| r.chain == MASQ_BASE_CHAIN)
+        .collect();
+    base_chain
+        && has_chain
+        && base.len() == 3
+        && base
+            .iter()
+            .all(|r| r.comment.as_deref() == Some(BASE_COMMENT))
+        && base[2].target.as_deref() == Some(MASQ_CHAIN)
+}
+
+/// The node-level masquerade transaction: `ip saddr <subnet> ip daddr != <cluster CIDR>
+/// masquerade` in [`MASQ_CHAIN`] (commented [`node_masq_comment`]), replacing any other
+/// node-level rule (another subnet or cluster CIDR), with the base chain set up when it is
+/// not in place. `None` when `existing` already holds exactly that (nothing to do).
+pub fn node_masq_setup(
+    subnet: &IpNet,
+    cluster_cidr: &IpNet,
+    existing: Option<&Listing>,
+) -> Option<Value> {
+    let f = MASQ_FAMILY;
+    let comment = node_masq_comment(subnet, cluster_cidr);
+    let is_node = |r: &&ListedRule| {
+        r.comment
+            .as_deref()
+            .is_some_and(|c| c.starts_with(NODE_MASQ_PREFIX))
+    };
+    if let Some(l) = existing {
+        let node_rules: Vec<&ListedRule> = l.rules.iter().filter(is_node).collect();
+        if masq_base_in_place(l)
+            && node_rules.len() == 1
+            && node_rules[0].chain == MASQ_CHAIN
+            && node_rules[0].comment.as_deref() == Some(comment.as_str())
+        {
+            return None;
         }
-        let proto = match ip {
-            IpNet::V4(_) => "ip",
-            IpNet::V6(_) => "ip6",
-        };
-        cmds.push(add(rule(
-            f,
-            MASQ_CHAIN,
-            vec![
-                payload_match("==", proto, "saddr", json!(ip.addr().to_string())),
-                payload_match("!=", proto, "daddr", prefix(&ip.trunc())),
-                json!({"masquerade": null}),
-            ],
-            &comment,
-        )));
     }
-    document(cmds)
+    let mut cmds = vec![
+        add(table(f)),
+        add(chain(f, MASQ_CHAIN)),
+        add(base_chain(
+            f,
+            MASQ_BASE_CHAIN,
+            "nat",
+            "postrouting",
+            MASQ_PRIORITY,
+        )),
+    ];
+    if let Some(l) = existing {
+        for r in l.rules.iter().filter(is_node) {
+            cmds.push(delete(json!({"rule": {
+                "family": f, "table": TABLE, "chain": r.chain, "handle": r.handle
+            }})));
+        }
+    }
+    if !existing.is_some_and(masq_base_in_place) {
+        masq_base_rules(&mut cmds);
+    }
+    let proto = match subnet {
+        IpNet::V4(_) => "ip",
+        IpNet::V6(_) => "ip6",
+    };
+    cmds.push(add(rule(
+        f,
+        MASQ_CHAIN,
+        vec![
+            payload_match("==", proto, "saddr", prefix(&subnet.trunc())),
+            payload_match("!=", proto, "daddr", prefix(&cluster_cidr.trunc())),
+            json!({"masquerade": null}),
+        ],
+        &comment,
+    )));
+    Some(document(cmds))
+}
+
+/// Removal transaction of every node-level masquerade rule in `listing`, or `None` when
+/// there is none.
+pub fn node_masq_removal(listing: &Listing) -> Option<Value> {
+    let cmds: Vec<Value> = listing
+        .rules
+        .iter()
+        .filter(|r| {
+            r.comment
+                .as_deref()
+                .is_some_and(|c| c.starts_with(NODE_MASQ_PREFIX))
+        })
+        .map(|r| {
+            delete(json!({"rule": {
+                "family": MASQ_FAMILY, "table": TABLE, "chain": r.chain, "handle": r.handle
+            }}))
+        })
+        .collect();
+    if cmds.is_empty() {
+        None
+    } else {
+        Some(document(cmds))
+    }
 }
 
 /// The MAC spoof-check setup transaction, replacing whatever `existing` holds for `tag`.
@@ -742,5 +876,126 @@ mod tests {
         assert_eq!(l.tags().len(), 1);
         assert!(Listing::parse("bridge", "{}").is_err());
         assert!(Listing::parse("bridge", "garbage").is_err());
+    }
+
+    fn masq_listing(extra: Vec<ListedRule>) -> Listing {
+        let mut rules = vec![
+            listed("postrouting", 2, Some(BASE_COMMENT), None),
+            listed("postrouting", 3, Some(BASE_COMMENT), None),
+            listed("postrouting", 4, Some(BASE_COMMENT), Some("masq_checks")),
+        ];
+        rules.extend(extra);
+        Listing {
+            chains: vec![
+                ListedChain {
+                    name: "postrouting".into(),
+                    base: true,
+                },
+                ListedChain {
+                    name: "masq_checks".into(),
+                    base: false,
+                },
+            ],
+            rules,
+        }
+    }
+
+    #[test]
+    fn node_masq_setup_fresh_noop_and_replace() {
+        let subnet: IpNet = "10.244.1.0/24".parse().unwrap();
+        let cluster: IpNet = "10.244.0.0/16".parse().unwrap();
+        let c = node_masq_comment(&subnet, &cluster);
+        assert_eq!(c, "meta-cni:node-masq:10.244.1.0/24:10.244.0.0/16");
+        // Not an attachment tag: GC and teardown never see it.
+        assert_eq!(Tag::parse(&c), None);
+        let v6 = node_masq_comment(
+            &"fd00:1:2:3::/64".parse().unwrap(),
+            &"fd00::/16".parse().unwrap(),
+        );
+        assert_eq!(Tag::parse(&v6), None);
+
+        // Fresh: table, chains, base rules, the rule.
+        let doc = node_masq_setup(&subnet, &cluster, None).unwrap();
+        let cmds = doc["nftables"].as_array().unwrap();
+        assert_eq!(cmds.len(), 3 + 1 + 3 + 1, "{doc}");
+        assert_eq!(
+            cmds.last().unwrap(),
+            &json!({"add": {"rule": {"family": "inet", "table": "meta_cni", "chain": "masq_checks",
+                "expr": [
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                        "right": {"prefix": {"addr": "10.244.1.0", "len": 24}}}},
+                    {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                        "right": {"prefix": {"addr": "10.244.0.0", "len": 16}}}},
+                    {"masquerade": null}
+                ], "comment": c}}})
+        );
+
+        // In place (next to attachment rules): nothing to do.
+        let pod = Tag::masq("net", "c1", "eth0").unwrap().to_string();
+        let here = masq_listing(vec![
+            listed("masq_checks", 5, Some(&pod), None),
+            listed("masq_checks", 6, Some(&c), None),
+        ]);
+        assert_eq!(node_masq_setup(&subnet, &cluster, Some(&here)), None);
+
+        // Another subnet: the old node rule goes, the base chain is left alone, the
+        // attachment rule stays.
+        let other = node_masq_comment(&"10.244.9.0/24".parse().unwrap(), &cluster);
+        let l = masq_listing(vec![
+            listed("masq_checks", 5, Some(&pod), None),
+            listed("masq_checks", 7, Some(&other), None),
+        ]);
+        let doc = node_masq_setup(&subnet, &cluster, Some(&l)).unwrap();
+        let cmds = doc["nftables"].as_array().unwrap();
+        let deletes: Vec<&Value> = cmds.iter().filter(|c| c.get("delete").is_some()).collect();
+        assert_eq!(
+            deletes,
+            vec![
+                &json!({"delete": {"rule": {"family": "inet", "table": "meta_cni", "chain": "masq_checks", "handle": 7}}})
+            ]
+        );
+        assert!(cmds.iter().all(|c| c.get("flush").is_none()), "{doc}");
+
+        // Two copies, or a broken base chain: repaired.
+        let dup = masq_listing(vec![
+            listed("masq_checks", 6, Some(&c), None),
+            listed("masq_checks", 8, Some(&c), None),
+        ]);
+        let doc = node_masq_setup(&subnet, &cluster, Some(&dup)).unwrap();
+        assert_eq!(
+            doc["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c.get("delete").is_some())
+                .count(),
+            2
+        );
+        let mut broken = masq_listing(vec![listed("masq_checks", 6, Some(&c), None)]);
+        broken.rules.remove(2);
+        let doc = node_masq_setup(&subnet, &cluster, Some(&broken)).unwrap();
+        assert!(
+            doc["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c.get("flush").is_some())
+        );
+
+        // Removal.
+        assert_eq!(
+            node_masq_removal(&masq_listing(vec![listed(
+                "masq_checks",
+                5,
+                Some(&pod),
+                None
+            )])),
+            None
+        );
+        let doc = node_masq_removal(&here).unwrap();
+        assert_eq!(
+            doc,
+            json!({"nftables": [{"delete": {"rule": {"family": "inet", "table": "meta_cni", "chain": "masq_checks", "handle": 6}}}]})
+        );
     }
 }

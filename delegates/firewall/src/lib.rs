@@ -13,7 +13,11 @@
 //!     `ip6 daddr ff00::/8 return`, `goto masq_checks`;
 //!   * `chain masq_checks` — one rule per attachment IP:
 //!     `ip saddr <ip> ip daddr != <ip's subnet> masquerade`, commented with the tag
-//!     `meta-cni:masq:<network-hash>:<ifname>:<container-id>`.
+//!     `meta-cni:masq:<network-hash>:<ifname>:<container-id>`; and at most one node-level
+//!     rule of the node agent ([`Nftables::ensure_node_masq`]):
+//!     `ip saddr <node pod subnet> ip daddr != <cluster CIDR> masquerade`, commented
+//!     `meta-cni:node-masq:<subnet>:<cluster CIDR>` (not an attachment tag, so teardown
+//!     and GC of attachments never remove it).
 //! * `table bridge meta_cni` (MAC spoof check):
 //!   * `chain prerouting` — `type filter hook prerouting priority -300`, one rule per
 //!     attachment: `iifname "<host_ifname>" jump mac_<hash>`;

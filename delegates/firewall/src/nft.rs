@@ -199,6 +199,39 @@ impl Nftables {
         }
     }
 
+    /// Makes sure the node-level masquerade rule `ip saddr <subnet> ip daddr !=
+    /// <cluster_cidr> masquerade` (the node agent's: traffic of the node's pods leaving the
+    /// cluster CIDR) is the only node-level rule, in `masq_checks` of `table inet
+    /// meta_cni`, commented [`doc::node_masq_comment`]. Idempotent: when it is in place no
+    /// transaction is applied. Returns whether anything changed. Attachment rules of
+    /// other callers are left alone, and per-network GC never removes this rule.
+    pub fn ensure_node_masq(&self, subnet: IpNet, cluster_cidr: IpNet) -> Result<bool> {
+        if subnet.addr().is_ipv4() != cluster_cidr.addr().is_ipv4() {
+            return Err(Error::InvalidInput(format!(
+                "node masquerade: subnet {subnet} and cluster CIDR {cluster_cidr} are of \
+                 different address families"
+            )));
+        }
+        let _lock = self.lock()?;
+        let existing = self.list(doc::MASQ_FAMILY)?;
+        match doc::node_masq_setup(&subnet, &cluster_cidr, existing.as_ref()) {
+            Some(document) => self.apply(&document).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Removes every node-level masquerade rule; returns whether there was one.
+    pub fn remove_node_masq(&self) -> Result<bool> {
+        let _lock = self.lock()?;
+        let Some(listing) = self.list(doc::MASQ_FAMILY)? else {
+            return Ok(false);
+        };
+        match doc::node_masq_removal(&listing) {
+            Some(document) => self.apply(&document).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// The attachment tags currently present in both tables (deduplicated).
     pub fn list_attachments(&self) -> Result<BTreeSet<Tag>> {
         let _lock = self.lock()?;

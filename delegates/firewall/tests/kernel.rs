@@ -644,3 +644,67 @@ fn masquerade_rewrites_source_leaving_the_subnet() {
         assert_eq!(probe(&t), Some(plain));
     });
 }
+
+#[test]
+fn node_masq_is_idempotent_and_survives_attachment_gc() {
+    in_netns(|fw| {
+        let subnet: IpNet = "10.244.1.0/24".parse().unwrap();
+        let cluster: IpNet = "10.244.0.0/16".parse().unwrap();
+        let node_rules = || -> Vec<Value> {
+            rules()
+                .into_iter()
+                .filter(|r| {
+                    r["comment"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("meta-cni:node-masq:"))
+                })
+                .collect()
+        };
+        assert!(fw.ensure_node_masq(subnet, cluster).unwrap());
+        let before = run(&["nft", "-j", "list", "ruleset"]);
+        assert!(!fw.ensure_node_masq(subnet, cluster).unwrap());
+        assert_eq!(before, run(&["nft", "-j", "list", "ruleset"]));
+        let r = node_rules();
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert_eq!(r[0]["chain"], "masq_checks");
+        assert_eq!(
+            r[0]["expr"][0]["match"]["right"],
+            serde_json::json!({"prefix": {"addr": "10.244.1.0", "len": 24}})
+        );
+        assert_eq!(
+            r[0]["expr"][1],
+            serde_json::json!({"match": {"op": "!=",
+                "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                "right": {"prefix": {"addr": "10.244.0.0", "len": 16}}}})
+        );
+        assert_eq!(r[0]["expr"][2], serde_json::json!({"masquerade": null}));
+
+        // Attachment rules come and go around it; GC of every network leaves it.
+        fw.setup_masq("cluster", "c1", "eth0", &nets(&["10.244.1.2/16"]))
+            .unwrap();
+        fw.teardown_masq("cluster", "c1", "eth0").unwrap();
+        fw.gc("cluster", &HashSet::new()).unwrap();
+        assert_eq!(node_rules().len(), 1);
+        assert!(fw.list_attachments().unwrap().is_empty());
+        assert!(!fw.ensure_node_masq(subnet, cluster).unwrap());
+
+        // Another subnet replaces it; removal removes it (twice is fine).
+        assert!(
+            fw.ensure_node_masq("10.244.7.0/24".parse().unwrap(), cluster)
+                .unwrap()
+        );
+        let r = node_rules();
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0]["comment"],
+            "meta-cni:node-masq:10.244.7.0/24:10.244.0.0/16"
+        );
+        assert!(fw.remove_node_masq().unwrap());
+        assert!(!fw.remove_node_masq().unwrap());
+        assert!(node_rules().is_empty());
+        assert!(
+            fw.ensure_node_masq(subnet, "fd00::/16".parse().unwrap())
+                .is_err()
+        );
+    });
+}
