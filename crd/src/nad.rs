@@ -186,13 +186,14 @@ pub fn config_from_spec(nad: &str, config: &str, nad_name: &str) -> Result<NadCo
         )));
     };
     for key in ["cniVersion", "type"] {
-        if let Some(v) = map.get(key) {
-            if !v.is_string() && !v.is_null() {
-                return Err(err(format!(
-                    "\"{key}\" must be a string, got {}",
-                    json_type(v)
-                )));
-            }
+        if let Some(v) = map.get(key)
+            && !v.is_string()
+            && !v.is_null()
+        {
+            return Err(err(format!(
+                "\"{key}\" must be a string, got {}",
+                json_type(v)
+            )));
         }
     }
     match map.get("name") {

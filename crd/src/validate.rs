@@ -156,7 +156,7 @@ impl FromStr for HwAddr {
         }
         let mut out = Vec::new();
         if b[2] == b':' || b[2] == b'-' {
-            if (b.len() + 1) % 3 != 0 {
+            if !(b.len() + 1).is_multiple_of(3) {
                 return bad();
             }
             let n = (b.len() + 1) / 3;
@@ -175,7 +175,7 @@ impl FromStr for HwAddr {
                 out.push(v);
             }
         } else if b[4] == b'.' {
-            if (b.len() + 1) % 5 != 0 {
+            if !(b.len() + 1).is_multiple_of(5) {
                 return bad();
             }
             let n = 2 * (b.len() + 1) / 5;

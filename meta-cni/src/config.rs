@@ -127,16 +127,15 @@ impl MetaConf {
                 "meta-cni needs \"clusterNetwork\" (a NAD, network or file name) or inline \"delegates\"",
             ));
         }
-        if let Some(lvl) = &c.log_level {
-            if ![
+        if let Some(lvl) = &c.log_level
+            && ![
                 "error", "warn", "info", "debug", "trace", "verbose", "panic",
             ]
             .contains(&lvl.as_str())
-            {
-                return Err(Error::config(format!(
-                    "logLevel {lvl:?} is not one of error, warn, info, debug, trace (or Multus's verbose, panic)"
-                )));
-            }
+        {
+            return Err(Error::config(format!(
+                "logLevel {lvl:?} is not one of error, warn, info, debug, trace (or Multus's verbose, panic)"
+            )));
         }
         if c.api_timeout_seconds == 0 {
             return Err(Error::config("apiTimeoutSeconds must be at least 1"));

@@ -200,10 +200,10 @@ pub fn list(dir: &Path) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for de in rd.flatten() {
         let name = de.file_name().to_string_lossy().to_string();
-        if let Some(stem) = name.strip_suffix(".json") {
-            if let Some((cid, ifn)) = stem.split_once(':') {
-                out.push((cid.to_string(), ifn.to_string()));
-            }
+        if let Some(stem) = name.strip_suffix(".json")
+            && let Some((cid, ifn)) = stem.split_once(':')
+        {
+            out.push((cid.to_string(), ifn.to_string()));
         }
     }
     out.sort();

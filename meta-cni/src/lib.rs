@@ -168,13 +168,13 @@ fn apply_default_route(entry: &mut Entry, netns: &str) -> Result<()> {
                     oif: r.oif,
                     ..Default::default()
                 };
-                if let Err(e) = nl.route_del(&spec) {
-                    if !e.is_not_found() {
-                        return Err(Error::internal(format!(
-                            "default-route: delete {}: {e}",
-                            r.dst
-                        )));
-                    }
+                if let Err(e) = nl.route_del(&spec)
+                    && !e.is_not_found()
+                {
+                    return Err(Error::internal(format!(
+                        "default-route: delete {}: {e}",
+                        r.dst
+                    )));
                 }
             }
         }
@@ -232,13 +232,13 @@ impl MetaPlugin {
                         p.namespace, p.name
                     ))
                 })?;
-                if let (Some(want), Some(have)) = (&p.uid, &info.uid) {
-                    if want != have {
-                        return Err(Error::try_again(format!(
-                            "pod {}/{} has UID {have}, the runtime asked for {want} (pod recreated?)",
-                            p.namespace, p.name
-                        )));
-                    }
+                if let (Some(want), Some(have)) = (&p.uid, &info.uid)
+                    && want != have
+                {
+                    return Err(Error::try_again(format!(
+                        "pod {}/{} has UID {have}, the runtime asked for {want} (pod recreated?)",
+                        p.namespace, p.name
+                    )));
                 }
                 (info.annotations, info.uid.or(p.uid.clone()))
             }
@@ -266,16 +266,16 @@ impl MetaPlugin {
     }
 
     fn check_ready(conf: &MetaConf, code_: u32) -> Result<()> {
-        if let Some(f) = &conf.readiness_indicator_file {
-            if !f.exists() {
-                return Err(Error::new(
-                    code_,
-                    format!(
-                        "readiness indicator file {} does not exist: the cluster network is not ready",
-                        f.display()
-                    ),
-                ));
-            }
+        if let Some(f) = &conf.readiness_indicator_file
+            && !f.exists()
+        {
+            return Err(Error::new(
+                code_,
+                format!(
+                    "readiness indicator file {} does not exist: the cluster network is not ready",
+                    f.display()
+                ),
+            ));
         }
         Ok(())
     }
@@ -557,13 +557,13 @@ impl Plugin for MetaPlugin {
                 }
             }
         }
-        if let Ok(mut src) = make_source(&conf) {
-            if let Ok(plan) = plan::build(&conf, "eth0", &Map::new(), None, src.as_mut()) {
-                for a in plan {
-                    networks
-                        .entry(a.network.clone())
-                        .or_insert_with(|| (a, Vec::new()));
-                }
+        if let Ok(mut src) = make_source(&conf)
+            && let Ok(plan) = plan::build(&conf, "eth0", &Map::new(), None, src.as_mut())
+        {
+            for a in plan {
+                networks
+                    .entry(a.network.clone())
+                    .or_insert_with(|| (a, Vec::new()));
             }
         }
         let run = runner(&conf, args, "");

@@ -656,10 +656,10 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         stop(&mut self.apiserver);
         stop(&mut self.etcd);
-        if std::env::var_os("META_CNI_KEEP_APISERVER").is_some() {
-            if let (Some(d), Some(e)) = (self.dir.take(), self.etcd_dir.take()) {
-                eprintln!("kept {} and {}", d.keep().display(), e.keep().display());
-            }
+        if std::env::var_os("META_CNI_KEEP_APISERVER").is_some()
+            && let (Some(d), Some(e)) = (self.dir.take(), self.etcd_dir.take())
+        {
+            eprintln!("kept {} and {}", d.keep().display(), e.keep().display());
         }
     }
 }

@@ -336,12 +336,11 @@ impl Containerd {
         // 1. CRI answers and the runtime is ready.
         loop {
             me.assert_alive("starting");
-            if me.socket.exists() {
-                if let Ok(st) = me.cri.status(false) {
-                    if st.condition("RuntimeReady").is_some_and(|c| c.status) {
-                        break;
-                    }
-                }
+            if me.socket.exists()
+                && let Ok(st) = me.cri.status(false)
+                && st.condition("RuntimeReady").is_some_and(|c| c.status)
+            {
+                break;
             }
             me.assert_before(deadline, "CRI to report RuntimeReady");
             std::thread::sleep(Duration::from_millis(50));
@@ -369,13 +368,13 @@ impl Containerd {
     }
 
     fn assert_alive(&mut self, when: &str) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(st)) = c.try_wait() {
-                panic!(
-                    "containerd exited while {when}: {st}\n--- containerd.log ---\n{}",
-                    self.log_tail(40)
-                );
-            }
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(st)) = c.try_wait()
+        {
+            panic!(
+                "containerd exited while {when}: {st}\n--- containerd.log ---\n{}",
+                self.log_tail(40)
+            );
         }
     }
 

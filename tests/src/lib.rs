@@ -342,10 +342,10 @@ pub fn normalize_result(v: &Value) -> Value {
             if let Some(m) = i.get_mut("mac") {
                 *m = Value::String("<mac>".into());
             }
-            if let Some(n) = i.get("name").and_then(Value::as_str) {
-                if n.starts_with("veth") {
-                    i["name"] = Value::String("<veth>".into());
-                }
+            if let Some(n) = i.get("name").and_then(Value::as_str)
+                && n.starts_with("veth")
+            {
+                i["name"] = Value::String("<veth>".into());
             }
         }
     }

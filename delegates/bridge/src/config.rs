@@ -171,15 +171,15 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
     // MAC: CNI_ARGS MAC=, then args.cni.mac, then runtimeConfig.mac (the last one set wins).
     args.conf_args_check()?;
     let mut mac_s: Option<String> = args.env.args.get("MAC").map(str::to_string);
-    if let Some(m) = args.conf.args_cni("mac").and_then(|v| v.as_str()) {
-        if !m.is_empty() {
-            mac_s = Some(m.to_string());
-        }
+    if let Some(m) = args.conf.args_cni("mac").and_then(|v| v.as_str())
+        && !m.is_empty()
+    {
+        mac_s = Some(m.to_string());
     }
-    if let Some(m) = args.conf.runtime_config("mac").and_then(|v| v.as_str()) {
-        if !m.is_empty() {
-            mac_s = Some(m.to_string());
-        }
+    if let Some(m) = args.conf.runtime_config("mac").and_then(|v| v.as_str())
+        && !m.is_empty()
+    {
+        mac_s = Some(m.to_string());
     }
     let mac = match mac_s {
         Some(s) => {

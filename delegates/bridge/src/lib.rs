@@ -87,7 +87,8 @@ fn ensure_bridge(host: &mut Netlink, r: &Resolved) -> Result<LinkInfo> {
             // Pin the random MAC the kernel gave the new bridge: otherwise it follows its
             // lowest port's MAC as pods come and go (and CHECK of older results fails).
             if let Some(mac) = br.mac.filter(|m| m.iter().any(|b| *b != 0)) {
-                host.link_set_mac(br.index, mac).map_err(nl("could not set bridge's mac"))?;
+                host.link_set_mac(br.index, mac)
+                    .map_err(nl("could not set bridge's mac"))?;
             }
             br
         }
@@ -296,12 +297,12 @@ impl Bridge {
                         default_found[fam] = true;
                     }
                 }
-                if r.conf.is_gateway {
-                    if let Some(g) = gw {
-                        let gnet = IpNet::new(g, addr.prefix_len())
-                            .map_err(|e| Error::internal(format!("bad gateway {g}: {e}")))?;
-                        gws.push(gnet);
-                    }
+                if r.conf.is_gateway
+                    && let Some(g) = gw
+                {
+                    let gnet = IpNet::new(g, addr.prefix_len())
+                        .map_err(|e| Error::internal(format!("bad gateway {g}: {e}")))?;
+                    gws.push(gnet);
                 }
             }
             let ifname = env.ifname.clone();
@@ -364,38 +365,36 @@ impl Bridge {
 
     fn rollback(&self, args: &CmdArgs, p: &Progress) {
         let env = &args.env;
-        if p.masq {
-            if let Err(e) =
+        if p.masq
+            && let Err(e) =
                 self.firewall
                     .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
-            {
-                tracing::warn!("rollback: masquerade teardown: {e}");
-            }
+        {
+            tracing::warn!("rollback: masquerade teardown: {e}");
         }
-        if p.spoofchk {
-            if let Err(e) =
+        if p.spoofchk
+            && let Err(e) =
                 self.firewall
                     .teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname)
-            {
-                tracing::warn!("rollback: spoof-check teardown: {e}");
-            }
+        {
+            tracing::warn!("rollback: spoof-check teardown: {e}");
         }
         if let (Some(pod), Some(idx)) = (&p.pod, p.container_index) {
             match Netlink::open(Some(pod)) {
                 Ok(mut n) => {
-                    if let Err(e) = n.link_del(idx) {
-                        if !e.is_not_found() {
-                            tracing::warn!("rollback: delete {}: {e}", env.ifname);
-                        }
+                    if let Err(e) = n.link_del(idx)
+                        && !e.is_not_found()
+                    {
+                        tracing::warn!("rollback: delete {}: {e}", env.ifname);
                     }
                 }
                 Err(e) => tracing::warn!("rollback: netlink: {e}"),
             }
         }
-        if p.ipam_allocated {
-            if let Err(e) = ipam::del(args) {
-                tracing::warn!("rollback: IPAM release: {e}");
-            }
+        if p.ipam_allocated
+            && let Err(e) = ipam::del(args)
+        {
+            tracing::warn!("rollback: IPAM release: {e}");
         }
     }
 }
@@ -489,13 +488,14 @@ impl Plugin for Bridge {
                 br.name
             )));
         }
-        if let Some(b) = br_if {
-            if !b.mac.is_empty() && b.mac != mac_string(&br) {
-                return Err(Error::internal(format!(
-                    "bridge interface {} MAC doesn't match: {}",
-                    br.name, b.mac
-                )));
-            }
+        if let Some(b) = br_if
+            && !b.mac.is_empty()
+            && b.mac != mac_string(&br)
+        {
+            return Err(Error::internal(format!(
+                "bridge interface {} MAC doesn't match: {}",
+                br.name, b.mac
+            )));
         }
         if br.promisc != r.conf.promisc_mode {
             return Err(Error::internal(format!(

@@ -35,10 +35,10 @@ fn add(bin: &std::path::Path, version: &str, case: &Value, cid: &str) -> Side {
     let w = World::new(1);
     let data = w.path("ipam");
     let mut c = conf(version, "difftest", case.clone());
-    if let Some(ipam) = c.get_mut("ipam") {
-        if ipam.get("type").and_then(Value::as_str) == Some("host-local") {
-            ipam["dataDir"] = json!(data);
-        }
+    if let Some(ipam) = c.get_mut("ipam")
+        && ipam.get("type").and_then(Value::as_str) == Some("host-local")
+    {
+        ipam["dataDir"] = json!(data);
     }
     let r = invoke(&w, bin, "ADD", cid, 0, "eth0", &c).ok();
     let result = r.value().clone();
@@ -130,10 +130,10 @@ fn compare(case_name: &str, case: &Value) {
                 (&refs, reference("bridge"), false),
             ] {
                 let mut c = conf(version, "difftest", case.clone());
-                if let Some(ipam) = c.get_mut("ipam") {
-                    if ipam.get("type").and_then(Value::as_str) == Some("host-local") {
-                        ipam["dataDir"] = json!(side.world.path("ipam"));
-                    }
+                if let Some(ipam) = c.get_mut("ipam")
+                    && ipam.get("type").and_then(Value::as_str) == Some("host-local")
+                {
+                    ipam["dataDir"] = json!(side.world.path("ipam"));
                 }
                 c["prevResult"] = side.result.clone();
                 let r = invoke(&side.world, &bin, "CHECK", &cid, 0, "eth0", &c);
@@ -159,10 +159,10 @@ fn compare(case_name: &str, case: &Value) {
         // DEL on both: same end state.
         for (side, bin) in [(&ours, ours_bin()), (&refs, reference("bridge"))] {
             let mut c = conf(version, "difftest", case.clone());
-            if let Some(ipam) = c.get_mut("ipam") {
-                if ipam.get("type").and_then(Value::as_str) == Some("host-local") {
-                    ipam["dataDir"] = json!(side.world.path("ipam"));
-                }
+            if let Some(ipam) = c.get_mut("ipam")
+                && ipam.get("type").and_then(Value::as_str) == Some("host-local")
+            {
+                ipam["dataDir"] = json!(side.world.path("ipam"));
             }
             invoke(&side.world, &bin, "DEL", &cid, 0, "eth0", &c).ok();
             assert!(

@@ -211,15 +211,14 @@ pub fn init_logging_with(file: Option<std::path::PathBuf>, level: Option<String>
     let file = std::env::var_os("META_CNI_LOG_FILE")
         .map(std::path::PathBuf::from)
         .or(file);
-    if let Some(path) = file {
-        if let Ok(f) = std::fs::OpenOptions::new()
+    if let Some(path) = file
+        && let Ok(f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-        {
-            let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
-            return;
-        }
+    {
+        let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
+        return;
     }
     let _ = builder.with_writer(std::io::stderr).try_init();
 }

@@ -228,14 +228,14 @@ impl CniResult {
             extra,
         };
         for ip in &r.ips {
-            if let Some(i) = ip.interface {
-                if i >= r.interfaces.len() {
-                    return Err(Error::decode(format!(
-                        "result ip {} names interface index {i}, but there are {} interfaces",
-                        ip.address,
-                        r.interfaces.len()
-                    )));
-                }
+            if let Some(i) = ip.interface
+                && i >= r.interfaces.len()
+            {
+                return Err(Error::decode(format!(
+                    "result ip {} names interface index {i}, but there are {} interfaces",
+                    ip.address,
+                    r.interfaces.len()
+                )));
             }
         }
         Ok(r)

@@ -335,12 +335,12 @@ fn parse_range(obj: &Map<String, Value>, path: &str) -> Result<Range> {
         .trim()
         .parse()
         .map_err(|_| Error::config(format!("{path}.subnet: invalid CIDR {s:?}")))?;
-    if let IpAddr::V6(v6) = given.addr() {
-        if v6.to_ipv4_mapped().is_some() {
-            return Err(Error::config(format!(
-                "{path}.subnet {s:?}: IPv4-mapped IPv6 subnets are not supported; write the IPv4 subnet"
-            )));
-        }
+    if let IpAddr::V6(v6) = given.addr()
+        && v6.to_ipv4_mapped().is_some()
+    {
+        return Err(Error::config(format!(
+            "{path}.subnet {s:?}: IPv4-mapped IPv6 subnets are not supported; write the IPv4 subnet"
+        )));
     }
     let (min_host_bits, fam) = if given.addr().is_ipv4() {
         (2, "/30 for IPv4")

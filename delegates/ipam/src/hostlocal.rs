@@ -26,11 +26,11 @@ impl<'a> RangeIter<'a> {
             cur: None,
             start: None,
         };
-        if let Some(last) = last_reserved {
-            if let Some(i) = set.0.iter().position(|r| r.contains(last)) {
-                it.idx = i;
-                it.cur = Some(last);
-            }
+        if let Some(last) = last_reserved
+            && let Some(i) = set.0.iter().position(|r| r.contains(last))
+        {
+            it.idx = i;
+            it.cur = Some(last);
         }
         it
     }

@@ -138,18 +138,19 @@ impl StaticConfig {
     /// configured gateway (when one is configured). Code 999 otherwise.
     pub fn check(&self, prev: &CniResult, ifname: &str) -> Result<()> {
         for (net, gw) in &self.addresses {
-            if let Some(found) = prev.ips.iter().find(|i| i.address.addr() == net.addr()) {
-                if gw.is_some() && *gw != found.gateway {
-                    return Err(Error::internal(format!(
-                        "static: address {} on interface {ifname} has gateway {}, configured {}",
-                        net.addr(),
-                        found
-                            .gateway
-                            .map(|g| g.to_string())
-                            .unwrap_or_else(|| "none".into()),
-                        gw.map(|g| g.to_string()).unwrap_or_default()
-                    )));
-                }
+            if let Some(found) = prev.ips.iter().find(|i| i.address.addr() == net.addr())
+                && gw.is_some()
+                && *gw != found.gateway
+            {
+                return Err(Error::internal(format!(
+                    "static: address {} on interface {ifname} has gateway {}, configured {}",
+                    net.addr(),
+                    found
+                        .gateway
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| "none".into()),
+                    gw.map(|g| g.to_string()).unwrap_or_default()
+                )));
             }
         }
         Ok(())

@@ -289,18 +289,17 @@ fn rollback<N: NetlinkOps>(pod: &mut N, cx: &AddCtx<'_>, args: &CmdArgs, p: &Pro
                 .flatten()
                 .map(|l| l.index)
         });
-        if let Some(i) = index {
-            if let Err(e) = pod.link_del(i) {
-                if !e.is_not_found() {
-                    tracing::warn!("rollback: delete ipvlan {}: {e}", args.env.ifname);
-                }
-            }
+        if let Some(i) = index
+            && let Err(e) = pod.link_del(i)
+            && !e.is_not_found()
+        {
+            tracing::warn!("rollback: delete ipvlan {}: {e}", args.env.ifname);
         }
     }
-    if p.ipam {
-        if let Err(e) = cx.ipam.del(args) {
-            tracing::warn!("rollback: IPAM release: {e}");
-        }
+    if p.ipam
+        && let Err(e) = cx.ipam.del(args)
+    {
+        tracing::warn!("rollback: IPAM release: {e}");
     }
 }
 
@@ -385,16 +384,15 @@ pub fn del_with<N: NetlinkOps>(
     r: &Resolved,
 ) -> Result<()> {
     let ifname = &args.env.ifname;
-    if let Some(pod) = pod {
-        if let Some(l) = pod
+    if let Some(pod) = pod
+        && let Some(l) = pod
             .link_by_name(ifname)
             .map_err(nl("failed to look up link"))?
-        {
-            match pod.link_del(l.index) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(nl(format!("failed to delete {ifname:?}"))(e)),
-            }
+    {
+        match pod.link_del(l.index) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(nl(format!("failed to delete {ifname:?}"))(e)),
         }
     }
     if r.ipam_type.is_some() {
@@ -483,15 +481,14 @@ pub fn check_with<N: NetlinkOps>(
                 }
             }
             None => {
-                if let (true, Some(i)) = (parent_reported_in_our_handle, link.link) {
-                    if h.link_by_index(i)
+                if let (true, Some(i)) = (parent_reported_in_our_handle, link.link)
+                    && h.link_by_index(i)
                         .map_err(nl("failed to look up the master"))?
                         .is_none()
-                    {
-                        return Err(Error::internal(format!(
-                            "the master (index {i}) of container interface {ifname} is gone"
-                        )));
-                    }
+                {
+                    return Err(Error::internal(format!(
+                        "the master (index {i}) of container interface {ifname} is gone"
+                    )));
                 }
             }
         }
@@ -515,17 +512,16 @@ pub fn status_with<N: NetlinkOps>(
     args: &CmdArgs,
     r: &Resolved,
 ) -> Result<()> {
-    if let (true, Some(node), Some(m)) = (status_needs_node(r), node, &r.master) {
-        if node
+    if let (true, Some(node), Some(m)) = (status_needs_node(r), node, &r.master)
+        && node
             .link_by_name(m)
             .map_err(nl(format!("failed to lookup master {m:?}")))?
             .is_none()
-        {
-            return Err(Error::new(
-                code::NOT_AVAILABLE,
-                format!("master {m:?} not found on the node"),
-            ));
-        }
+    {
+        return Err(Error::new(
+            code::NOT_AVAILABLE,
+            format!("master {m:?} not found on the node"),
+        ));
     }
     if r.ipam_type.is_some() {
         ipam.status(args)?;

@@ -318,19 +318,19 @@ impl Macvlan {
         if let (Some(pod), Some(idx)) = (&p.pod, p.link_index) {
             match Netlink::open(Some(pod)) {
                 Ok(mut n) => {
-                    if let Err(e) = n.link_del(idx) {
-                        if !e.is_not_found() {
-                            tracing::warn!("rollback: delete {}: {e}", env.ifname);
-                        }
+                    if let Err(e) = n.link_del(idx)
+                        && !e.is_not_found()
+                    {
+                        tracing::warn!("rollback: delete {}: {e}", env.ifname);
                     }
                 }
                 Err(e) => tracing::warn!("rollback: netlink: {e}"),
             }
         }
-        if p.ipam_allocated {
-            if let Err(e) = ipam::del(args) {
-                tracing::warn!("rollback: IPAM release: {e}");
-            }
+        if p.ipam_allocated
+            && let Err(e) = ipam::del(args)
+        {
+            tracing::warn!("rollback: IPAM release: {e}");
         }
     }
 }

@@ -47,10 +47,10 @@ impl Case {
 
 fn full_conf(version: &str, case: &Value, data: &Path) -> Value {
     let mut c = conf(version, "difftest", case.clone());
-    if let Some(ipam) = c.get_mut("ipam") {
-        if ipam.get("type").and_then(Value::as_str) == Some("host-local") {
-            ipam["dataDir"] = json!(data);
-        }
+    if let Some(ipam) = c.get_mut("ipam")
+        && ipam.get("type").and_then(Value::as_str) == Some("host-local")
+    {
+        ipam["dataDir"] = json!(data);
     }
     c
 }
