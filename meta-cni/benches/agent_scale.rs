@@ -1,0 +1,2 @@
+//! Agent convergence benchmark (placeholder while it is being written).
+fn main() {}
