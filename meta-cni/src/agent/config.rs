@@ -232,7 +232,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         "h" => v * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -317,7 +317,10 @@ fn build(vals: &BTreeMap<&'static str, String>) -> Result<AgentConfig> {
     };
     let cluster_cidr: IpNet = get("cluster-cidr")
         .ok_or_else(|| {
-            cfg_err("the cluster CIDR is required: --cluster-cidr or META_CNI_AGENT_CLUSTER_CIDR".into())
+            cfg_err(
+                "the cluster CIDR is required: --cluster-cidr or META_CNI_AGENT_CLUSTER_CIDR"
+                    .into(),
+            )
         })?
         .parse()
         .map_err(|e| cfg_err(format!("--cluster-cidr: {e}")))?;
@@ -468,7 +471,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_option() {
-        let base = [("NODE_NAME", "n"), ("META_CNI_AGENT_CLUSTER_CIDR", "10.0.0.0/8")];
+        let base = [
+            ("NODE_NAME", "n"),
+            ("META_CNI_AGENT_CLUSTER_CIDR", "10.0.0.0/8"),
+        ];
         let e = |args: &[&str], env: &[(&str, &str)]| run(args, env).unwrap_err().to_string();
         assert!(e(&[], &[("META_CNI_AGENT_CLUSTER_CIDR", "10.0.0.0/8")]).contains("NODE_NAME"));
         assert!(e(&[], &[("NODE_NAME", "n")]).contains("cluster CIDR"));
@@ -488,10 +494,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_option_and_env() {
-        assert_eq!(
-            parse(["--help"], &BTreeMap::new()).unwrap(),
-            Command::Help
-        );
+        assert_eq!(parse(["--help"], &BTreeMap::new()).unwrap(), Command::Help);
         assert_eq!(parse(["-V"], &BTreeMap::new()).unwrap(), Command::Version);
         let h = help();
         for o in OPTS {

@@ -23,8 +23,7 @@ use super::{Error, Result};
 use ipnet::IpNet;
 use meta_netlink::{Mac, NetlinkOps};
 use meta_vxlan::overlay::{
-    self, NodeRecord, OverlayConfig, Report, Skipped, Underlay, read_subnet_file,
-    write_subnet_file,
+    self, NodeRecord, OverlayConfig, Report, Skipped, Underlay, read_subnet_file, write_subnet_file,
 };
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -324,7 +323,7 @@ fn serve<N: NetlinkOps + ?Sized>(
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
-        if !due.is_some_and(|t| Instant::now() >= t) {
+        if due.is_none_or(|t| Instant::now() < t) {
             continue;
         }
         first_pending = None;
@@ -575,7 +574,13 @@ mod tests {
         let (dp, ready) =
             Dataplane::spawn(s, own(), move || Ok(handle), Box::new(masq.clone())).unwrap();
         let ready = ready.blocking_recv().unwrap().unwrap();
-        assert_eq!(ready.record, NodeRecord { name: "n1".into(), ..rec(1) });
+        assert_eq!(
+            ready.record,
+            NodeRecord {
+                name: "n1".into(),
+                ..rec(1)
+            }
+        );
         assert_eq!(ready.mtu, 1450);
         // A burst of updates: one run, with the last set.
         dp.update(vec![rec(1), rec(2)]);
@@ -587,7 +592,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let st = dp.stats();
-        assert_eq!((st.runs, st.programmed, st.changes, st.desired), (1, 3, 9, 4));
+        assert_eq!(
+            (st.runs, st.programmed, st.changes, st.desired),
+            (1, 3, 9, 4)
+        );
         // Node 3 goes.
         dp.update(vec![rec(1), rec(2), rec(4)]);
         while dp.stats().runs == 1 {

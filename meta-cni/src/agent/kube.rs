@@ -7,8 +7,8 @@ use futures::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use meta_vxlan::overlay::NodeRecord;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -191,14 +191,15 @@ async fn publish(api: &Api<Node>, name: &str, rec: &NodeRecord) -> Result<()> {
 }
 
 /// Kube mode: see the module docs of [`super`].
-pub async fn run(cfg: &AgentConfig, kubeconfig: Option<&Path>, mut shutdown: Shutdown) -> Result<()> {
+pub async fn run(
+    cfg: &AgentConfig,
+    kubeconfig: Option<&Path>,
+    mut shutdown: Shutdown,
+) -> Result<()> {
     let client = client(kubeconfig).await?;
     let api: Api<Node> = Api::all(client);
     let name = cfg.node_name.clone();
-    let Some(subnet) = shutdown
-        .until(wait_pod_cidr(&api, &name, cfg.poll))
-        .await
-    else {
+    let Some(subnet) = shutdown.until(wait_pod_cidr(&api, &name, cfg.poll)).await else {
         return Ok(());
     };
     let subnet = subnet?;
@@ -317,7 +318,10 @@ mod tests {
                 ANNOTATION_VTEP_MAC.to_string(),
                 format!("02:6d:c0:a8:4d:{n:02x}"),
             );
-            ann.insert(ANNOTATION_UNDERLAY_IP.to_string(), format!("192.168.77.{n}"));
+            ann.insert(
+                ANNOTATION_UNDERLAY_IP.to_string(),
+                format!("192.168.77.{n}"),
+            );
         }
         Node {
             metadata: ObjectMeta {

@@ -15,14 +15,17 @@ use meta_vxlan::overlay::NodeRecord;
 use std::path::Path;
 
 /// Reads and parses the file: `Ok(None)` when it does not exist.
-fn read(path: &Path) -> std::result::Result<Option<(Vec<u8>, Vec<LocalNode>)>, String> {
+/// A nodes file as read: its bytes and its entries.
+type Content = (Vec<u8>, Vec<LocalNode>);
+
+fn read(path: &Path) -> std::result::Result<Option<Content>, String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("read {}: {e}", path.display())),
     };
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| format!("{}: not UTF-8: {e}", path.display()))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|e| format!("{}: not UTF-8: {e}", path.display()))?;
     let nodes = parse_nodes_file(text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Some((bytes, nodes)))
 }
@@ -50,11 +53,7 @@ pub async fn run(cfg: &AgentConfig, path: &Path, mut shutdown: Shutdown) -> Resu
             tracing::warn!("{status}");
             said = status;
         }
-        if shutdown
-            .until(tokio::time::sleep(cfg.poll))
-            .await
-            .is_none()
-        {
+        if shutdown.until(tokio::time::sleep(cfg.poll)).await.is_none() {
             return Ok(());
         }
     };
@@ -91,21 +90,14 @@ pub async fn run(cfg: &AgentConfig, path: &Path, mut shutdown: Shutdown) -> Resu
     dp.update(records(&nodes));
     let mut bad_content: Option<Vec<u8>> = None;
     loop {
-        if shutdown
-            .until(tokio::time::sleep(cfg.poll))
-            .await
-            .is_none()
-        {
+        if shutdown.until(tokio::time::sleep(cfg.poll)).await.is_none() {
             break;
         }
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
                 if bad_content.as_deref() != Some(&[]) {
-                    tracing::warn!(
-                        "read {}: {e}; keeping the last node list",
-                        path.display()
-                    );
+                    tracing::warn!("read {}: {e}; keeping the last node list", path.display());
                     bad_content = Some(Vec::new());
                 }
                 continue;

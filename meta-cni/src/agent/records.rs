@@ -117,7 +117,9 @@ impl LocalNode {
     /// The VTEP MAC: the given one, else the one derived from the underlay IP.
     pub fn mac(&self) -> Result<Mac, String> {
         match &self.vtep_mac {
-            Some(s) => parse_mac(s).map_err(|e| format!("node {:?}: vtepMAC {s:?}: {e}", self.name)),
+            Some(s) => {
+                parse_mac(s).map_err(|e| format!("node {:?}: vtepMAC {s:?}: {e}", self.name))
+            }
             None => Ok(vtep_mac_for(self.underlay_ip)),
         }
     }
@@ -197,19 +199,28 @@ mod tests {
             view(&node(Some("10.244.1.0/24"), &full[..1])),
             NodeView::Pending(_)
         ));
-        assert!(matches!(view(&node(Some("bad"), &full)), NodeView::Invalid(_)));
+        assert!(matches!(
+            view(&node(Some("bad"), &full)),
+            NodeView::Invalid(_)
+        ));
         let bad_mac = [
             (ANNOTATION_VTEP_MAC, "zz"),
             (ANNOTATION_UNDERLAY_IP, "192.168.77.2"),
         ];
         let v = view(&node(Some("10.244.1.0/24"), &bad_mac));
-        assert!(matches!(&v, NodeView::Invalid(m) if m.contains("vtep-mac")), "{v:?}");
+        assert!(
+            matches!(&v, NodeView::Invalid(m) if m.contains("vtep-mac")),
+            "{v:?}"
+        );
         let bad_ip = [
             (ANNOTATION_VTEP_MAC, "02:6d:c0:a8:4d:02"),
             (ANNOTATION_UNDERLAY_IP, "192.168.77"),
         ];
         let v = view(&node(Some("10.244.1.0/24"), &bad_ip));
-        assert!(matches!(&v, NodeView::Invalid(m) if m.contains("underlay-ip")), "{v:?}");
+        assert!(
+            matches!(&v, NodeView::Invalid(m) if m.contains("underlay-ip")),
+            "{v:?}"
+        );
         // podCIDRs when podCIDR is absent
         let mut n = node(None, &full);
         n.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.244.9.0/24".into()]);
@@ -231,7 +242,11 @@ mod tests {
                       {"name": "a", "podSubnet": "10.244.2.0/24", "underlayIP": "192.168.1.3"}]"#;
         assert!(parse_nodes_file(dup).unwrap_err().contains("twice"));
         let unknown = r#"[{"name": "a", "podSubnet": "10.244.1.0/24", "underlayIp": "1.2.3.4"}]"#;
-        assert!(parse_nodes_file(unknown).unwrap_err().contains("underlayIp"));
+        assert!(
+            parse_nodes_file(unknown)
+                .unwrap_err()
+                .contains("underlayIp")
+        );
         let mac = r#"[{"name": "a", "podSubnet": "10.244.1.0/24", "underlayIP": "1.2.3.4", "vtepMAC": "x"}]"#;
         assert!(parse_nodes_file(mac).unwrap_err().contains("vtepMAC"));
         assert!(parse_nodes_file("{}").is_err());
