@@ -16,35 +16,29 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
 }
 
+struct Mode {
+    label: &'static str,
+    conf: serde_json::Value,
+    force_env: &'static str,
+    adds: Vec<Duration>,
+    dels: Vec<Duration>,
+    rss: i64,
+}
+
 fn main() {
-    let iters: usize = std::env::var("BENCH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let e = setup(1);
-    let rows = [
-        ("meta-cni, delegates in-process", json!({"forceExec": []})),
-        (
-            "meta-cni, every delegate exec'd (Multus way)",
-            json!({"forceExec": ["bridge", "macvlan", "host-local"]}),
-        ),
+    let nets = "ns1/br-net, ns1/mv-net";
+    let mut modes = [
+        Mode { label: "meta-cni, delegates in-process", conf: e.conf(nets, json!({"forceExec": []})),
+               force_env: "", adds: vec![], dels: vec![], rss: 0 },
+        Mode { label: "meta-cni, every delegate exec'd (Multus way)",
+               conf: e.conf(nets, json!({"forceExec": ["bridge", "macvlan"]})),
+               force_env: "host-local", adds: vec![], dels: vec![], rss: 0 },
     ];
-    println!(
-        "\n3-network pod (eth0 bridge, net1 bridge, net2 macvlan; host-local), {iters} iterations\n"
-    );
-    println!("| mode | ADD p50 ms | ADD p95 ms | DEL p50 ms | DEL p95 ms | peak RSS KiB |");
-    println!("|---|---|---|---|---|---|");
-    for (label, extra) in rows {
-        let conf = e.conf("ns1/br-net, ns1/mv-net", extra.clone());
-        let mut adds = Vec::new();
-        let mut dels = Vec::new();
-        let mut rss = 0;
-        let env_exec = if extra["forceExec"].as_array().is_some_and(|a| !a.is_empty()) {
-            "host-local"
-        } else {
-            ""
-        };
-        for i in 0..iters + 3 {
+    // The modes alternate every iteration, so both see the same machine load.
+    for i in 0..iters + 3 {
+        for m in modes.iter_mut() {
             let cid = format!("bench{i}");
             let netns = e.w.pod(0);
             let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod0";
@@ -55,39 +49,37 @@ fn main() {
                 ifname: "eth0",
                 args,
                 path: REFERENCE_DIR,
-                extra_env: vec![("META_CNI_FORCE_EXEC", env_exec)],
+                extra_env: vec![("META_CNI_FORCE_EXEC", m.force_env)],
                 ..Default::default()
             };
+            let stdin = m.conf.to_string();
             let t = Instant::now();
-            let r = run_in(
-                e.w.node.netns(),
-                &meta_bin(),
-                &mk("ADD"),
-                conf.to_string().as_bytes(),
-            );
+            let r = run_in(e.w.node.netns(), &meta_bin(), &mk("ADD"), stdin.as_bytes());
             let ta = t.elapsed();
-            assert_eq!(r.code, 0, "{label}: {} {}", r.stdout, r.stderr);
+            assert_eq!(r.code, 0, "{}: {} {}", m.label, r.stdout, r.stderr);
             let t = Instant::now();
-            let d = run_in(
-                e.w.node.netns(),
-                &meta_bin(),
-                &mk("DEL"),
-                conf.to_string().as_bytes(),
-            );
+            let d = run_in(e.w.node.netns(), &meta_bin(), &mk("DEL"), stdin.as_bytes());
             let td = t.elapsed();
-            assert_eq!(d.code, 0, "{label}: {}", d.stdout);
+            assert_eq!(d.code, 0, "{}: {}", m.label, d.stdout);
             if i >= 3 {
-                adds.push(ta);
-                dels.push(td);
-                rss = rss.max(r.max_rss_kib);
+                m.adds.push(ta);
+                m.dels.push(td);
+                m.rss = m.rss.max(r.max_rss_kib);
             }
         }
+    }
+    println!("\n3-network pod (eth0 bridge, net1 bridge, net2 macvlan; host-local), {iters} iterations, modes interleaved\n");
+    println!("| mode | ADD p50 ms | ADD p95 ms | DEL p50 ms | DEL p95 ms | peak RSS KiB |");
+    println!("|---|---|---|---|---|---|");
+    for m in modes.iter_mut() {
         println!(
-            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {rss} |",
-            pct(&mut adds, 0.5),
-            pct(&mut adds, 0.95),
-            pct(&mut dels, 0.5),
-            pct(&mut dels, 0.95)
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            m.label,
+            pct(&mut m.adds, 0.5),
+            pct(&mut m.adds, 0.95),
+            pct(&mut m.dels, 0.5),
+            pct(&mut m.dels, 0.95),
+            m.rss
         );
     }
 }
