@@ -26,15 +26,29 @@ struct Mode {
 }
 
 fn main() {
-    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let e = setup(1);
     let nets = "ns1/br-net, ns1/mv-net";
     let mut modes = [
-        Mode { label: "meta-cni, delegates in-process", conf: e.conf(nets, json!({"forceExec": []})),
-               force_env: "", adds: vec![], dels: vec![], rss: 0 },
-        Mode { label: "meta-cni, every delegate exec'd (Multus way)",
-               conf: e.conf(nets, json!({"forceExec": ["bridge", "macvlan"]})),
-               force_env: "host-local", adds: vec![], dels: vec![], rss: 0 },
+        Mode {
+            label: "meta-cni, delegates in-process",
+            conf: e.conf(nets, json!({"forceExec": []})),
+            force_env: "",
+            adds: vec![],
+            dels: vec![],
+            rss: 0,
+        },
+        Mode {
+            label: "meta-cni, every delegate exec'd (Multus way)",
+            conf: e.conf(nets, json!({"forceExec": ["bridge", "macvlan"]})),
+            force_env: "host-local",
+            adds: vec![],
+            dels: vec![],
+            rss: 0,
+        },
     ];
     // The modes alternate every iteration, so both see the same machine load.
     for i in 0..iters + 3 {
@@ -68,7 +82,9 @@ fn main() {
             }
         }
     }
-    println!("\n3-network pod (eth0 bridge, net1 bridge, net2 macvlan; host-local), {iters} iterations, modes interleaved\n");
+    println!(
+        "\n3-network pod (eth0 bridge, net1 bridge, net2 macvlan; host-local), {iters} iterations, modes interleaved\n"
+    );
     println!("| mode | ADD p50 ms | ADD p95 ms | DEL p50 ms | DEL p95 ms | peak RSS KiB |");
     println!("|---|---|---|---|---|---|");
     for m in modes.iter_mut() {
