@@ -1,0 +1,668 @@
+//! Fixtures of the end-to-end tests (`tests/e2e.rs`): a real kube-apiserver with the NAD
+//! CRD and the RBAC of `deploy/` loaded, a ServiceAccount token of exactly that RBAC, the
+//! namespace `e2e` with the NADs `blue` (bridge) and `green` (macvlan on a veth parent of
+//! the node), the cluster network in a confDir, a CNI bin dir, and a TCP forwarder.
+//!
+//! The forwarder: the API server fixture listens on 127.0.0.1 of the machine's namespace,
+//! but meta-cni runs in the test's node namespace (directly, or as a child of containerd),
+//! whose 127.0.0.1 is another loopback. A listener opened inside the node namespace (by a
+//! thread that `setns()`'d there; the socket keeps its namespace) relays each connection to
+//! the API server, so meta-cni's kubeconfig says `https://127.0.0.1:<forwarder port>` (the
+//! serving certificate covers 127.0.0.1) and no network object is ever created outside the
+//! test's namespaces.
+#![allow(dead_code)]
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use meta_crd::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+use meta_netlink::{Netlink, NetlinkOps, Netns};
+use meta_tests::apiserver::{ApiServer, SA_ISSUER};
+use meta_tests::{Invocation, REFERENCE_DIR, Run, World, dir_contents, run_in, veth_pair_in};
+use serde_json::{Value, json};
+use std::io::ErrorKind;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The namespace of the test's pods and NADs.
+pub const NS: &str = "e2e";
+/// Subnets: the cluster network (eth0), `e2e/blue` (bridge), `e2e/green` (macvlan).
+pub const CLUSTER_PREFIX: &str = "10.70.0.";
+pub const BLUE_PREFIX: &str = "10.71.0.";
+pub const GREEN_PREFIX: &str = "10.72.0.";
+/// Links of the node namespace that are the test's own (not attachments).
+pub const CLUSTER_BRIDGE: &str = "e2ecl0";
+pub const BLUE_BRIDGE: &str = "e2eblue0";
+pub const MACVLAN_PARENT: &str = "e2epar0";
+pub const MACVLAN_PARENT_PEER: &str = "e2epar1";
+
+/// The meta-cni binary under test.
+pub fn meta_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_meta-cni"))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------
+// TCP relay from the node namespace to the API server, and a black hole.
+
+/// Relays connections accepted on 127.0.0.1 of a namespace to `upstream`. Dropping it
+/// closes the listener (connections are then refused).
+pub struct Forwarder {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Forwarder {
+    /// Listens on 127.0.0.1:<free port> inside `ns`.
+    pub fn start(ns: &Netns, upstream: SocketAddr) -> Forwarder {
+        let listener = ns
+            .run(|| TcpListener::bind("127.0.0.1:0"))
+            .expect("thread in the node namespace")
+            .expect("bind 127.0.0.1:0 in the node namespace");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local_addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let accept = std::thread::Builder::new()
+            .name("e2e-forwarder".into())
+            .spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            std::thread::spawn(move || relay(client, upstream));
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+            .expect("spawn forwarder");
+        Forwarder {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// Where it listens (in the namespace it was started in).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn relay(client: TcpStream, upstream: SocketAddr) {
+    let _ = client.set_nonblocking(false);
+    // Upstream gone: dropping `client` closes the connection, as a dead server would.
+    let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(2)) else {
+        return;
+    };
+    let (Ok(mut c_in), Ok(mut s_out)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_in, &mut s_out);
+        let _ = s_out.shutdown(Shutdown::Write);
+    });
+    let (mut s_in, mut c_out) = (server, client);
+    let _ = std::io::copy(&mut s_in, &mut c_out);
+    let _ = c_out.shutdown(Shutdown::Write);
+    let _ = up.join();
+}
+
+/// A listener in a namespace that never accepts: the kernel completes TCP handshakes,
+/// then nothing ever answers (a hung API server).
+pub struct BlackHole {
+    listener: TcpListener,
+}
+
+impl BlackHole {
+    /// Listens on 127.0.0.1:<free port> inside `ns`.
+    pub fn start(ns: &Netns) -> BlackHole {
+        let listener = ns
+            .run(|| TcpListener::bind("127.0.0.1:0"))
+            .expect("thread in the node namespace")
+            .expect("bind in the node namespace");
+        BlackHole { listener }
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("local_addr")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster.
+
+/// Writes a copy of kubeconfig `src` (JSON) whose server is `https://<addr>`.
+pub fn kubeconfig_with_server(src: &Path, dst: &Path, addr: SocketAddr) {
+    let mut kc: Value =
+        serde_json::from_str(&std::fs::read_to_string(src).expect("read kubeconfig"))
+            .expect("kubeconfig JSON");
+    kc["clusters"][0]["cluster"]["server"] = json!(format!("https://{addr}"));
+    std::fs::write(dst, serde_json::to_string_pretty(&kc).unwrap()).expect("write kubeconfig");
+}
+
+/// A kube client for `kubeconfig`; call inside the runtime.
+pub async fn client_for(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    kube::Client::try_from(cfg).expect("kube client")
+}
+
+/// Loads `deploy/crds/network-attachment-definition.yaml` and waits until it is
+/// Established and the NAD resource is served.
+async fn apply_crd(admin: &kube::Client) {
+    let path = repo_root().join("deploy/crds/network-attachment-definition.yaml");
+    let text = std::fs::read_to_string(&path).expect("read the CRD");
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: not a CRD: {e}", path.display()));
+    let name = crd.metadata.name.clone().expect("CRD name");
+    let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    api.create(&PostParams::default(), &crd)
+        .await
+        .expect("create the NAD CRD");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = api.get(&name).await.expect("get CRD");
+        let established = c
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        if established {
+            break;
+        }
+        assert!(Instant::now() < deadline, "CRD {name} not Established");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Loads every object of `deploy/rbac.yaml` (ServiceAccount, ClusterRole,
+/// ClusterRoleBinding); returns their kinds/names.
+async fn apply_rbac(admin: &kube::Client) -> Vec<String> {
+    let path = repo_root().join("deploy/rbac.yaml");
+    let text = std::fs::read_to_string(&path).expect("read rbac.yaml");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("{}: invalid YAML: {e}", path.display()));
+    let pp = PostParams::default();
+    let mut done = Vec::new();
+    for d in docs.into_iter().filter(|d| !d.is_null()) {
+        let kind = d["kind"].as_str().unwrap_or_default().to_string();
+        let name = d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match kind.as_str() {
+            "ServiceAccount" => {
+                let o: ServiceAccount = serde_json::from_value(d).expect("ServiceAccount");
+                let ns = o.metadata.namespace.clone().expect("SA namespace");
+                Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+                    .create(&pp, &o)
+                    .await
+                    .expect("create ServiceAccount");
+            }
+            "ClusterRole" => {
+                let o: ClusterRole = serde_json::from_value(d).expect("ClusterRole");
+                Api::<ClusterRole>::all(admin.clone())
+                    .create(&pp, &o)
+                    .await
+                    .expect("create ClusterRole");
+            }
+            "ClusterRoleBinding" => {
+                let o: ClusterRoleBinding = serde_json::from_value(d).expect("ClusterRoleBinding");
+                Api::<ClusterRoleBinding>::all(admin.clone())
+                    .create(&pp, &o)
+                    .await
+                    .expect("create ClusterRoleBinding");
+            }
+            other => panic!("{}: unexpected kind {other:?}", path.display()),
+        }
+        done.push(format!("{kind}/{name}"));
+    }
+    done
+}
+
+/// Timings of the setup, for the report.
+#[derive(Debug, Default, Clone)]
+pub struct SetupTimings {
+    pub apiserver_start: Duration,
+    pub crd_established: Duration,
+    pub rbac_token_nads: Duration,
+    pub total: Duration,
+}
+
+/// Everything an end-to-end test needs. Fields drop in order: forwarder, API server,
+/// client runtime, then the World (node, pods, scratch dir).
+pub struct E2e {
+    /// Relay node-netns 127.0.0.1 → API server (None once stopped).
+    pub fwd: Option<Forwarder>,
+    /// The API server (None once stopped).
+    pub api: Option<ApiServer>,
+    /// The admin client (system:masters).
+    pub admin: kube::Client,
+    /// A client with the ServiceAccount's token, talking to the API server directly.
+    pub sa: kube::Client,
+    /// The runtime both clients live on.
+    pub rt: tokio::runtime::Runtime,
+    /// The ServiceAccount token (TokenRequest).
+    pub token: String,
+    /// meta-cni's kubeconfig: the token, server = the forwarder in the node namespace.
+    pub kubeconfig: PathBuf,
+    /// meta-cni's confDir (the cluster network "cluster").
+    pub conf_dir: PathBuf,
+    /// meta-cni's cniDir (journal).
+    pub cache: PathBuf,
+    /// CNI bin dir: symlinks to the reference plugins + a logging wrapper of meta-cni.
+    pub bin: PathBuf,
+    /// Every call of the wrapper: `START|END VERB netns=.. id=.. [rc=..]`.
+    pub calls: PathBuf,
+    /// host-local data dirs: cluster, blue, green.
+    pub ipam: Vec<(&'static str, PathBuf)>,
+    pub timings: SetupTimings,
+    /// Node, pods, scratch directory.
+    pub w: World,
+}
+
+impl E2e {
+    /// The whole setup: see the module docs.
+    pub fn setup(pods: usize) -> E2e {
+        let t0 = Instant::now();
+        let w = World::new(pods);
+        veth_pair_in(w.node.netns(), MACVLAN_PARENT, MACVLAN_PARENT_PEER);
+        let conf_dir = w.path("meta-net.d");
+        let cache = w.path("meta-cache");
+        let bin = w.path("cni-bin");
+        let calls = w.path("meta-cni-calls.log");
+        let ipam = vec![
+            ("cluster", w.path("ipam-cluster")),
+            ("blue", w.path("ipam-blue")),
+            ("green", w.path("ipam-green")),
+        ];
+        for d in [&conf_dir, &bin] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for p in ["bridge", "macvlan", "host-local", "loopback"] {
+            std::os::unix::fs::symlink(meta_tests::reference(p), bin.join(p)).unwrap();
+        }
+        let wrapper = format!(
+            "#!/bin/sh\n\
+             echo \"START $CNI_COMMAND netns=$CNI_NETNS id=$CNI_CONTAINERID\" >> '{calls}'\n\
+             '{real}' \"$@\"\n\
+             rc=$?\n\
+             echo \"END $CNI_COMMAND netns=$CNI_NETNS id=$CNI_CONTAINERID rc=$rc\" >> '{calls}'\n\
+             exit $rc\n",
+            calls = calls.display(),
+            real = meta_bin().display()
+        );
+        let wp = bin.join("meta-cni");
+        std::fs::write(&wp, wrapper).unwrap();
+        std::fs::set_permissions(&wp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let host_local = |subnet: &str, dir: &Path| json!({"type": "host-local", "subnet": subnet, "dataDir": dir});
+        std::fs::write(
+            conf_dir.join("cluster.conflist"),
+            json!({"cniVersion": "1.0.0", "name": "cluster", "plugins": [{
+                "type": "bridge", "bridge": CLUSTER_BRIDGE, "isGateway": true,
+                "isDefaultGateway": true,
+                "ipam": host_local(&format!("{CLUSTER_PREFIX}0/24"), &ipam[0].1)
+            }]})
+            .to_string(),
+        )
+        .unwrap();
+
+        let t = Instant::now();
+        let api = ApiServer::start();
+        let apiserver_start = t.elapsed();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let admin = rt.block_on(client_for(&api.admin_kubeconfig()));
+        let t = Instant::now();
+        rt.block_on(apply_crd(&admin));
+        let crd_established = t.elapsed();
+        let t = Instant::now();
+        let rbac = rt.block_on(apply_rbac(&admin));
+        assert_eq!(
+            rbac,
+            [
+                "ServiceAccount/meta-cni",
+                "ClusterRole/meta-cni-plugin",
+                "ClusterRole/meta-cni-agent",
+                "ClusterRoleBinding/meta-cni-plugin",
+                "ClusterRoleBinding/meta-cni-agent"
+            ]
+        );
+        let token = rt.block_on(async {
+            let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "kube-system");
+            let tr = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences: Some(vec![SA_ISSUER.to_string()]),
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            sas.create_token_request("meta-cni", &PostParams::default(), &tr)
+                .await
+                .expect("TokenRequest for kube-system/meta-cni")
+                .status
+                .expect("TokenRequest status")
+                .token
+                .expect("TokenRequest token")
+        });
+        assert!(!token.is_empty());
+        let sa_kubeconfig = api.kubeconfig_for_token(&token);
+        let sa = rt.block_on(client_for(&sa_kubeconfig));
+        rt.block_on(async {
+            let pp = PostParams::default();
+            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+            Api::<Namespace>::all(admin.clone())
+                .create(&pp, &ns)
+                .await
+                .expect("create namespace");
+            let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(admin.clone(), NS);
+            let configs = [
+                (
+                    "blue",
+                    json!({"cniVersion": "1.0.0", "name": "blue", "type": "bridge",
+                           "bridge": BLUE_BRIDGE,
+                           "ipam": host_local(&format!("{BLUE_PREFIX}0/24"), &ipam[1].1)}),
+                ),
+                (
+                    "green",
+                    json!({"cniVersion": "1.0.0", "name": "green", "type": "macvlan",
+                           "master": MACVLAN_PARENT, "mode": "bridge",
+                           "ipam": host_local(&format!("{GREEN_PREFIX}0/24"), &ipam[2].1)}),
+                ),
+            ];
+            for (name, config) in configs {
+                let nad = NetworkAttachmentDefinition::new(
+                    name,
+                    NetworkAttachmentDefinitionSpec {
+                        config: Some(config.to_string()),
+                    },
+                );
+                // Established does not mean every API server handler knows the resource
+                // yet: retry a 404 for a while.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match nads.create(&pp, &nad).await {
+                        Ok(_) => break,
+                        Err(kube::Error::Api(s)) if s.code == 404 && Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
+                        Err(e) => panic!("create NAD {NS}/{name}: {e}"),
+                    }
+                }
+            }
+        });
+        let rbac_token_nads = t.elapsed();
+
+        let upstream: SocketAddr = api
+            .url()
+            .trim_start_matches("https://")
+            .parse()
+            .expect("API server address");
+        let fwd = Forwarder::start(w.node.netns(), upstream);
+        let kubeconfig = w.path("meta-cni.kubeconfig");
+        kubeconfig_with_server(&sa_kubeconfig, &kubeconfig, fwd.addr());
+        let timings = SetupTimings {
+            apiserver_start,
+            crd_established,
+            rbac_token_nads,
+            total: t0.elapsed(),
+        };
+        E2e {
+            fwd: Some(fwd),
+            api: Some(api),
+            admin,
+            sa,
+            rt,
+            token,
+            kubeconfig,
+            conf_dir,
+            cache,
+            bin,
+            calls,
+            ipam,
+            timings,
+            w,
+        }
+    }
+
+    /// Stops the API server and the relay: meta-cni's kubeconfig then names a port where
+    /// nothing listens (connection refused), as when the API server is down.
+    pub fn stop_api(&mut self) {
+        self.fwd = None;
+        self.api = None;
+    }
+
+    /// Creates pod `name` in [`NS`] with the networks annotation (none when `networks` is
+    /// None); returns its UID. Nothing schedules it.
+    pub fn create_pod(&self, name: &str, networks: Option<&str>) -> String {
+        let mut annotations = serde_json::Map::new();
+        if let Some(n) = networks {
+            annotations.insert(meta_crd::NETWORKS_ANNOTATION.into(), json!(n));
+        }
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NS, "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
+        }))
+        .unwrap();
+        let api: Api<Pod> = Api::namespaced(self.admin.clone(), NS);
+        let created = self
+            .rt
+            .block_on(api.create(&PostParams::default(), &pod))
+            .unwrap_or_else(|e| panic!("create pod {NS}/{name}: {e}"));
+        created.metadata.uid.expect("pod uid")
+    }
+
+    /// The pod's annotations, as the admin sees them.
+    pub fn pod_annotations(&self, name: &str) -> std::collections::BTreeMap<String, String> {
+        let api: Api<Pod> = Api::namespaced(self.admin.clone(), NS);
+        self.rt
+            .block_on(api.get(name))
+            .unwrap_or_else(|e| panic!("get pod {NS}/{name}: {e}"))
+            .metadata
+            .annotations
+            .unwrap_or_default()
+    }
+
+    /// The pod's network-status annotation, parsed (empty when absent).
+    pub fn network_status(&self, name: &str) -> Option<Vec<meta_crd::NetworkStatus>> {
+        self.pod_annotations(name)
+            .get(meta_crd::NETWORK_STATUS_ANNOTATION)
+            .map(|v| meta_crd::parse_network_status(v).expect("valid network-status"))
+    }
+
+    /// A raw request with the ServiceAccount's token: the HTTP status code.
+    pub fn sa_request(&self, method: &str, path: &str) -> u16 {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Vec::new())
+            .unwrap();
+        match self.rt.block_on(self.sa.request_text(req)) {
+            Ok(_) => 200,
+            Err(kube::Error::Api(s)) => s.code,
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    }
+
+    /// meta-cni's configuration for direct runs (no runtimeConfig: the pod is looked up
+    /// in the API server), with `extra` keys merged in.
+    pub fn conf(&self, extra: Value) -> Value {
+        let mut c = json!({
+            "cniVersion": "1.0.0", "name": "meta-e2e", "type": "meta-cni",
+            "kubeconfig": self.kubeconfig, "clusterNetwork": "cluster",
+            "confDir": self.conf_dir, "cniDir": self.cache, "binDir": self.bin,
+            "apiTimeoutSeconds": 2,
+        });
+        if let (Some(m), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
+    /// Runs meta-cni (the real binary) in the node namespace for pod netns `pod` of the
+    /// World, as pod `name` with `uid`.
+    pub fn run(
+        &self,
+        verb: &str,
+        cid: &str,
+        pod: usize,
+        name: &str,
+        uid: &str,
+        conf: &Value,
+    ) -> Run {
+        let netns = self.w.pod(pod);
+        self.run_netns(verb, cid, &netns, name, uid, conf)
+    }
+
+    /// Like [`E2e::run`] with an explicit CNI_NETNS (may be "").
+    pub fn run_netns(
+        &self,
+        verb: &str,
+        cid: &str,
+        netns: &str,
+        name: &str,
+        uid: &str,
+        conf: &Value,
+    ) -> Run {
+        let args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={NS};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={cid};K8S_POD_UID={uid}"
+        );
+        let path = format!("{}:{REFERENCE_DIR}", self.bin.display());
+        let inv = Invocation {
+            verb,
+            container_id: cid,
+            netns,
+            ifname: "eth0",
+            args: &args,
+            path: &path,
+            ..Default::default()
+        };
+        run_in(
+            self.w.node.netns(),
+            &meta_bin(),
+            &inv,
+            conf.to_string().as_bytes(),
+        )
+    }
+
+    /// host-local reservations (files named by IP) in the three data dirs.
+    pub fn reservations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (n, d) in &self.ipam {
+            for k in dir_contents(d).into_keys() {
+                let file = k.rsplit('/').next().unwrap_or_default();
+                if file.parse::<std::net::IpAddr>().is_ok() {
+                    v.push(format!("{n}:{k}"));
+                }
+            }
+        }
+        v
+    }
+
+    /// Entries of meta-cni's cache dir (journal files, locks, anything).
+    pub fn cache_entries(&self) -> Vec<String> {
+        dir_contents(&self.cache).into_keys().collect()
+    }
+
+    /// Attachment leftovers on the node: veths other than the macvlan parent pair, and
+    /// macvlans (name, kind).
+    pub fn node_leftovers(&self) -> Vec<String> {
+        leftover_links(self.w.node.netns())
+    }
+
+    /// Nothing of any attachment is left: the given pod netns hold only lo, the node no
+    /// veth/macvlan, no IP is reserved, meta-cni's cache is empty.
+    pub fn assert_clean(&self, pods: &[usize], ctx: &str) {
+        for &p in pods {
+            assert_eq!(
+                meta_tests::link_names(self.w.pods[p].netns()),
+                vec!["lo"],
+                "{ctx}: links left in pod netns {p}"
+            );
+        }
+        assert_eq!(
+            self.node_leftovers(),
+            Vec::<String>::new(),
+            "{ctx}: node links left"
+        );
+        assert_eq!(self.reservations(), Vec::<String>::new(), "{ctx}: IPs left");
+        assert_eq!(
+            self.cache_entries(),
+            Vec::<String>::new(),
+            "{ctx}: meta-cni cache left"
+        );
+    }
+
+    /// The wrapper's log lines.
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.calls)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// veth links other than the macvlan parent pair, and macvlans, in `ns`.
+pub fn leftover_links(ns: &Netns) -> Vec<String> {
+    let mut nl = Netlink::open(Some(ns)).expect("netlink");
+    nl.links()
+        .expect("links")
+        .into_iter()
+        .filter(|l| match l.kind.as_deref() {
+            Some("veth") => l.name != MACVLAN_PARENT && l.name != MACVLAN_PARENT_PEER,
+            Some("macvlan") | Some("ipvlan") => true,
+            _ => false,
+        })
+        .map(|l| format!("{} ({})", l.name, l.kind.unwrap_or_default()))
+        .collect()
+}
+
+/// MAC address of `ifname` in `ns`, lowercase hex with colons.
+pub fn mac_of(ns: &Netns, ifname: &str) -> String {
+    let mut nl = Netlink::open(Some(ns)).expect("netlink");
+    let l = nl
+        .link_by_name(ifname)
+        .expect("links")
+        .unwrap_or_else(|| panic!("{ifname} not found"));
+    meta_netlink::format_mac(&l.mac.expect("mac"))
+}
