@@ -42,17 +42,18 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
     kube::Client::try_from(cfg).map_err(kube_err("build the Kubernetes client"))
 }
 
-/// Waits until Node `name` exists and has a pod subnet; returns it. Retries every `poll`
-/// (API errors are logged and retried: the API server may not be up yet).
-pub async fn wait_pod_cidr(api: &Api<Node>, name: &str, poll: Duration) -> Result<IpNet> {
+/// Waits until Node `name` exists and has a pod subnet; returns it and the Node. Retries
+/// every `poll` (API errors are logged and retried: the API server may not be up yet).
+pub async fn wait_pod_cidr(api: &Api<Node>, name: &str, poll: Duration) -> Result<(IpNet, Node)> {
     let mut said = String::new();
     loop {
         let status = match api.get_opt(name).await {
             Ok(Some(node)) => match pod_cidr(&node) {
                 Some(c) => {
-                    return c.parse::<IpNet>().map(|n| n.trunc()).map_err(|e| {
+                    let net = c.parse::<IpNet>().map(|n| n.trunc()).map_err(|e| {
                         Error::Config(format!("Node {name}: spec.podCIDR {c:?}: {e}"))
-                    });
+                    })?;
+                    return Ok((net, node));
                 }
                 None => format!("Node {name} has no spec.podCIDR yet; waiting"),
             },
@@ -202,7 +203,7 @@ pub async fn run(
     let Some(subnet) = shutdown.until(wait_pod_cidr(&api, &name, cfg.poll)).await else {
         return Ok(());
     };
-    let subnet = subnet?;
+    let (subnet, node) = subnet?;
     tracing::info!(node = %name, pod_subnet = %subnet, "own pod subnet");
     let own = Own {
         name: name.clone(),
@@ -223,8 +224,11 @@ pub async fn run(
     let ready = ready.map_err(|_| Error::DataplaneGone)??;
     let me = ready.record;
 
-    // Publish, then watch every Node.
-    let mut need_publish = true;
+    // Publish (unless already there: a restart changes nothing), then watch every Node.
+    let mut need_publish = !published(&node, &me);
+    if !need_publish {
+        tracing::info!("VTEP already published on Node {name}");
+    }
     let mut publish_at = Instant::now();
     let mut backoff = Duration::from_secs(1);
     let mut nodes = NodeSet::new();
