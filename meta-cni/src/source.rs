@@ -273,11 +273,29 @@ impl Source for KubeSource {
         }
         let patch = serde_json::json!({"metadata": meta});
         let pp = kube::api::PatchParams::default();
-        self.run(
-            &format!("patch network-status of pod {ns}/{name}"),
-            api.patch(name, &pp, &kube::api::Patch::Merge(&patch)),
-        )
-        .map(|_| ())
+        let what = format!("patch network-status of pod {ns}/{name}");
+        let merge = kube::api::Patch::Merge(&patch);
+        let fut = api.patch(name, &pp, &merge);
+        self.rt.block_on(async {
+            match tokio::time::timeout(self.timeout, fut).await {
+                // The UID precondition failed: the pod was deleted and recreated
+                // meanwhile (the API server answers 422 "field is immutable" or 409).
+                Ok(Err(kube::Error::Api(s)))
+                    if uid.is_some() && (s.code == 422 || s.code == 409) =>
+                {
+                    Err(Error::try_again(format!(
+                        "{what}: the pod's UID is no longer {} (pod recreated?): {}",
+                        uid.unwrap_or_default(),
+                        s.message
+                    )))
+                }
+                Ok(r) => r.map(|_| ()).map_err(|e| kube_err(&what, e)),
+                Err(_) => Err(Error::try_again(format!(
+                    "{what}: the API server did not answer within {:?}",
+                    self.timeout
+                ))),
+            }
+        })
     }
 
     fn has_pods(&self) -> bool {

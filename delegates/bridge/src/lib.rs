@@ -9,8 +9,8 @@ use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, Route};
 use config::Resolved;
 use ipnet::IpNet;
 use meta_delegate::{
-    check_iface_ips, check_iface_routes, configure_iface, ipam, mac_string, nl, open_netns,
-    open_netns_for_del, setup_veth,
+    check_veth_on_bridge, configure_iface, del_pod_link, ipam, mac_string, nl, open_netns,
+    rollback_ipam, rollback_link, setup_veth,
 };
 use meta_firewall::{Firewall, Nftables};
 use meta_netlink::{LinkInfo, LinkKind, LinkRequest, Netlink, NetlinkOps, Netns};
@@ -380,21 +380,10 @@ impl Bridge {
             tracing::warn!("rollback: spoof-check teardown: {e}");
         }
         if let (Some(pod), Some(idx)) = (&p.pod, p.container_index) {
-            match Netlink::open(Some(pod)) {
-                Ok(mut n) => {
-                    if let Err(e) = n.link_del(idx)
-                        && !e.is_not_found()
-                    {
-                        tracing::warn!("rollback: delete {}: {e}", env.ifname);
-                    }
-                }
-                Err(e) => tracing::warn!("rollback: netlink: {e}"),
-            }
+            rollback_link(pod, idx, &env.ifname);
         }
-        if p.ipam_allocated
-            && let Err(e) = ipam::del(args)
-        {
-            tracing::warn!("rollback: IPAM release: {e}");
+        if p.ipam_allocated {
+            rollback_ipam(args);
         }
     }
 }
@@ -423,20 +412,7 @@ impl Plugin for Bridge {
     fn del(&self, args: &CmdArgs) -> Result<()> {
         let r = config::load(args)?;
         let env = &args.env;
-        if let Some(pod) = open_netns_for_del(&env.netns)? {
-            let mut podnl =
-                Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
-            if let Some(l) = podnl
-                .link_by_name(&env.ifname)
-                .map_err(nl("failed to look up link"))?
-            {
-                match podnl.link_del(l.index) {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(nl(format!("failed to delete {:?}", env.ifname))(e)),
-                }
-            }
-        }
+        del_pod_link(&env.netns, &env.ifname)?;
         if r.ipam_type.is_some() {
             ipam::del(args)?;
         }
@@ -503,56 +479,7 @@ impl Plugin for Bridge {
                 br.name, r.conf.promisc_mode, br.promisc
             )));
         }
-        // The container interface.
-        let cont_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == env.ifname && i.sandbox == env.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "prevResult has no interface {} in sandbox {}",
-                    env.ifname, env.netns
-                ))
-            })?;
-        let cont = podnl
-            .link_by_name(&env.ifname)
-            .map_err(nl("failed to look up container interface"))?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "CNI created interface in container {} not found",
-                    env.ifname
-                ))
-            })?;
-        if cont.kind.as_deref() != Some("veth") {
-            return Err(Error::internal(format!(
-                "container interface {} not of type veth",
-                cont.name
-            )));
-        }
-        if !cont_if.mac.is_empty() && cont_if.mac != mac_string(&cont) {
-            return Err(Error::internal(format!(
-                "interface {} MAC {} doesn't match container MAC {}",
-                cont.name,
-                cont_if.mac,
-                mac_string(&cont)
-            )));
-        }
-        // The host veth: peer of the container end, enslaved to the bridge.
-        let host_ok = prev.interfaces.iter().filter(|i| i.sandbox.is_empty() && i.name != br.name).any(|i| {
-            matches!(host.link_by_name(&i.name), Ok(Some(l)) if l.kind.as_deref() == Some("veth")
-                && l.master == Some(br.index)
-                && cont.link == Some(l.index)
-                && (i.mac.is_empty() || i.mac == mac_string(&l)))
-        });
-        if !host_ok {
-            return Err(Error::internal(format!(
-                "CNI veth created for bridge {} was not found",
-                br.name
-            )));
-        }
-        check_iface_ips(&mut podnl, &env.ifname, &prev)?;
-        check_iface_routes(&mut podnl, &env.ifname, &prev)?;
-        Ok(())
+        check_veth_on_bridge(args, &prev, &mut host, &mut podnl, &br)
     }
 
     fn status(&self, args: &CmdArgs) -> Result<()> {

@@ -323,3 +323,110 @@ pub fn check_iface_routes(
 pub fn mac_string(l: &LinkInfo) -> String {
     l.mac.as_ref().map(format_mac).unwrap_or_default()
 }
+
+/// DEL of the container interface: deletes `ifname` in the pod; a gone netns (or empty
+/// `CNI_NETNS`) or a gone link is success.
+pub fn del_pod_link(netns: &str, ifname: &str) -> Result<()> {
+    let Some(pod) = open_netns_for_del(netns)? else {
+        return Ok(());
+    };
+    let mut podnl =
+        meta_netlink::Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+    if let Some(l) = podnl
+        .link_by_name(ifname)
+        .map_err(nl("failed to look up link"))?
+    {
+        match podnl.link_del(l.index) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(nl(format!("failed to delete {ifname:?}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Rollback step: deletes the link `index` in `pod`, logging (not returning) failures.
+pub fn rollback_link(pod: &Netns, index: u32, ifname: &str) {
+    match meta_netlink::Netlink::open(Some(pod)) {
+        Ok(mut n) => {
+            if let Err(e) = n.link_del(index)
+                && !e.is_not_found()
+            {
+                tracing::warn!("rollback: delete {ifname}: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("rollback: netlink: {e}"),
+    }
+}
+
+/// Rollback step: releases the IPAM allocation of this invocation, logging failures.
+pub fn rollback_ipam(args: &cni_core::CmdArgs) {
+    if let Err(e) = crate::ipam::del(args) {
+        tracing::warn!("rollback: IPAM release: {e}");
+    }
+}
+
+/// CHECK of a veth attachment on a bridge, against the prevResult: the container end
+/// (`CNI_IFNAME` in `CNI_NETNS`, a veth with the recorded MAC), its host peer enslaved to
+/// `bridge` (with the recorded MAC), the IPs and the routes.
+pub fn check_veth_on_bridge(
+    args: &cni_core::CmdArgs,
+    prev: &CniResult,
+    host: &mut impl NetlinkOps,
+    podnl: &mut impl NetlinkOps,
+    bridge: &LinkInfo,
+) -> Result<()> {
+    let env = &args.env;
+    let cont_if = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == env.ifname && i.sandbox == env.netns)
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "prevResult has no interface {} in sandbox {}",
+                env.ifname, env.netns
+            ))
+        })?;
+    let cont = podnl
+        .link_by_name(&env.ifname)
+        .map_err(nl("failed to look up container interface"))?
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "CNI created interface in container {} not found",
+                env.ifname
+            ))
+        })?;
+    if cont.kind.as_deref() != Some("veth") {
+        return Err(Error::internal(format!(
+            "container interface {} not of type veth",
+            cont.name
+        )));
+    }
+    if !cont_if.mac.is_empty() && cont_if.mac != mac_string(&cont) {
+        return Err(Error::internal(format!(
+            "interface {} MAC {} doesn't match container MAC {}",
+            cont.name,
+            cont_if.mac,
+            mac_string(&cont)
+        )));
+    }
+    let host_ok = prev
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.is_empty() && i.name != bridge.name)
+        .any(|i| {
+            matches!(host.link_by_name(&i.name), Ok(Some(l)) if l.kind.as_deref() == Some("veth")
+                && l.master == Some(bridge.index)
+                && cont.link == Some(l.index)
+                && (i.mac.is_empty() || i.mac == mac_string(&l)))
+        });
+    if !host_ok {
+        return Err(Error::internal(format!(
+            "CNI veth created for bridge {} was not found",
+            bridge.name
+        )));
+    }
+    check_iface_ips(podnl, &env.ifname, prev)?;
+    check_iface_routes(podnl, &env.ifname, prev)?;
+    Ok(())
+}

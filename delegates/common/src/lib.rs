@@ -6,6 +6,7 @@ pub mod iface;
 pub mod ipam;
 
 pub use iface::{
-    VethPair, check_iface_ips, check_iface_routes, configure_iface, mac_string, nl, open_netns,
-    open_netns_for_del, setup_veth,
+    VethPair, check_iface_ips, check_iface_routes, check_veth_on_bridge, configure_iface,
+    del_pod_link, mac_string, nl, open_netns, open_netns_for_del, rollback_ipam, rollback_link,
+    setup_veth,
 };

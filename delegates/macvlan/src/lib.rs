@@ -23,8 +23,8 @@ pub mod config;
 use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, code};
 use config::Resolved;
 use meta_delegate::{
-    check_iface_ips, check_iface_routes, configure_iface, ipam, mac_string, nl, open_netns,
-    open_netns_for_del,
+    check_iface_ips, check_iface_routes, configure_iface, del_pod_link, ipam, mac_string, nl,
+    open_netns, rollback_ipam, rollback_link,
 };
 use meta_netlink::{
     LinkInfo, LinkKind, LinkRequest, Mac, MacvlanMode, Netlink, NetlinkOps, Netns, random_veth_name,
@@ -316,21 +316,10 @@ impl Macvlan {
     fn rollback(&self, args: &CmdArgs, p: &Progress) {
         let env = &args.env;
         if let (Some(pod), Some(idx)) = (&p.pod, p.link_index) {
-            match Netlink::open(Some(pod)) {
-                Ok(mut n) => {
-                    if let Err(e) = n.link_del(idx)
-                        && !e.is_not_found()
-                    {
-                        tracing::warn!("rollback: delete {}: {e}", env.ifname);
-                    }
-                }
-                Err(e) => tracing::warn!("rollback: netlink: {e}"),
-            }
+            rollback_link(pod, idx, &env.ifname);
         }
-        if p.ipam_allocated
-            && let Err(e) = ipam::del(args)
-        {
-            tracing::warn!("rollback: IPAM release: {e}");
+        if p.ipam_allocated {
+            rollback_ipam(args);
         }
     }
 }
@@ -363,20 +352,7 @@ impl Plugin for Macvlan {
         if config::ipam_type(args).is_some() {
             ipam::del(args)?;
         }
-        if let Some(pod) = open_netns_for_del(&env.netns)? {
-            let mut podnl =
-                Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
-            if let Some(l) = podnl
-                .link_by_name(&env.ifname)
-                .map_err(nl("failed to look up link"))?
-            {
-                match podnl.link_del(l.index) {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(nl(format!("failed to delete {:?}", env.ifname))(e)),
-                }
-            }
-        }
+        del_pod_link(&env.netns, &env.ifname)?;
         Ok(())
     }
 

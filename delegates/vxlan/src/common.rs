@@ -3,7 +3,7 @@
 
 use cni_core::{CmdArgs, CniResult, Error, Interface, NetConf, Result};
 use ipnet::IpNet;
-use meta_delegate::{VethPair, check_iface_ips, check_iface_routes, mac_string, nl, setup_veth};
+use meta_delegate::{VethPair, mac_string, nl, setup_veth};
 use meta_netlink::{LinkInfo, LinkKind, LinkRequest, Mac, Netlink, NetlinkOps, Netns};
 use serde_json::{Value, json};
 use std::net::IpAddr;
@@ -196,22 +196,7 @@ pub(crate) fn first_host(net: &IpNet) -> IpAddr {
 
 /// Deletes the container interface (DEL; gone is fine).
 pub(crate) fn del_container_iface(args: &CmdArgs) -> Result<()> {
-    let env = &args.env;
-    if let Some(pod) = meta_delegate::open_netns_for_del(&env.netns)? {
-        let mut podnl =
-            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
-        if let Some(l) = podnl
-            .link_by_name(&env.ifname)
-            .map_err(nl("failed to look up link"))?
-        {
-            match podnl.link_del(l.index) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(nl(format!("failed to delete {:?}", env.ifname))(e)),
-            }
-        }
-    }
-    Ok(())
+    meta_delegate::del_pod_link(&args.env.netns, &args.env.ifname)
 }
 
 /// CHECK of the pod side: the container veth of the prevResult, its host peer on
@@ -223,58 +208,7 @@ pub(crate) fn check_pod_side(
     podnl: &mut Netlink,
     bridge: &LinkInfo,
 ) -> Result<()> {
-    let env = &args.env;
-    let cont_if = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == env.ifname && i.sandbox == env.netns)
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "prevResult has no interface {} in sandbox {}",
-                env.ifname, env.netns
-            ))
-        })?;
-    let cont = podnl
-        .link_by_name(&env.ifname)
-        .map_err(nl("failed to look up container interface"))?
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "CNI created interface in container {} not found",
-                env.ifname
-            ))
-        })?;
-    if cont.kind.as_deref() != Some("veth") {
-        return Err(Error::internal(format!(
-            "container interface {} not of type veth",
-            cont.name
-        )));
-    }
-    if !cont_if.mac.is_empty() && cont_if.mac != mac_string(&cont) {
-        return Err(Error::internal(format!(
-            "interface {} MAC {} doesn't match container MAC {}",
-            cont.name,
-            cont_if.mac,
-            mac_string(&cont)
-        )));
-    }
-    let host_ok = prev
-        .interfaces
-        .iter()
-        .filter(|i| i.sandbox.is_empty() && i.name != bridge.name)
-        .any(|i| {
-            matches!(host.link_by_name(&i.name), Ok(Some(l)) if l.kind.as_deref() == Some("veth")
-                && l.master == Some(bridge.index)
-                && cont.link == Some(l.index))
-        });
-    if !host_ok {
-        return Err(Error::internal(format!(
-            "CNI veth created for bridge {} was not found",
-            bridge.name
-        )));
-    }
-    check_iface_ips(podnl, &env.ifname, prev)?;
-    check_iface_routes(podnl, &env.ifname, prev)?;
-    Ok(())
+    meta_delegate::check_veth_on_bridge(args, prev, host, podnl, bridge)
 }
 
 /// Looks up a bridge for CHECK.
