@@ -67,16 +67,19 @@ fn agent_programs_nodes_from_the_api_server() {
         api.create_node(&node_object(&n.name, Some(&n.subnet.to_string()), &[]));
     }
     api.create_node(&node_object("node2", None, &[]));
-    let _fwd: Vec<Forwarder> = c
-        .nodes
+    // node1's API server is unreachable at first (no forwarder yet).
+    let mut fwd: Vec<Forwarder> = [0, 2]
         .iter()
-        .map(|n| Forwarder::start(n.ns.netns(), api.addr))
+        .map(|&i| Forwarder::start(c.nodes[i].ns.netns(), api.addr))
         .collect();
     let mut agents: Vec<Agent> = c
         .nodes
         .iter()
         .map(|n| Agent::start(n.ns.netns(), &kube_env(&api, n)))
         .collect();
+    agents[1].wait_log("get Node node1:", 1, T);
+    assert!(!c.nodes[1].subnet_file().exists());
+    fwd.push(Forwarder::start(c.nodes[1].ns.netns(), api.addr));
 
     // node2's agent waits for its podCIDR and has made nothing yet.
     agents[2].wait_log("has no spec.podCIDR yet", 1, T);
@@ -99,6 +102,10 @@ fn agent_programs_nodes_from_the_api_server() {
         );
         assert_eq!(a[ANNOTATION_VTEP_MAC], n.vtep_mac(), "{}", n.name);
         assert_eq!(a[ANNOTATION_UNDERLAY_IP], n.ip.to_string(), "{}", n.name);
+    }
+    // Once each (the watch starts after the patch, so its listing already shows it).
+    for a in &agents {
+        assert_eq!(a.count("VTEP published"), 1, "{}", a.log());
     }
     // Every node programmed for the other two: neighbour, FDB, route.
     for i in 0..3 {

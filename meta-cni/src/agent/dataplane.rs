@@ -604,6 +604,29 @@ mod tests {
         }
         let st = dp.stats();
         assert_eq!((st.programmed, st.changes), (2, 3));
+        // A failing change is retried (after 1 s) until it lands.
+        shared.lock().unwrap().fail_next(
+            "route_replace",
+            meta_netlink::Error::Netlink {
+                op: "route_replace".into(),
+                errno: 1,
+                message: String::new(),
+            },
+        );
+        dp.update(vec![rec(1), rec(2), rec(4), rec(5)]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dp.stats().runs < 3 {
+            assert!(Instant::now() < deadline, "no third run");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = dp.stats();
+        assert_eq!((st.failed, st.programmed), (1, 2), "{st:?}");
+        while dp.stats().runs < 4 {
+            assert!(Instant::now() < deadline, "no retry");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = dp.stats();
+        assert_eq!((st.failed, st.programmed, st.changes), (0, 3, 1), "{st:?}");
         dp.stop();
         let mut nl = shared.lock().unwrap();
         assert!(

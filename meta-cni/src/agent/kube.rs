@@ -224,13 +224,28 @@ pub async fn run(
     let ready = ready.map_err(|_| Error::DataplaneGone)??;
     let me = ready.record;
 
-    // Publish (unless already there: a restart changes nothing), then watch every Node.
+    // Publish (unless already there: a restart changes nothing) before the watch starts,
+    // so that its first listing already shows the annotations; a failure is retried with
+    // backoff while watching.
     let mut need_publish = !published(&node, &me);
-    if !need_publish {
-        tracing::info!("VTEP already published on Node {name}");
-    }
     let mut publish_at = Instant::now();
     let mut backoff = Duration::from_secs(1);
+    if !need_publish {
+        tracing::info!("VTEP already published on Node {name}");
+    } else {
+        match shutdown.until(publish(&api, &name, &me)).await {
+            None => {
+                dp.stop();
+                return Ok(());
+            }
+            Some(Ok(())) => need_publish = false,
+            Some(Err(e)) => {
+                tracing::warn!("{e}; retrying in {backoff:?}");
+                publish_at = Instant::now() + backoff;
+                backoff = (backoff * 2).min(MAX_PUBLISH_BACKOFF);
+            }
+        }
+    }
     let mut nodes = NodeSet::new();
     let mut stream = watcher::watcher(api.clone(), watcher::Config::default())
         .default_backoff()
