@@ -22,6 +22,39 @@ pub fn bundled(plugin_type: &str) -> Option<Box<dyn Plugin>> {
     }
 }
 
+/// Reference-plugin fields a bundled delegate does not implement (newer reference
+/// releases have them). Given one, the in-process delegate refuses (code 2) rather than
+/// silently ignoring it; `forceExec` runs the reference binary instead.
+fn unimplemented_field(plugin_type: &str, conf: &NetConf) -> Option<(String, Value)> {
+    let given = |k: &str| {
+        conf.get(k)
+            .filter(|v| {
+                !matches!(v, Value::Null | Value::Bool(false))
+                    && v.as_str() != Some("")
+                    && v.as_str() != Some("false")
+            })
+            .cloned()
+    };
+    let fields: &[&str] = match plugin_type {
+        "bridge" | "meta-bridge" => &["portIsolation", "disableContainerInterface"],
+        "macvlan" | "meta-macvlan" => &["bcqueuelen"],
+        _ => &[],
+    };
+    for f in fields {
+        if let Some(v) = given(f) {
+            return Some((f.to_string(), v));
+        }
+    }
+    // Masquerade is always nftables in the bundled bridge.
+    if matches!(plugin_type, "bridge" | "meta-bridge")
+        && let Some(v) = given("ipMasqBackend")
+        && v.as_str() != Some("nftables")
+    {
+        return Some(("ipMasqBackend".into(), v));
+    }
+    None
+}
+
 /// Runs attachments for one pod.
 pub struct Runner {
     /// CNI_CONTAINERID.
@@ -92,6 +125,17 @@ impl Runner {
         let env = self.env(verb, ifname)?;
         let forced = self.force_exec.iter().any(|f| f == &t) || meta_delegate_forced(&t);
         if let (Some(p), false) = (bundled(&t), forced) {
+            // Refused at ADD only: DEL, CHECK, STATUS and GC must work on any config.
+            if verb == Verb::Add
+                && let Some((field, value)) = unimplemented_field(&t, &conf)
+            {
+                return Err(Error::unsupported_field(
+                    &field,
+                    format!(
+                        "{value} is not implemented by the bundled {t} delegate; set \"forceExec\": [\"{t}\"] in the meta-cni configuration to run the {t} binary from binDir instead"
+                    ),
+                ));
+            }
             let ver = conf.version();
             let need = match verb {
                 Verb::Check => Version::V0_4_0,

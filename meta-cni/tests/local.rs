@@ -337,3 +337,25 @@ fn default_route_moves_to_the_chosen_network() {
     e.run("DEL", "dr", 0, "ns1", &conf).ok();
     e.assert_clean(0, "default-route");
 }
+
+#[test]
+fn bundled_delegate_refuses_fields_it_does_not_implement() {
+    let e = setup(1);
+    nad(
+        &e.nads,
+        "ns1",
+        "iso-net",
+        json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "isobr",
+        "portIsolation": true, "ipam": {"type": "host-local", "subnet": "10.64.0.0/24", "dataDir": e.w.path("ipam-br")}}),
+    );
+    let conf = e.conf("ns1/iso-net", json!({}));
+    let r = e.run("ADD", "uf", 0, "ns1", &conf);
+    assert_eq!(r.err_code(), 2, "{}", r.stdout);
+    let msg = r.err_msg();
+    assert!(
+        msg.contains("portIsolation") && msg.contains("forceExec"),
+        "{msg}"
+    );
+    assert!(msg.contains("ns1/iso-net (net1)"), "{msg}");
+    e.assert_clean(0, "unimplemented field");
+}
