@@ -72,6 +72,7 @@ for node in "${NODES[@]}"; do
     nsenter --net=/run/netns/${NS[$node]} "$AGENT" --node-name $node --mode local \
         --nodes-file "$W/nodes.json" --cluster-cidr 10.244.0.0/16 \
         --subnet-file "$d/run/subnet.env" --firewall-lock "$d/run/firewall.lock" \
+        --segment-state-dir "$d/vxlan-state" \
         --log-level warn &
     AGENT_PIDS+=($!)
     # eth0: the primary overlay; the node subnet and MTU come from the agent's subnet file.
@@ -86,8 +87,9 @@ for node in "${NODES[@]}"; do
     nad uplink "$(jq -nc --arg d "$d" --arg i "$i" '{cniVersion: "1.1.0", type: "macvlan", master: "lan0", mode: "bridge",
         ipam: {type: "host-local", ranges: [[{subnet: "172.30.0.0/24", rangeStart: ("172.30.0." + $i + "0"),
                rangeEnd: ("172.30.0." + $i + "9")}]], dataDir: ($d + "/ipam")}}')"
+    # No static peers: the agents give the segment every node as its flood list.
     nad tenant "$(jq -nc --arg d "$d" --arg i "$i" '{cniVersion: "1.1.0", type: "vxlan", vni: 100,
-        peers: ["192.168.200.1", "192.168.200.2"], stateDir: ($d + "/vxlan-state"),
+        stateDir: ($d + "/vxlan-state"),
         ipam: {type: "host-local", ranges: [[{subnet: "10.100.0.0/24", rangeStart: ("10.100.0." + $i + "0"),
                rangeEnd: ("10.100.0." + $i + "9")}]], dataDir: ($d + "/ipam")}}')"
 done
@@ -116,6 +118,7 @@ echo "== pod-a1: interfaces"; ip -n ${PODNS[pod-a1]} -br addr | grep -v '^lo'
 echo "== pod-a1: network-status (what Kubernetes shows on the pod)"
 jq -c '.[] | {name, interface, ips, default: (.default // false)}' "$W/node-a/cache/status/demo/pod-a1.json"
 ipof() { jq -r --arg i "$2" '.[] | select(.interface == $i) | .ips[0]' "$W/${PODNODE[$1]}/cache/status/demo/$1.json"; }
+sleep 2.5   # the agents look for new segments every 2 s
 echo "== connectivity from pod-a1, per network (storage is node-local by design)"
 printf '  %-6s %-22s %-22s\n' iface "pod-a2 (same node)" "pod-b1 (other node)"
 for ifc in eth0 net1 net2 net3; do
@@ -130,8 +133,9 @@ done
 ip=$(ipof pod-b1 eth0)
 echo "== overlay MTU: pod-a1 -> pod-b1 with a 1422-byte DF payload (1450-byte packet inside a 1500-byte underlay)"
 ip netns exec ${PODNS[pod-a1]} ping -c 1 -W 1 -M do -s 1422 "$ip" | sed -n 2p
-echo "== node-a: what the agent programmed for node-b"
+echo "== node-a: what the agent programmed for node-b (overlay route + neighbour, VNI 100 flood list)"
 ip -n ${NS[node-a]} route show dev meta.1; ip -n ${NS[node-a]} neigh show dev meta.1
+bridge -n ${NS[node-a]} fdb show dev mvx100 | grep 00:00:00:00:00:00
 echo "== CHECK pod-a1"; cni pod-a1 CHECK && echo "CHECK ok"
 echo "== DEL every pod (twice: DEL is idempotent)"
 for pod in "${PODS[@]}"; do cni $pod DEL; cni $pod DEL; done

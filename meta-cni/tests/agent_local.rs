@@ -189,3 +189,119 @@ fn bad_configuration_exits_2_with_a_message() {
         assert!(help.contains(v), "{v} missing from --help:\n{help}");
     }
 }
+
+/// A secondary segment pod through the `meta-vxlan` binary on node `n`.
+fn segment_pod(
+    c: &mut Cluster,
+    n: usize,
+    cid: &str,
+    vni: u32,
+    peers: Option<Vec<String>>,
+    ip: &str,
+) -> usize {
+    let p = c.new_pod();
+    let node = &c.nodes[n];
+    let mut conf = json!({"cniVersion": "1.1.0", "name": format!("seg{vni}"), "type": "meta-vxlan", "vni": vni,
+        "stateDir": node.dir.join("vxlan-state"),
+        "ipam": {"type": "static", "addresses": [{"address": ip}]}});
+    if let Some(peers) = peers {
+        conf["peers"] = json!(peers);
+    }
+    let path = c.pods[p].path().display().to_string();
+    let inv = meta_tests::Invocation {
+        verb: "ADD",
+        container_id: cid,
+        netns: &path,
+        ifname: "net1",
+        path: meta_tests::REFERENCE_DIR,
+        ..Default::default()
+    };
+    meta_tests::run_in(
+        node.ns.netns(),
+        &meta_vxlan_bin(),
+        &inv,
+        conf.to_string().as_bytes(),
+    )
+    .ok();
+    p
+}
+
+/// Flood-list entries (all-zero MAC) of a segment device.
+fn flood(n: &NodeNs, dev: &str) -> Vec<String> {
+    use meta_netlink::NetlinkOps;
+    let mut nl = n.nl();
+    let Some(l) = nl.link_by_name(dev).unwrap() else {
+        return vec![];
+    };
+    let mut v: Vec<String> = nl
+        .fdbs(l.index)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.mac == [0; 6])
+        .filter_map(|f| f.dst.map(|d| d.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn agent_programs_peers_of_segments_without_static_peers() {
+    let mut c = Cluster::new(2);
+    let file = c.dir.path().join("nodes.json");
+    write(&file, &json!([entry(&c.nodes[0]), entry(&c.nodes[1])]));
+    let envs: Vec<_> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut e = local_env(n, &file);
+            e.push((
+                "META_CNI_AGENT_SEGMENT_STATE_DIR".into(),
+                n.dir.join("vxlan-state").display().to_string(),
+            ));
+            e
+        })
+        .collect();
+    let _agents: Vec<Agent> = c
+        .nodes
+        .iter()
+        .zip(&envs)
+        .map(|(n, e)| Agent::start(n.ns.netns(), e))
+        .collect();
+    for n in &c.nodes {
+        wait_for(
+            T,
+            || format!("{}: no subnet file", n.name),
+            || n.subnet_file().exists().then_some(()),
+        );
+    }
+    // VNI 300 without peers on both nodes: the agents give each the other node.
+    let a = segment_pod(&mut c, 0, "s-a", 300, None, "10.30.0.1/24");
+    let b = segment_pod(&mut c, 1, "s-b", 300, None, "10.30.0.2/24");
+    let (ip0, ip1) = (c.nodes[0].ip.to_string(), c.nodes[1].ip.to_string());
+    wait_for(
+        T,
+        || format!("node0 flood list {:?}", flood(&c.nodes[0], "mvx300")),
+        || (flood(&c.nodes[0], "mvx300") == vec![ip1.clone()]).then_some(()),
+    );
+    wait_for(
+        T,
+        || format!("node1 flood list {:?}", flood(&c.nodes[1], "mvx300")),
+        || (flood(&c.nodes[1], "mvx300") == vec![ip0.clone()]).then_some(()),
+    );
+    assert_reaches(&c.pods[a], "10.30.0.2".parse().unwrap());
+    assert_reaches(&c.pods[b], "10.30.0.1".parse().unwrap());
+    // VNI 301 with a static peer list: the agent leaves it exactly as configured, even
+    // across its periodic runs (a fake peer .99 that is no node stays).
+    let fake = format!("{UNDERLAY}.99");
+    segment_pod(
+        &mut c,
+        0,
+        "s-c",
+        301,
+        Some(vec![fake.clone()]),
+        "10.31.0.1/24",
+    );
+    write(&file, &json!([entry(&c.nodes[0]), entry(&c.nodes[1])])); // nudge a run
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(flood(&c.nodes[0], "mvx301"), vec![fake]);
+}

@@ -24,7 +24,7 @@ pub mod overlay;
 mod primary;
 mod secondary;
 
-pub use secondary::Owner;
+pub use secondary::{Owner, read_owner as read_segment_owner};
 
 use cni_core::{CmdArgs, CniResult, Error, Plugin, Result};
 use common::Progress;

@@ -39,6 +39,10 @@ pub struct Owner {
     pub mtu: u32,
     /// Bridge.
     pub bridge: String,
+    /// Whether the creating configuration had a static `peers` list (then the agent
+    /// leaves the segment's flood list alone; otherwise it programs every node).
+    #[serde(default, rename = "staticPeers")]
+    pub static_peers: bool,
 }
 
 fn owner_path(dir: &Path, vni: u32) -> PathBuf {
@@ -62,7 +66,8 @@ fn write_owner(dir: &Path, o: &Owner) -> std::io::Result<()> {
     res
 }
 
-fn read_owner(dir: &Path, vni: u32) -> Option<Owner> {
+/// Reads who created VNI `vni`'s segment on this node (`None` when unrecorded).
+pub fn read_owner(dir: &Path, vni: u32) -> Option<Owner> {
     let b = std::fs::read(owner_path(dir, vni)).ok()?;
     serde_json::from_slice(&b).ok()
 }
@@ -132,6 +137,7 @@ impl Vxlan {
                 port: sc.port,
                 mtu: sc.mtu,
                 bridge: sc.bridge.clone(),
+                static_peers: s.peers.is_some(),
             };
             if let Err(e) = write_owner(&s.state_dir, &o) {
                 tracing::warn!("cannot record the owner of VNI {}: {e}", sc.vni);
@@ -276,6 +282,7 @@ mod tests {
             port: 4789,
             mtu: 1450,
             bridge: "mbr42".into(),
+            static_peers: true,
         };
         write_owner(&d.path().join("x"), &o).unwrap();
         assert_eq!(read_owner(&d.path().join("x"), 42), Some(o));

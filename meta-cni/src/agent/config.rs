@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub underlay_ip: Option<IpAddr>,
     /// The subnet file the CNI side reads.
     pub subnet_file: PathBuf,
+    /// Where meta-vxlan records the secondary segments it created (their owner files).
+    pub segment_state_dir: PathBuf,
     /// Whether to install the node-level masquerade rule.
     pub masquerade: bool,
     /// The firewall's lock file.
@@ -146,6 +148,12 @@ const OPTS: &[Opt] = &[
         env: "META_CNI_AGENT_SUBNET_FILE",
         meta: "PATH",
         help: "subnet file for the CNI side (default /run/meta-cni/subnet.env)",
+    },
+    Opt {
+        flag: "segment-state-dir",
+        env: "META_CNI_AGENT_SEGMENT_STATE_DIR",
+        meta: "PATH",
+        help: "where meta-vxlan records secondary segments (default /run/meta-cni/vxlan); segments without static peers get every node as peer",
     },
     Opt {
         flag: "masquerade",
@@ -373,6 +381,9 @@ fn build(vals: &BTreeMap<&'static str, String>) -> Result<AgentConfig> {
         subnet_file: get("subnet-file")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SUBNET_FILE)),
+        segment_state_dir: get("segment-state-dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(meta_vxlan::config::DEFAULT_STATE_DIR)),
         masquerade: match get("masquerade") {
             Some(v) => parse_bool("masquerade", v)?,
             None => true,

@@ -70,6 +70,8 @@ pub struct Settings {
     pub cluster_cidr: IpNet,
     /// The subnet file.
     pub subnet_file: PathBuf,
+    /// meta-vxlan's segment state directory (owner files of secondary segments).
+    pub segment_state_dir: PathBuf,
     /// Install (true) or remove (false) the node masquerade rule.
     pub masquerade: bool,
     /// Period of unprompted runs (zero = none).
@@ -164,6 +166,54 @@ pub fn setup<N: NetlinkOps + ?Sized>(
     );
     node_checks(&cfg, s, masq)?;
     Ok(cfg)
+}
+
+/// Secondary VXLAN segments (meta-vxlan's `mvx<vni>` devices) created without a static
+/// `peers` list get every other node's underlay address as their flood list, through the
+/// same `reconcile_peers` the delegate uses for static peers. Failures are logged; the
+/// next run retries.
+fn segment_peers<N: NetlinkOps + ?Sized>(
+    nl: &mut N,
+    cfg: &OverlayConfig,
+    s: &Settings,
+    desired: &[NodeRecord],
+) {
+    let links = match nl.links() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("segments: cannot list links: {e}");
+            return;
+        }
+    };
+    let local = cfg.underlay.local_ip;
+    let peers: Vec<IpAddr> = desired
+        .iter()
+        .map(|n| n.underlay_ip)
+        .filter(|ip| *ip != local)
+        .collect();
+    for l in links {
+        let Some(vx) = l.vxlan.as_ref() else { continue };
+        if l.name != meta_vxlan::overlay::segment_device_name(vx.vni) {
+            continue; // the primary device, or a VXLAN device that is not ours
+        }
+        if meta_vxlan::read_segment_owner(&s.segment_state_dir, vx.vni)
+            .is_some_and(|o| o.static_peers)
+        {
+            continue;
+        }
+        match meta_vxlan::overlay::reconcile_peers(nl, &l.name, Some(local), &peers) {
+            Ok(r) if !r.changes.is_empty() => {
+                tracing::info!(
+                    "segment {} (VNI {}): {} peer change(s)",
+                    l.name,
+                    vx.vni,
+                    r.changes.len()
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("segment {}: cannot program peers: {e}", l.name),
+        }
+    }
 }
 
 /// The masquerade rule and the subnet file, as `s` wants them.
@@ -304,14 +354,16 @@ fn serve<N: NetlinkOps + ?Sized>(
     let mut debounce_at: Option<Instant> = None;
     let mut retry_at: Option<Instant> = None;
     let mut resync_at = (!s.resync.is_zero()).then(|| Instant::now() + s.resync);
+    // Segments appear whenever a pod joins a new secondary network: look for them often
+    // (cheap: one link dump, no change when all is in place).
+    const SEGMENT_CHECK: Duration = Duration::from_secs(2);
+    let mut segments_at = Instant::now() + SEGMENT_CHECK;
     let mut backoff = Duration::from_secs(1);
     let mut last_skipped: Vec<Skipped> = Vec::new();
     loop {
         let due = earliest(earliest(debounce_at, retry_at), resync_at);
-        let msg = match due {
-            Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
+        let wake = earliest(due, Some(segments_at)).unwrap_or(segments_at);
+        let msg = rx.recv_timeout(wake.saturating_duration_since(Instant::now()));
         match msg {
             Ok(Msg::Update(v)) => {
                 latest = Some(v);
@@ -323,6 +375,12 @@ fn serve<N: NetlinkOps + ?Sized>(
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
+        if Instant::now() >= segments_at {
+            segments_at = Instant::now() + SEGMENT_CHECK;
+            if let Some(desired) = &latest {
+                segment_peers(nl, cfg, s, desired);
+            }
+        }
         if due.is_none_or(|t| Instant::now() < t) {
             continue;
         }
@@ -331,7 +389,10 @@ fn serve<N: NetlinkOps + ?Sized>(
         let t0 = Instant::now();
         let outcome = node_checks(cfg, s, masq).and_then(|()| match &latest {
             Some(desired) => overlay::reconcile(nl, cfg, desired)
-                .map(Some)
+                .map(|r| {
+                    segment_peers(nl, cfg, s, desired);
+                    Some(r)
+                })
                 .map_err(Error::from),
             None => Ok(None),
         });
@@ -462,6 +523,7 @@ mod tests {
             underlay_ip: None,
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             subnet_file: dir.join("run/subnet.env"),
+            segment_state_dir: dir.join("vxlan-state"),
             masquerade: true,
             resync: Duration::ZERO,
             debounce: Duration::from_millis(20),

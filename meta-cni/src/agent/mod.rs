@@ -163,6 +163,7 @@ pub fn settings(cfg: &AgentConfig) -> Settings {
         underlay_ip: cfg.underlay_ip,
         cluster_cidr: cfg.cluster_cidr,
         subnet_file: cfg.subnet_file.clone(),
+        segment_state_dir: cfg.segment_state_dir.clone(),
         masquerade: cfg.masquerade,
         resync: cfg.resync,
         debounce: cfg.debounce,
