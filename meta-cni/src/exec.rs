@@ -123,7 +123,7 @@ impl Runner {
     fn run_one(&self, verb: Verb, ifname: &str, conf: NetConf) -> Result<Option<CniResult>> {
         let t = conf.plugin_type().to_string();
         let env = self.env(verb, ifname)?;
-        let forced = self.force_exec.iter().any(|f| f == &t) || meta_delegate_forced(&t);
+        let forced = self.force_exec.iter().any(|f| f == &t) || invoke::forced_exec(&t);
         if let (Some(p), false) = (bundled(&t), forced) {
             // Refused at ADD only: DEL, CHECK, STATUS and GC must work on any config.
             if verb == Verb::Add
@@ -136,13 +136,7 @@ impl Runner {
                     ),
                 ));
             }
-            let ver = conf.version();
-            let need = match verb {
-                Verb::Check => Version::V0_4_0,
-                Verb::Status | Verb::Gc => Version::V1_1_0,
-                _ => Version::V0_3_0,
-            };
-            if ver < need {
+            if conf.version() < verb.min_version() {
                 return Ok(None); // the verb does not exist in this network's version
             }
             tracing::debug!("{} {t} ({}): in-process", verb.as_str(), ifname);
@@ -151,16 +145,7 @@ impl Runner {
                 stdin: conf.to_bytes(),
                 conf,
             };
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match verb {
-                Verb::Add => p.add(&args).map(Some),
-                Verb::Del => p.del(&args).map(|_| None),
-                Verb::Check => p.check(&args).map(|_| None),
-                Verb::Status => p.status(&args).map(|_| None),
-                Verb::Gc => p.gc(&args).map(|_| None),
-                Verb::Version => Ok(None),
-            }));
-            return r
-                .unwrap_or_else(|_| Err(Error::internal(format!("delegate {t} panicked (bug)"))));
+            return cni_core::plugin::call(p.as_ref(), &args);
         }
         let bytes = conf.to_bytes();
         tracing::debug!(
@@ -267,10 +252,4 @@ impl Runner {
         }
         Ok(())
     }
-}
-
-fn meta_delegate_forced(t: &str) -> bool {
-    std::env::var("META_CNI_FORCE_EXEC")
-        .map(|v| v.split(',').any(|x| x.trim() == t))
-        .unwrap_or(false)
 }

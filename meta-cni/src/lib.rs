@@ -217,7 +217,6 @@ impl MetaPlugin {
 
     fn pod_ctx(
         &self,
-        conf: &MetaConf,
         args: &CmdArgs,
         src: &mut dyn Source,
     ) -> Result<Option<(PodCtx, Option<String>)>> {
@@ -245,7 +244,6 @@ impl MetaPlugin {
             }
             None => (BTreeMap::new(), p.uid.clone()),
         };
-        let _ = conf;
         Ok(Some((
             PodCtx {
                 namespace: p.namespace,
@@ -302,7 +300,7 @@ impl Plugin for MetaPlugin {
         let conf = MetaConf::load(args)?;
         Self::check_ready(&conf, code::TRY_AGAIN_LATER)?;
         let mut src = make_source(&conf)?;
-        let pod = self.pod_ctx(&conf, args, src.as_mut())?;
+        let pod = self.pod_ctx(args, src.as_mut())?;
         let rc: Map<String, Value> = args
             .conf
             .get("runtimeConfig")
@@ -435,7 +433,7 @@ impl Plugin for MetaPlugin {
                         Box::new(NoSource)
                     }
                 };
-                let pod = match self.pod_ctx(&conf, args, src.as_mut()) {
+                let pod = match self.pod_ctx(args, src.as_mut()) {
                     Ok(p) => p.map(|(p, _)| p),
                     Err(e) => {
                         tracing::warn!(

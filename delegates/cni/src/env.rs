@@ -34,6 +34,16 @@ impl Verb {
             _ => return None,
         })
     }
+    /// The oldest configuration version in which the verb exists (CHECK 0.4.0, STATUS and
+    /// GC 1.1.0).
+    pub fn min_version(self) -> crate::version::Version {
+        use crate::version::Version;
+        match self {
+            Verb::Check => Version::V0_4_0,
+            Verb::Status | Verb::Gc => Version::V1_1_0,
+            _ => Version::V0_3_0,
+        }
+    }
     /// The `CNI_COMMAND` spelling.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -10,6 +10,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// Whether an operator asked to exec `plugin_type` even though it is bundled:
+/// `META_CNI_FORCE_EXEC` is a comma-separated list of types.
+pub fn forced_exec(plugin_type: &str) -> bool {
+    std::env::var("META_CNI_FORCE_EXEC")
+        .map(|v| v.split(',').any(|t| t.trim() == plugin_type))
+        .unwrap_or(false)
+}
+
 /// Finds a plugin binary by type on the CNI path. The type must be a plain file name.
 pub fn find_plugin(plugin_type: &str, path: &[PathBuf]) -> Result<PathBuf> {
     if plugin_type.is_empty()

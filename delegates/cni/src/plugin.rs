@@ -96,51 +96,17 @@ pub fn dispatch<P: Plugin + ?Sized>(
         Err(e) => return fail(&e, err_ver.as_str()),
     };
     let ver = conf.version();
-    let gate = |min: Version| -> Result<()> {
-        if ver < min {
-            Err(Error::new(
-                code::INCOMPATIBLE_VERSION,
-                format!("config version {ver} does not allow {}", env.verb.as_str()),
-            )
-            .with_details(format!(
-                "{} needs cniVersion {min} or later",
-                env.verb.as_str()
-            )))
-        } else {
-            Ok(())
-        }
-    };
     let args = CmdArgs {
         env: env.clone(),
         stdin: stdin.to_vec(),
         conf,
     };
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-        || -> Result<Option<CniResult>> {
-            match env.verb {
-                Verb::Add => {
-                    check_netns_not_own(&env.netns)?;
-                    plugin.add(&args).map(Some)
-                }
-                Verb::Del => plugin.del(&args).map(|_| None),
-                Verb::Check => {
-                    gate(Version::V0_4_0)?;
-                    plugin.check(&args).map(|_| None)
-                }
-                Verb::Status => {
-                    gate(Version::V1_1_0)?;
-                    plugin.status(&args).map(|_| None)
-                }
-                Verb::Gc => {
-                    gate(Version::V1_1_0)?;
-                    plugin.gc(&args).map(|_| None)
-                }
-                Verb::Version => Ok(None),
-            }
-        },
-    ));
+    let res = match env.verb {
+        Verb::Add => check_netns_not_own(&env.netns).and_then(|()| call(plugin, &args)),
+        _ => call(plugin, &args),
+    };
     match res {
-        Ok(Ok(Some(r))) => {
+        Ok(Some(r)) => {
             let mut out = serde_json::to_vec(&r.to_value(ver)).unwrap_or_default();
             out.push(b'\n');
             Outcome {
@@ -148,23 +114,45 @@ pub fn dispatch<P: Plugin + ?Sized>(
                 exit_code: 0,
             }
         }
-        Ok(Ok(None)) => Outcome {
+        Ok(None) => Outcome {
             stdout: Vec::new(),
             exit_code: 0,
         },
-        Ok(Err(e)) => fail(&e, ver.as_str()),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            fail(
-                &Error::internal(format!("internal error (bug): {what}")),
-                ver.as_str(),
-            )
-        }
+        Err(e) => fail(&e, ver.as_str()),
     }
+}
+
+/// Runs the verb of `args.env` on a plugin in-process — what the binary skeleton does and
+/// what a meta plugin does for a bundled delegate: the verb's version gate (code 1 below
+/// [`Verb::min_version`]), then the plugin; a panic becomes code 999. ADD returns the
+/// result, every other verb `None`.
+pub fn call<P: Plugin + ?Sized>(plugin: &P, args: &CmdArgs) -> Result<Option<CniResult>> {
+    let verb = args.env.verb;
+    let ver = args.conf.version();
+    let min = verb.min_version();
+    if ver < min {
+        return Err(Error::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("config version {ver} does not allow {}", verb.as_str()),
+        )
+        .with_details(format!("{} needs cniVersion {min} or later", verb.as_str())));
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match verb {
+        Verb::Add => plugin.add(args).map(Some),
+        Verb::Del => plugin.del(args).map(|_| None),
+        Verb::Check => plugin.check(args).map(|_| None),
+        Verb::Status => plugin.status(args).map(|_| None),
+        Verb::Gc => plugin.gc(args).map(|_| None),
+        Verb::Version => Ok(None),
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::internal(format!("internal error (bug): {what}")))
+    })
 }
 
 /// The plugin must not be asked to configure its own namespace (the runtime's bug would

@@ -20,12 +20,7 @@ pub enum Ipam {
     Exec(String),
 }
 
-/// Types an operator asked to exec rather than run in-process.
-pub fn forced_exec(plugin_type: &str) -> bool {
-    std::env::var("META_CNI_FORCE_EXEC")
-        .map(|v| v.split(',').any(|t| t.trim() == plugin_type))
-        .unwrap_or(false)
-}
+pub use cni_core::invoke::forced_exec;
 
 /// Which IPAM serves this configuration.
 pub fn which(args: &CmdArgs) -> Ipam {

@@ -155,10 +155,20 @@ impl Env {
         if let Some(p) = self.w.pods.get(pod) {
             assert_eq!(link_names(p.netns()), vec!["lo"], "{ctx}: pod links left");
         }
-        let node: Vec<String> = link_names(self.w.node.netns())
-            .into_iter()
-            .filter(|n| n.starts_with("veth"))
-            .collect();
+        // A deleted pod netns is torn down by the kernel asynchronously (its veth peers go
+        // with it a moment later), so give that up to 5 s; anything still there is a leak.
+        let veths = || -> Vec<String> {
+            link_names(self.w.node.netns())
+                .into_iter()
+                .filter(|n| n.starts_with("veth"))
+                .collect()
+        };
+        let t0 = std::time::Instant::now();
+        let mut node = veths();
+        while !node.is_empty() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            node = veths();
+        }
         assert!(node.is_empty(), "{ctx}: host veths left: {node:?}");
         for n in ["cluster", "br", "mv", "other"] {
             let files = dir_contents(&self.w.path(&format!("ipam-{n}")));
