@@ -183,7 +183,7 @@ fn main() {
     let mut all = Vec::new();
     for run in 0..runs {
         let c = Cluster::new(1);
-        let _fwd = Forwarder::start(c.nodes[0].ns.netns(), api.addr);
+        let _fwd = Forwarder::start(c.nodes[0].ns.netns(), api.addr, api.addr);
         let mut env = base_env(&c.nodes[0]);
         for (k, v) in env.iter_mut() {
             match k.as_str() {

@@ -70,7 +70,7 @@ fn agent_programs_nodes_from_the_api_server() {
     // node1's API server is unreachable at first (no forwarder yet).
     let mut fwd: Vec<Forwarder> = [0, 2]
         .iter()
-        .map(|&i| Forwarder::start(c.nodes[i].ns.netns(), api.addr))
+        .map(|&i| Forwarder::start(c.nodes[i].ns.netns(), api.addr, api.addr))
         .collect();
     let mut agents: Vec<Agent> = c
         .nodes
@@ -79,7 +79,7 @@ fn agent_programs_nodes_from_the_api_server() {
         .collect();
     agents[1].wait_log("get Node node1:", 1, T);
     assert!(!c.nodes[1].subnet_file().exists());
-    fwd.push(Forwarder::start(c.nodes[1].ns.netns(), api.addr));
+    fwd.push(Forwarder::start(c.nodes[1].ns.netns(), api.addr, api.addr));
 
     // node2's agent waits for its podCIDR and has made nothing yet.
     agents[2].wait_log("has no spec.podCIDR yet", 1, T);

@@ -22,24 +22,25 @@
 //! namespaces.
 #![allow(dead_code)]
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
 use meta_netlink::{
     LinkKind, LinkRequest, NamedNetns, Netlink, NetlinkOps, Netns, RouteSpec, format_mac,
 };
-use meta_tests::apiserver::{ApiServer, SA_ISSUER};
+use meta_tests::apiserver::ApiServer;
 use meta_tests::{Invocation, require_root, spawn_in, unique};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, ErrorKind};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+#[path = "../kube_support/mod.rs"]
+mod kube_support;
+pub use kube_support::*;
 
 /// The cluster CIDR of the tests.
 pub const CLUSTER: &str = "10.244.0.0/16";
@@ -669,148 +670,6 @@ pub fn base_env(n: &NodeNs) -> Vec<(String, String)> {
 
 // ---------------------------------------------------------------------------------------
 // The API server side.
-
-/// Relays connections accepted on 127.0.0.1:<port> inside a namespace to
-/// 127.0.0.1:<port> of the test's namespace. Dropping it closes the listener.
-pub struct Forwarder {
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Forwarder {
-    /// Listens inside `ns` on the address of `upstream` (a 127.0.0.1 address).
-    pub fn start(ns: &Netns, upstream: SocketAddr) -> Forwarder {
-        let listener = ns
-            .run(move || TcpListener::bind(upstream))
-            .expect("thread in the node namespace")
-            .expect("bind in the node namespace");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let accept = std::thread::Builder::new()
-            .name("agent-forwarder".into())
-            .spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((client, _)) => {
-                            std::thread::spawn(move || relay(client, upstream));
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5))
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
-            .expect("spawn forwarder");
-        Forwarder {
-            stop,
-            accept: Some(accept),
-        }
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn relay(client: TcpStream, upstream: SocketAddr) {
-    let _ = client.set_nonblocking(false);
-    let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(2)) else {
-        return;
-    };
-    let (Ok(mut c_in), Ok(mut s_out)) = (client.try_clone(), server.try_clone()) else {
-        return;
-    };
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_in, &mut s_out);
-        let _ = s_out.shutdown(Shutdown::Write);
-    });
-    let (mut s_in, mut c_out) = (server, client);
-    let _ = std::io::copy(&mut s_in, &mut c_out);
-    let _ = c_out.shutdown(Shutdown::Write);
-    let _ = up.join();
-}
-
-/// A kube client for `kubeconfig`; call inside a runtime.
-pub async fn client_for(kubeconfig: &Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .expect("kube config");
-    kube::Client::try_from(cfg).expect("kube client")
-}
-
-/// Loads every object of `deploy/rbac.yaml` (parsed with serde-saphyr) with the admin
-/// client; returns `kind/name` of each.
-pub async fn apply_rbac(admin: &kube::Client) -> Vec<String> {
-    let path = repo_root().join("deploy/rbac.yaml");
-    let text = std::fs::read_to_string(&path).expect("read rbac.yaml");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-        .unwrap_or_else(|e| panic!("{}: invalid YAML: {e}", path.display()));
-    let pp = PostParams::default();
-    let mut done = Vec::new();
-    for d in docs.into_iter().filter(|d| !d.is_null()) {
-        let kind = d["kind"].as_str().unwrap_or_default().to_string();
-        let name = d["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        match kind.as_str() {
-            "ServiceAccount" => {
-                let o: ServiceAccount = serde_json::from_value(d).expect("ServiceAccount");
-                let ns = o.metadata.namespace.clone().expect("SA namespace");
-                Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
-                    .create(&pp, &o)
-                    .await
-                    .expect("create ServiceAccount");
-            }
-            "ClusterRole" => {
-                let o: ClusterRole = serde_json::from_value(d).expect("ClusterRole");
-                Api::<ClusterRole>::all(admin.clone())
-                    .create(&pp, &o)
-                    .await
-                    .expect("create ClusterRole");
-            }
-            "ClusterRoleBinding" => {
-                let o: ClusterRoleBinding = serde_json::from_value(d).expect("ClusterRoleBinding");
-                Api::<ClusterRoleBinding>::all(admin.clone())
-                    .create(&pp, &o)
-                    .await
-                    .expect("create ClusterRoleBinding");
-            }
-            other => panic!("{}: unexpected kind {other:?}", path.display()),
-        }
-        done.push(format!("{kind}/{name}"));
-    }
-    done
-}
-
-/// A token of ServiceAccount kube-system/meta-cni from the TokenRequest API
-/// (`POST /api/v1/namespaces/kube-system/serviceaccounts/meta-cni/token`).
-pub async fn sa_token(admin: &kube::Client) -> String {
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "kube-system");
-    let tr = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: Some(vec![SA_ISSUER.to_string()]),
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    sas.create_token_request("meta-cni", &PostParams::default(), &tr)
-        .await
-        .expect("TokenRequest for kube-system/meta-cni")
-        .status
-        .expect("TokenRequest status")
-        .token
-        .expect("TokenRequest token")
-}
 
 /// A Node object: `name`, `spec.podCIDR` (when given), annotations.
 pub fn node_object(name: &str, pod_cidr: Option<&str>, annotations: &[(&str, String)]) -> Node {

@@ -12,24 +12,22 @@
 //! test's namespaces.
 #![allow(dead_code)]
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use meta_crd::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use meta_netlink::{Netlink, NetlinkOps, Netns};
-use meta_tests::apiserver::{ApiServer, SA_ISSUER};
+use meta_tests::apiserver::ApiServer;
 use meta_tests::{Invocation, REFERENCE_DIR, Run, World, dir_contents, run_in, veth_pair_in};
 use serde_json::{Value, json};
-use std::io::ErrorKind;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+#[path = "../kube_support/mod.rs"]
+mod kube_support;
+pub use kube_support::*;
 
 /// The namespace of the test's pods and NADs.
 pub const NS: &str = "e2e";
@@ -58,82 +56,6 @@ pub fn repo_root() -> PathBuf {
 
 // ---------------------------------------------------------------------------------------
 // TCP relay from the node namespace to the API server, and a black hole.
-
-/// Relays connections accepted on 127.0.0.1 of a namespace to `upstream`. Dropping it
-/// closes the listener (connections are then refused).
-pub struct Forwarder {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Forwarder {
-    /// Listens on 127.0.0.1:<free port> inside `ns`.
-    pub fn start(ns: &Netns, upstream: SocketAddr) -> Forwarder {
-        let listener = ns
-            .run(|| TcpListener::bind("127.0.0.1:0"))
-            .expect("thread in the node namespace")
-            .expect("bind 127.0.0.1:0 in the node namespace");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("local_addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let accept = std::thread::Builder::new()
-            .name("e2e-forwarder".into())
-            .spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((client, _)) => {
-                            std::thread::spawn(move || relay(client, upstream));
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5))
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
-            .expect("spawn forwarder");
-        Forwarder {
-            addr,
-            stop,
-            accept: Some(accept),
-        }
-    }
-
-    /// Where it listens (in the namespace it was started in).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn relay(client: TcpStream, upstream: SocketAddr) {
-    let _ = client.set_nonblocking(false);
-    // Upstream gone: dropping `client` closes the connection, as a dead server would.
-    let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(2)) else {
-        return;
-    };
-    let (Ok(mut c_in), Ok(mut s_out)) = (client.try_clone(), server.try_clone()) else {
-        return;
-    };
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_in, &mut s_out);
-        let _ = s_out.shutdown(Shutdown::Write);
-    });
-    let (mut s_in, mut c_out) = (server, client);
-    let _ = std::io::copy(&mut s_in, &mut c_out);
-    let _ = c_out.shutdown(Shutdown::Write);
-    let _ = up.join();
-}
 
 /// A listener in a namespace that never accepts: the kernel completes TCP handshakes,
 /// then nothing ever answers (a hung API server).
@@ -169,15 +91,6 @@ pub fn kubeconfig_with_server(src: &Path, dst: &Path, addr: SocketAddr) {
     std::fs::write(dst, serde_json::to_string_pretty(&kc).unwrap()).expect("write kubeconfig");
 }
 
-/// A kube client for `kubeconfig`; call inside the runtime.
-pub async fn client_for(kubeconfig: &Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .expect("kube config");
-    kube::Client::try_from(cfg).expect("kube client")
-}
-
 /// Loads `deploy/crds/network-attachment-definition.yaml` and waits until it is
 /// Established and the NAD resource is served.
 async fn apply_crd(admin: &kube::Client) {
@@ -207,51 +120,6 @@ async fn apply_crd(admin: &kube::Client) {
         assert!(Instant::now() < deadline, "CRD {name} not Established");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Loads every object of `deploy/rbac.yaml` (ServiceAccount, ClusterRole,
-/// ClusterRoleBinding); returns their kinds/names.
-async fn apply_rbac(admin: &kube::Client) -> Vec<String> {
-    let path = repo_root().join("deploy/rbac.yaml");
-    let text = std::fs::read_to_string(&path).expect("read rbac.yaml");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-        .unwrap_or_else(|e| panic!("{}: invalid YAML: {e}", path.display()));
-    let pp = PostParams::default();
-    let mut done = Vec::new();
-    for d in docs.into_iter().filter(|d| !d.is_null()) {
-        let kind = d["kind"].as_str().unwrap_or_default().to_string();
-        let name = d["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        match kind.as_str() {
-            "ServiceAccount" => {
-                let o: ServiceAccount = serde_json::from_value(d).expect("ServiceAccount");
-                let ns = o.metadata.namespace.clone().expect("SA namespace");
-                Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
-                    .create(&pp, &o)
-                    .await
-                    .expect("create ServiceAccount");
-            }
-            "ClusterRole" => {
-                let o: ClusterRole = serde_json::from_value(d).expect("ClusterRole");
-                Api::<ClusterRole>::all(admin.clone())
-                    .create(&pp, &o)
-                    .await
-                    .expect("create ClusterRole");
-            }
-            "ClusterRoleBinding" => {
-                let o: ClusterRoleBinding = serde_json::from_value(d).expect("ClusterRoleBinding");
-                Api::<ClusterRoleBinding>::all(admin.clone())
-                    .create(&pp, &o)
-                    .await
-                    .expect("create ClusterRoleBinding");
-            }
-            other => panic!("{}: unexpected kind {other:?}", path.display()),
-        }
-        done.push(format!("{kind}/{name}"));
-    }
-    done
 }
 
 /// Timings of the setup, for the report.
@@ -364,24 +232,7 @@ impl E2e {
                 "ClusterRoleBinding/meta-cni-agent"
             ]
         );
-        let token = rt.block_on(async {
-            let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "kube-system");
-            let tr = TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    audiences: Some(vec![SA_ISSUER.to_string()]),
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            sas.create_token_request("meta-cni", &PostParams::default(), &tr)
-                .await
-                .expect("TokenRequest for kube-system/meta-cni")
-                .status
-                .expect("TokenRequest status")
-                .token
-                .expect("TokenRequest token")
-        });
+        let token = rt.block_on(sa_token(&admin));
         assert!(!token.is_empty());
         let sa_kubeconfig = api.kubeconfig_for_token(&token);
         let sa = rt.block_on(client_for(&sa_kubeconfig));
@@ -435,7 +286,11 @@ impl E2e {
             .trim_start_matches("https://")
             .parse()
             .expect("API server address");
-        let fwd = Forwarder::start(w.node.netns(), upstream);
+        let fwd = Forwarder::start(
+            w.node.netns(),
+            "127.0.0.1:0".parse().expect("addr"),
+            upstream,
+        );
         let kubeconfig = w.path("meta-cni.kubeconfig");
         kubeconfig_with_server(&sa_kubeconfig, &kubeconfig, fwd.addr());
         let timings = SetupTimings {
