@@ -173,8 +173,10 @@ impl Run {
     }
 }
 
-/// Runs `bin` inside namespace `ns` with the CNI environment of `inv` and `stdin`.
-pub fn run_in(ns: &Netns, bin: &Path, inv: &Invocation, stdin: &[u8]) -> Run {
+/// The plugin command: `bin` with exactly the CNI environment of `inv` (and the test's
+/// `META_CNI_LOG`, if set), entering namespace `ns` before exec when given, with piped
+/// stdio.
+fn command(bin: &Path, inv: &Invocation, ns: Option<&Netns>) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -184,27 +186,45 @@ pub fn run_in(ns: &Netns, bin: &Path, inv: &Invocation, stdin: &[u8]) -> Run {
         .env("CNI_IFNAME", inv.ifname)
         .env("CNI_ARGS", inv.args)
         .env("CNI_PATH", inv.path);
+    if let Ok(l) = std::env::var("META_CNI_LOG") {
+        cmd.env("META_CNI_LOG", l);
+    }
     for (k, v) in &inv.extra_env {
         cmd.env(k, v);
     }
     for k in &inv.unset {
         cmd.env_remove(k);
     }
-    if let Ok(l) = std::env::var("META_CNI_LOG") {
-        cmd.env("META_CNI_LOG", l);
-    }
-    let fd = ns.fd().as_raw_fd();
-    // SAFETY: setns is async-signal-safe; the fd stays open in the parent for the call.
-    unsafe {
-        cmd.pre_exec(move || {
-            let f = BorrowedFd::borrow_raw(fd);
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-        });
+    if let Some(ns) = ns {
+        let fd = ns.fd().as_raw_fd();
+        // SAFETY: setns is async-signal-safe; the fd stays open in the parent for the call.
+        unsafe {
+            cmd.pre_exec(move || {
+                let f = BorrowedFd::borrow_raw(fd);
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
     }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
+    cmd
+}
+
+/// Runs `bin` inside namespace `ns` with the CNI environment of `inv` and `stdin`.
+pub fn run_in(ns: &Netns, bin: &Path, inv: &Invocation, stdin: &[u8]) -> Run {
+    run(Some(ns), bin, inv, stdin)
+}
+
+/// Runs `bin` in the test's own namespace: only for invocations that never reach the
+/// kernel (VERSION, bad input, DEL of a gone netns, IPAM-only work).
+pub fn run_plain(bin: &Path, inv: &Invocation, stdin: &[u8]) -> Run {
+    run(None, bin, inv, stdin)
+}
+
+fn run(ns: Option<&Netns>, bin: &Path, inv: &Invocation, stdin: &[u8]) -> Run {
+    let mut child = command(bin, inv, ns)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
     {
@@ -374,30 +394,7 @@ pub fn dir_contents(dir: &Path) -> BTreeMap<String, String> {
 /// Starts `bin` inside `ns` like [`run_in`] but returns the running child (stdin already
 /// written and closed), for tests that kill plugins mid-operation.
 pub fn spawn_in(ns: &Netns, bin: &Path, inv: &Invocation, stdin: &[u8]) -> std::process::Child {
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", inv.verb)
-        .env("CNI_CONTAINERID", inv.container_id)
-        .env("CNI_NETNS", inv.netns)
-        .env("CNI_IFNAME", inv.ifname)
-        .env("CNI_ARGS", inv.args)
-        .env("CNI_PATH", inv.path);
-    for (k, v) in &inv.extra_env {
-        cmd.env(k, v);
-    }
-    let fd = ns.fd().as_raw_fd();
-    // SAFETY: setns is async-signal-safe; the fd stays open in the parent for the call.
-    unsafe {
-        cmd.pre_exec(move || {
-            let f = BorrowedFd::borrow_raw(fd);
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-        });
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
+    let mut child = command(bin, inv, Some(ns))
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
     if let Some(mut si) = child.stdin.take() {

@@ -3,9 +3,7 @@
 
 pub use meta_tests::*;
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Our binary.
 pub fn ours() -> PathBuf {
@@ -46,45 +44,6 @@ pub fn ip_files(dir: &Path) -> Vec<String> {
         .into_keys()
         .filter(|k| !k.ends_with("lock") && !k.contains("last_reserved_ip"))
         .collect()
-}
-
-/// Runs `bin` in the test's own process context (no namespace switch): only for
-/// invocations that never reach the kernel (VERSION, bad input, DEL of a gone netns,
-/// STATUS/GC without a master, IPAM-only work).
-pub fn run_plain(bin: &Path, inv: &Invocation, stdin: &[u8]) -> Run {
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", inv.verb)
-        .env("CNI_CONTAINERID", inv.container_id)
-        .env("CNI_NETNS", inv.netns)
-        .env("CNI_IFNAME", inv.ifname)
-        .env("CNI_ARGS", inv.args)
-        .env("CNI_PATH", inv.path);
-    for (k, v) in &inv.extra_env {
-        cmd.env(k, v);
-    }
-    for k in &inv.unset {
-        cmd.env_remove(k);
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-    if let Some(mut si) = child.stdin.take() {
-        let _ = si.write_all(stdin);
-    }
-    let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    Run {
-        code: out.status.code().unwrap_or(128),
-        json: serde_json::from_str(stdout.trim()).ok(),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        max_rss_kib: 0,
-    }
 }
 
 /// Runs one verb of `bin` in the world's node namespace against pod `pod`.
