@@ -132,14 +132,15 @@ fn network_status(entry: &Entry) -> Vec<meta_crd::NetworkStatus> {
 
 /// `default-route`: the chosen attachment owns the default route of each family its
 /// gateways are in; other attachments' default routes of those families go, in the pod
-/// and in their results (as Multus does).
-fn apply_default_route(entry: &mut Entry, netns: &str) -> Result<()> {
+/// and in their results (as Multus does). Returns whether anything changed (the journal
+/// then needs the adjusted results).
+fn apply_default_route(entry: &mut Entry, netns: &str) -> Result<bool> {
     let Some(d) = entry
         .attachments
         .iter()
         .position(|a| !a.default_route.is_empty())
     else {
-        return Ok(());
+        return Ok(false);
     };
     let gws = entry.attachments[d].default_route.clone();
     let ifname = entry.attachments[d].ifname.clone();
@@ -197,7 +198,7 @@ fn apply_default_route(entry: &mut Entry, netns: &str) -> Result<()> {
             a.result = Some(r.to_value(Version::V1_1_0));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 impl MetaPlugin {
@@ -381,11 +382,14 @@ impl Plugin for MetaPlugin {
             }
         }
         let last = entry.attachments.len() - 1;
-        if let Err(e) = apply_default_route(&mut entry, &args.env.netns) {
-            return Err(fail(&entry, last, e, journal));
-        }
-        if let Err(e) = journal.store(&entry) {
-            return Err(fail(&entry, last, e, journal));
+        match apply_default_route(&mut entry, &args.env.netns) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = journal.store(&entry) {
+                    return Err(fail(&entry, last, e, journal));
+                }
+            }
+            Err(e) => return Err(fail(&entry, last, e, journal)),
         }
         if let Some(p) = &entry.pod {
             let statuses = network_status(&entry);
