@@ -8,13 +8,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::*;
+use meta_tests::bench::pct;
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
-}
 
 struct Mode {
     label: &'static str,

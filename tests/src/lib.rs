@@ -8,6 +8,7 @@
 //! for differential comparison.
 
 pub mod apiserver;
+pub mod bench;
 pub mod containerd;
 pub mod cri;
 
