@@ -162,12 +162,12 @@ fn agent_programs_nodes_from_the_api_server() {
         [ip0, ip1, ip2].map(|i| i.to_string()),
         ["10.244.1.2", "10.244.2.2", "10.244.3.2"]
     );
-    assert_reaches(&c.pods[p0], ip1);
-    assert_reaches(&c.pods[p1], ip2);
-    assert_reaches(&c.pods[p2], ip0);
+    assert_reaches(&c.pods[p0], ip1, &[]);
+    assert_reaches(&c.pods[p1], ip2, &[]);
+    assert_reaches(&c.pods[p2], ip0, &[]);
     // Leaving the cluster CIDR: only the agent's node rule masquerades (the pods have
     // ipMasq false), and the underlay has no route back to 10.244.0.0/16.
-    assert_reaches(&c.pods[p0], format!("{UNDERLAY}.1").parse().unwrap());
+    assert_reaches(&c.pods[p0], format!("{UNDERLAY}.1").parse().unwrap(), &[]);
 
     // A new Node (a fake remote with a podCIDR and annotations) gets programmed everywhere.
     let fake_subnet: ipnet::IpNet = "10.244.50.0/24".parse().unwrap();
@@ -211,7 +211,7 @@ fn agent_programs_nodes_from_the_api_server() {
     for i in 0..3 {
         wait_entries(&c, i, &others(&c, i, &[]));
     }
-    assert_reaches(&c.pods[p0], ip2);
+    assert_reaches(&c.pods[p0], ip2, &[]);
 
     // Someone removes our annotations: the agent puts them back.
     api.patch_node(
@@ -280,7 +280,7 @@ fn agent_programs_nodes_from_the_api_server() {
     for n in &c.nodes {
         assert!(n.subnet_file().exists());
     }
-    assert_reaches(&c.pods[p1], ip0);
+    assert_reaches(&c.pods[p1], ip0, &[]);
 
     // Restart: the agents converge without changing anything (kernel, ruleset, subnet
     // file, and the Nodes: no patch, so the same resourceVersion).
@@ -324,7 +324,7 @@ fn agent_programs_nodes_from_the_api_server() {
         wait_entries(&c, i, &want);
     }
     assert_unreachable(&c.pods[p0], ip2);
-    assert_reaches(&c.pods[p0], ip1);
+    assert_reaches(&c.pods[p0], ip1, &[]);
     for a in &agents {
         a.assert_running();
     }

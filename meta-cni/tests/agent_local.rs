@@ -93,8 +93,8 @@ fn agent_programs_nodes_from_a_static_file() {
     }
     let (p0, ip0) = c.primary_pod(0, "l-a");
     let (p1, ip1) = c.primary_pod(1, "l-b");
-    assert_reaches(&c.pods[p0], ip1);
-    assert_reaches(&c.pods[p1], ip0);
+    assert_reaches(&c.pods[p0], ip1, &[]);
+    assert_reaches(&c.pods[p1], ip0, &[]);
 
     // The file changes: fake50 goes, fake60 (explicit MAC) comes.
     let mut f60 = fake(60);
@@ -120,7 +120,7 @@ fn agent_programs_nodes_from_a_static_file() {
     write(&file, &json!([entry(&c.nodes[0]), entry(&c.nodes[1])]));
     wait_entries(&c, 0, &[n(1)]);
     wait_entries(&c, 1, &[n(0)]);
-    assert_reaches(&c.pods[p0], ip1);
+    assert_reaches(&c.pods[p0], ip1, &[]);
 
     // SIGINT: exit 0, state kept; a restart changes nothing.
     let before: Vec<Vec<String>> = c.nodes.iter().map(|n| snapshot(&n.ns)).collect();
@@ -154,7 +154,7 @@ fn agent_programs_nodes_from_a_static_file() {
     a.wait_log("reconciled: nothing to change", 1, T);
     assert!(node_masq_rules(&c.nodes[1].ns).is_empty());
     assert_eq!(node_masq_rules(&c.nodes[0].ns).len(), 1);
-    assert_reaches(&c.pods[p1], ip0);
+    assert_reaches(&c.pods[p1], ip0, &[]);
 }
 
 #[test]
@@ -288,8 +288,8 @@ fn agent_programs_peers_of_segments_without_static_peers() {
         || format!("node1 flood list {:?}", flood(&c.nodes[1], "mvx300")),
         || (flood(&c.nodes[1], "mvx300") == vec![ip0.clone()]).then_some(()),
     );
-    assert_reaches(&c.pods[a], "10.30.0.2".parse().unwrap());
-    assert_reaches(&c.pods[b], "10.30.0.1".parse().unwrap());
+    assert_reaches(&c.pods[a], "10.30.0.2".parse().unwrap(), &[]);
+    assert_reaches(&c.pods[b], "10.30.0.1".parse().unwrap(), &[]);
     // VNI 301 with a static peer list: the agent leaves it exactly as configured, even
     // across its periodic runs (a fake peer .99 that is no node stays).
     let fake = format!("{UNDERLAY}.99");

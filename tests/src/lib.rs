@@ -428,3 +428,93 @@ pub fn veth_pair_in(ns: &Netns, a: &str, b: &str) {
         nl.link_set_up(l.index, true).expect("up");
     }
 }
+
+/// Pings `dst` from inside `ns` (2 packets, 1 s timeout; `extra` adds ping options such as
+/// `-M do -s 1422`). Returns success and ping's output.
+pub fn ping(ns: &NamedNetns, dst: std::net::IpAddr, extra: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+        ])
+        .args(extra)
+        .arg(dst.to_string())
+        .output()
+        .expect("run ping (Debian iputils-ping)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Pings until a reply comes (up to 3 tries: the first packet may race neighbour setup).
+pub fn assert_reaches(ns: &NamedNetns, dst: std::net::IpAddr, extra: &[&str]) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (ok, out) = ping(ns, dst, extra);
+        if ok {
+            return;
+        }
+        last = out;
+    }
+    panic!("{} cannot reach {dst} ({extra:?}): {last}", ns.name());
+}
+
+/// Asserts that no reply comes.
+pub fn assert_unreachable(ns: &NamedNetns, dst: std::net::IpAddr) {
+    let (ok, out) = ping(ns, dst, &[]);
+    assert!(!ok, "{} unexpectedly reaches {dst}: {out}", ns.name());
+}
+
+/// The L2/L3 state of a namespace, rendered and sorted, for before/after comparisons:
+/// links (with VXLAN parameters and FDB entries), addresses, permanent neighbours and IPv4
+/// routes.
+pub fn kernel_snapshot(ns: &Netns) -> Vec<String> {
+    let mut nl = Netlink::open(Some(ns)).expect("netlink");
+    let mut out = Vec::new();
+    for l in nl.links().expect("links") {
+        out.push(format!(
+            "link {} {} kind={:?} mtu={} up={} master={:?} mac={:?} vxlan={:?}",
+            l.index,
+            l.name,
+            l.kind,
+            l.mtu,
+            l.up,
+            l.master,
+            l.mac.map(|m| meta_netlink::format_mac(&m)),
+            l.vxlan
+        ));
+        if l.kind.as_deref() == Some("vxlan") {
+            for f in nl.fdbs(l.index).expect("fdbs") {
+                out.push(format!("fdb {} {f:?}", l.name));
+            }
+        }
+    }
+    for a in nl.addrs(None).expect("addrs") {
+        out.push(format!("addr {} {}", a.index, a.addr));
+    }
+    for nb in nl.neighs(None).expect("neighs") {
+        if nb.permanent {
+            out.push(format!("neigh {nb:?}"));
+        }
+    }
+    for r in nl.routes(false, None).expect("routes") {
+        out.push(format!("route {r:?}"));
+    }
+    out.sort();
+    out
+}

@@ -29,6 +29,8 @@ use meta_netlink::{
 };
 use meta_tests::apiserver::ApiServer;
 use meta_tests::{Invocation, require_root, spawn_in, unique};
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use meta_tests::{assert_reaches, assert_unreachable, kernel_snapshot, ping};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
@@ -363,38 +365,7 @@ pub fn overlay_routes(ns: &Netns) -> usize {
 /// neighbours, FDBs of VXLAN devices, IPv4 routes, and the nftables ruleset — rendered for
 /// comparison.
 pub fn snapshot(ns: &NamedNetns) -> Vec<String> {
-    let mut nl = Netlink::open(Some(ns.netns())).expect("netlink");
-    let mut out = Vec::new();
-    for l in nl.links().expect("links") {
-        out.push(format!(
-            "link {} {} kind={:?} mtu={} up={} master={:?} mac={:?} vxlan={:?}",
-            l.index,
-            l.name,
-            l.kind,
-            l.mtu,
-            l.up,
-            l.master,
-            l.mac.map(|m| format_mac(&m)),
-            l.vxlan
-        ));
-        if l.kind.as_deref() == Some("vxlan") {
-            for f in nl.fdbs(l.index).expect("fdbs") {
-                out.push(format!("fdb {} {f:?}", l.name));
-            }
-        }
-    }
-    for a in nl.addrs(None).expect("addrs") {
-        out.push(format!("addr {} {}", a.index, a.addr));
-    }
-    for nb in nl.neighs(None).expect("neighs") {
-        if nb.permanent {
-            out.push(format!("neigh {nb:?}"));
-        }
-    }
-    for r in nl.routes(false, None).expect("routes") {
-        out.push(format!("route {r:?}"));
-    }
-    out.sort();
+    let mut out = kernel_snapshot(ns.netns());
     out.push(format!("nft {}", nft_ruleset(ns)));
     out
 }
@@ -438,55 +409,6 @@ pub fn node_masq_rules(ns: &NamedNetns) -> Vec<(String, String, String)> {
             )
         })
         .collect()
-}
-
-/// `ip netns exec <ns> ping ...`; true when it got replies.
-pub fn ping(ns: &NamedNetns, dst: IpAddr) -> (bool, String) {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns.name(),
-            "ping",
-            "-n",
-            "-q",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-        ])
-        .arg(dst.to_string())
-        .output()
-        .expect("run ping");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// Pings until a reply comes (3 tries).
-pub fn assert_reaches(ns: &NamedNetns, dst: IpAddr) {
-    let mut last = String::new();
-    for _ in 0..3 {
-        let (ok, out) = ping(ns, dst);
-        if ok {
-            return;
-        }
-        last = out;
-    }
-    panic!("{} cannot reach {dst}: {last}", ns.name());
-}
-
-/// Asserts that no reply comes.
-pub fn assert_unreachable(ns: &NamedNetns, dst: IpAddr) {
-    let (ok, out) = ping(ns, dst);
-    assert!(!ok, "{} unexpectedly reaches {dst}: {out}", ns.name());
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, for at most `timeout`; panics with

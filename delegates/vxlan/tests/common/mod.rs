@@ -11,13 +11,12 @@
 //! (RAII, also on panic); the underlay addresses exist only inside these namespaces.
 #![allow(dead_code)]
 
-use meta_netlink::{LinkKind, LinkRequest, NamedNetns, NetlinkOps, Netns, RouteSpec, format_mac};
+use meta_netlink::{LinkKind, LinkRequest, NamedNetns, NetlinkOps, Netns, RouteSpec};
 pub use meta_tests::*;
 use meta_vxlan::overlay::{NodeRecord, OverlayConfig, Underlay};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The plugin binary.
 pub fn ours() -> PathBuf {
@@ -244,57 +243,6 @@ pub fn result_ip(v: &Value) -> IpAddr {
     a.split('/').next().unwrap().parse().expect("address")
 }
 
-/// `ip netns exec <ns> ping ...`; true when it got replies. `extra` goes before the
-/// destination.
-pub fn ping(ns: &NamedNetns, dst: IpAddr, extra: &[&str]) -> (bool, String) {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns.name(),
-            "ping",
-            "-n",
-            "-q",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-        ])
-        .args(extra)
-        .arg(dst.to_string())
-        .output()
-        .expect("run ping");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// Pings until a reply comes (up to 3 tries: the first packet may race neighbour setup).
-pub fn assert_reaches(ns: &NamedNetns, dst: IpAddr, extra: &[&str]) {
-    let mut last = String::new();
-    for _ in 0..3 {
-        let (ok, out) = ping(ns, dst, extra);
-        if ok {
-            return;
-        }
-        last = out;
-    }
-    panic!("{} cannot reach {dst} ({extra:?}): {last}", ns.name());
-}
-
-/// Asserts that no reply comes.
-pub fn assert_unreachable(ns: &NamedNetns, dst: IpAddr) {
-    let (ok, out) = ping(ns, dst, &[]);
-    assert!(!ok, "{} unexpectedly reaches {dst}: {out}", ns.name());
-}
-
 /// A TCP echo across namespaces: a listener in `server` on `ip:port`, a client in
 /// `client` sending `len` bytes; returns the bytes echoed back.
 pub fn tcp_echo(server: &Netns, client: &Netns, ip: IpAddr, port: u16, len: usize) -> usize {
@@ -354,39 +302,7 @@ pub fn tcp_echo(server: &Netns, client: &Netns, ip: IpAddr, port: u16, len: usiz
 /// The overlay-relevant kernel state of a node: links, addresses, neighbours, FDBs of
 /// VXLAN devices, IPv4 main routes — rendered for comparison.
 pub fn snapshot(n: &Node) -> Vec<String> {
-    let mut nl = n.nl();
-    let mut out = Vec::new();
-    let links = nl.links().expect("links");
-    for l in &links {
-        out.push(format!(
-            "link {} kind={:?} mtu={} up={} master={:?} mac={:?} vxlan={:?}",
-            l.name,
-            l.kind,
-            l.mtu,
-            l.up,
-            l.master,
-            l.mac.map(|m| format_mac(&m)),
-            l.vxlan
-        ));
-        if l.kind.as_deref() == Some("vxlan") {
-            for f in nl.fdbs(l.index).expect("fdbs") {
-                out.push(format!("fdb {} {f:?}", l.name));
-            }
-        }
-    }
-    for a in nl.addrs(None).expect("addrs") {
-        out.push(format!("addr {} {}", a.index, a.addr));
-    }
-    for nb in nl.neighs(None).expect("neighs") {
-        if nb.permanent {
-            out.push(format!("neigh {nb:?}"));
-        }
-    }
-    for r in nl.routes(false, None).expect("routes") {
-        out.push(format!("route {r:?}"));
-    }
-    out.sort();
-    out
+    kernel_snapshot(n.ns.netns())
 }
 
 /// Reads a file, for messages.
