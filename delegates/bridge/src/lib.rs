@@ -163,21 +163,6 @@ fn ensure_addr(host: &mut Netlink, br: &LinkInfo, gw: IpNet, force: bool) -> Res
     Ok(())
 }
 
-fn enable_forward(v6: bool) -> Result<()> {
-    let key = if v6 {
-        "net.ipv6.conf.all.forwarding"
-    } else {
-        "net.ipv4.ip_forward"
-    };
-    if meta_netlink::sysctl_get(key)
-        .map(|v| v.trim() == "1")
-        .unwrap_or(false)
-    {
-        return Ok(());
-    }
-    meta_netlink::sysctl_set(key, "1").map_err(nl("failed to enable forwarding"))
-}
-
 /// The network address + 1 of an address's subnet (the reference's calcGatewayIP).
 fn calc_gateway(addr: &IpNet) -> IpAddr {
     match addr.network() {
@@ -260,19 +245,12 @@ impl Bridge {
 
         if r.ipam_type.is_some() {
             p.ipam_allocated = true;
-            let ipam_res = ipam::add(args)?;
-            if ipam_res.ips.is_empty() {
-                return Err(Error::internal("IPAM plugin returned missing IP config"));
-            }
-            result.ips = ipam_res.ips;
-            result.routes = ipam_res.routes;
-            result.dns = ipam_res.dns;
+            ipam::add_into(args, &mut result, 2)?;
             // Gateways and the default route, per family (the reference's calcGateways).
             let mut gws: Vec<IpNet> = Vec::new();
             let mut default_found = [false, false];
             for i in 0..result.ips.len() {
                 let ip = &mut result.ips[i];
-                ip.interface = Some(2);
                 if ip.gateway.is_none() && r.conf.is_gateway {
                     ip.gateway = Some(calc_gateway(&ip.address));
                 }
@@ -327,10 +305,10 @@ impl Bridge {
                         .map_err(|e| e.context("failed to set bridge addr"))?;
                 }
                 if gws.iter().any(|g| g.addr().is_ipv4()) {
-                    enable_forward(false)?;
+                    meta_delegate::enable_forwarding(false)?;
                 }
                 if gws.iter().any(|g| g.addr().is_ipv6()) {
-                    enable_forward(true)?;
+                    meta_delegate::enable_forwarding(true)?;
                 }
             }
             if r.conf.ip_masq {

@@ -430,3 +430,20 @@ pub fn check_veth_on_bridge(
     check_iface_routes(podnl, &env.ifname, prev)?;
     Ok(())
 }
+
+/// Turns on IP forwarding of one family in the calling thread's namespace (the node), only
+/// writing when it is off.
+pub fn enable_forwarding(v6: bool) -> Result<()> {
+    let key = if v6 {
+        "net.ipv6.conf.all.forwarding"
+    } else {
+        "net.ipv4.ip_forward"
+    };
+    if meta_netlink::sysctl_get(key)
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    meta_netlink::sysctl_set(key, "1").map_err(nl("failed to enable forwarding"))
+}

@@ -66,6 +66,23 @@ pub fn add(args: &CmdArgs) -> Result<CniResult> {
     }
 }
 
+/// ADD into a delegate's result: allocates, refuses an empty answer (the reference's
+/// "IPAM plugin returned missing IP config"), copies the IPs, routes and DNS into `result`
+/// and points every IP at interface `iface` (the index of the container interface).
+pub fn add_into(args: &CmdArgs, result: &mut CniResult, iface: usize) -> Result<()> {
+    let r = add(args)?;
+    if r.ips.is_empty() {
+        return Err(Error::internal("IPAM plugin returned missing IP config"));
+    }
+    result.ips = r.ips;
+    result.routes = r.routes;
+    result.dns = r.dns;
+    for ip in &mut result.ips {
+        ip.interface = Some(iface);
+    }
+    Ok(())
+}
+
 /// DEL: releases; succeeds when nothing is allocated.
 pub fn del(args: &CmdArgs) -> Result<()> {
     match which(args) {

@@ -7,6 +7,6 @@ pub mod ipam;
 
 pub use iface::{
     VethPair, check_iface_ips, check_iface_routes, check_veth_on_bridge, configure_iface,
-    del_pod_link, mac_string, nl, open_netns, open_netns_for_del, rollback_ipam, rollback_link,
-    setup_veth,
+    del_pod_link, enable_forwarding, mac_string, nl, open_netns, open_netns_for_del, rollback_ipam,
+    rollback_link, setup_veth,
 };

@@ -285,15 +285,8 @@ impl Macvlan {
         };
         if r.ipam_type.is_some() {
             p.ipam_allocated = true;
-            let ipam_res = ipam::add(args)?;
-            if ipam_res.ips.is_empty() {
-                return Err(Error::internal("IPAM plugin returned missing IP config"));
-            }
-            result.ips = ipam_res.ips;
-            result.routes = ipam_res.routes;
-            for ip in &mut result.ips {
-                ip.interface = Some(0);
-            }
+            // (DNS: the reference macvlan reports the config's, set below.)
+            ipam::add_into(args, &mut result, 0)?;
             let ifname = &env.ifname;
             for key in [
                 format!("net.ipv4.conf.{ifname}.arp_notify"),

@@ -114,21 +114,6 @@ fn ensure_gw_addr(host: &mut Netlink, br: &LinkInfo, gw: IpNet) -> Result<()> {
     Ok(())
 }
 
-fn enable_forward(v6: bool) -> Result<()> {
-    let key = if v6 {
-        "net.ipv6.conf.all.forwarding"
-    } else {
-        "net.ipv4.ip_forward"
-    };
-    if meta_netlink::sysctl_get(key)
-        .map(|v| v.trim() == "1")
-        .unwrap_or(false)
-    {
-        return Ok(());
-    }
-    meta_netlink::sysctl_set(key, "1").map_err(nl("failed to enable forwarding"))
-}
-
 /// The addresses masquerade rules are made for: each pod IP with the cluster CIDR's prefix
 /// length, so that the rule reads `saddr <pod ip> daddr != <cluster CIDR>`.
 fn masq_nets(result: &CniResult, cluster: IpNet) -> Vec<IpNet> {
@@ -178,16 +163,9 @@ impl Vxlan {
             ..Default::default()
         };
         prog.ipam_allocated = true;
-        let ipam_res = ipam::add(&iargs)?;
-        if ipam_res.ips.is_empty() {
-            return Err(Error::internal("IPAM plugin returned missing IP config"));
-        }
-        result.ips = ipam_res.ips;
-        result.routes = ipam_res.routes;
-        result.dns = ipam_res.dns;
+        ipam::add_into(&iargs, &mut result, 2)?;
         let mut gws: Vec<IpNet> = Vec::new();
         for ip in &mut result.ips {
-            ip.interface = Some(2);
             let gw = *ip.gateway.get_or_insert_with(|| first_host(&ip.address));
             let gnet = IpNet::new(gw, ip.address.prefix_len())
                 .map_err(|e| Error::internal(format!("bad gateway {gw}: {e}")))?;
@@ -231,10 +209,10 @@ impl Vxlan {
         }
         configure_iface(&mut podnl, &pod, &ifname, &result)?;
         if gws.iter().any(|g| g.addr().is_ipv4()) {
-            enable_forward(false)?;
+            meta_delegate::enable_forwarding(false)?;
         }
         if gws.iter().any(|g| g.addr().is_ipv6()) {
-            enable_forward(true)?;
+            meta_delegate::enable_forwarding(true)?;
         }
         if p.ip_masq {
             let nets = masq_nets(&result, cluster);

@@ -171,16 +171,7 @@ impl Vxlan {
         };
         if r.ipam_type.is_some() {
             prog.ipam_allocated = true;
-            let ipam_res = ipam::add(args)?;
-            if ipam_res.ips.is_empty() {
-                return Err(Error::internal("IPAM plugin returned missing IP config"));
-            }
-            result.ips = ipam_res.ips;
-            result.routes = ipam_res.routes;
-            result.dns = ipam_res.dns;
-            for ip in &mut result.ips {
-                ip.interface = Some(2);
-            }
+            ipam::add_into(args, &mut result, 2)?;
             let k = format!("net.ipv6.conf.{}.accept_dad", env.ifname);
             if let Err(e) = pod.sysctl_set(&k, "0") {
                 tracing::debug!("sysctl {k}=0 in pod: {e}");
