@@ -32,6 +32,9 @@ pub const VERSION: &str = "1.20.2";
 pub const BINARY: &str = "/var/cache/meta-cni/kube-apiserver-1.20.2";
 /// Debian's etcd.
 pub const ETCD: &str = "/usr/bin/etcd";
+/// The namespaces kube-apiserver's bootstrap controller creates after `/readyz` is up.
+const SYSTEM_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
 /// The service-account token issuer (and default audience) of the server.
 pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// The admin's user name (its certificate is also in group `system:masters`).
@@ -502,7 +505,17 @@ impl ApiServer {
                     retry,
                 ));
             }
-            if let Ok((200, _)) = curl_get(&url, &pki, "/readyz") {
+            // `/readyz` turns 200 before the bootstrap controller has created the system
+            // namespaces (default, kube-system, kube-public); tests use them, so the server
+            // is ready for them only once all three exist.
+            if let Ok((200, _)) = curl_get(&url, &pki, "/readyz")
+                && SYSTEM_NAMESPACES.iter().all(|ns| {
+                    matches!(
+                        curl_get(&url, &pki, &format!("/api/v1/namespaces/{ns}")),
+                        Ok((200, _))
+                    )
+                })
+            {
                 return Ok((etcd, apiserver, url, etcd_url));
             }
             if Instant::now() > deadline {
@@ -510,7 +523,7 @@ impl ApiServer {
                 stop(&mut etcd);
                 return Err((
                     format!(
-                        "kube-apiserver not ready after 180 s; kube-apiserver.log:\n{}\n--- readyz?verbose: {:?}",
+                        "kube-apiserver not ready (/readyz and the namespaces {SYSTEM_NAMESPACES:?}) after 180 s; kube-apiserver.log:\n{}\n--- readyz?verbose: {:?}",
                         tail(&api_log, 40),
                         curl_get(&url, &pki, "/readyz?verbose")
                     ),
