@@ -1,7 +1,8 @@
 //! Running one attachment's configuration list: bundled delegate types in-process (their
 //! `cni_core::Plugin` implementation), anything else exec'd from binDir / CNI_PATH, with
 //! libcni's chaining (each plugin gets the previous result), per-delegate versions and
-//! results converted to the canonical model.
+//! results converted to the canonical model. As with libcni, a network may be written in
+//! any CNI version, the legacy 0.1.0/0.2.0 (or no `cniVersion`) included.
 
 use crate::journal::Attachment;
 use cni_core::{
@@ -102,7 +103,7 @@ impl Runner {
 
     fn list(a: &Attachment) -> Result<ConfList> {
         let bytes = serde_json::to_vec(&a.conf).map_err(|e| Error::internal(e.to_string()))?;
-        ConfList::parse(&bytes).map_err(|e| e.context(format!("network {}", a.network)))
+        ConfList::parse_delegated(&bytes).map_err(|e| e.context(format!("network {}", a.network)))
     }
 
     fn plugin_conf(
@@ -136,9 +137,22 @@ impl Runner {
                     ),
                 ));
             }
-            if conf.version() < verb.min_version() {
+            let legacy = conf.version().is_legacy();
+            if conf.version() < verb.min_version()
+                && !(legacy && matches!(verb, Verb::Add | Verb::Del))
+            {
                 return Ok(None); // the verb does not exist in this network's version
             }
+            // A legacy (0.1.0/0.2.0) network: the bundled delegates speak 0.3.0 and later,
+            // and their result is canonical anyway (converted for the next plugin of the
+            // list and for the status).
+            let conf = if legacy {
+                let mut raw = conf.raw().clone();
+                raw.insert("cniVersion".into(), Version::V0_3_0.as_str().into());
+                NetConf::from_map(raw)?
+            } else {
+                conf
+            };
             tracing::debug!("{} {t} ({}): in-process", verb.as_str(), ifname);
             let args = CmdArgs {
                 env,

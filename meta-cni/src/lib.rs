@@ -123,9 +123,15 @@ fn network_status(entry: &Entry) -> Vec<meta_crd::NetworkStatus> {
         } else {
             a.is_cluster
         };
-        out.extend(meta_crd::network_statuses(
-            &summary, &a.network, default, None,
-        ));
+        let mut statuses = meta_crd::network_statuses(&summary, &a.network, default, None);
+        // A result naming no pod interface (a legacy 0.1.0/0.2.0 plugin's has none): the
+        // interface is the one the plugin was asked to configure.
+        if !summary.interfaces.iter().any(|i| !i.sandbox.is_empty())
+            && let [only] = statuses.as_mut_slice()
+        {
+            only.interface = a.ifname.clone();
+        }
+        out.extend(statuses);
     }
     out
 }

@@ -359,3 +359,75 @@ fn bundled_delegate_refuses_fields_it_does_not_implement() {
     assert!(msg.contains("ns1/iso-net (net1)"), "{msg}");
     e.assert_clean(0, "unimplemented field");
 }
+
+/// NADs written in the legacy CNI versions (0.2.0, or no `cniVersion`, which libcni and the
+/// plugins take as 0.1.0) run as they do under Multus: the bundled bridge in-process, the
+/// reference macvlan exec'd with its legacy `ip4` result, and a legacy chain whose second
+/// plugin (the reference tuning) gets the prevResult in the legacy shape.
+#[test]
+fn legacy_cni_versions_in_nads() {
+    let e = setup(1);
+    let ipam = |n: &str, subnet: &str| json!({"type": "host-local", "subnet": subnet, "dataDir": e.w.path(&format!("ipam-{n}"))});
+    nad(
+        &e.nads,
+        "ns1",
+        "old-br",
+        json!({"cniVersion": "0.2.0", "type": "bridge", "bridge": "oldbr", "ipam": ipam("br", "10.61.0.0/24")}),
+    );
+    nad(
+        &e.nads,
+        "ns1",
+        "old-mv",
+        json!({"type": "macvlan", "master": "mvpar0", "mode": "bridge", "ipam": ipam("mv", "10.62.0.0/24")}),
+    );
+    nad(
+        &e.nads,
+        "ns1",
+        "old-chain",
+        json!({"cniVersion": "0.2.0", "plugins": [
+            {"type": "bridge", "bridge": "oldbr2", "ipam": ipam("other", "10.63.0.0/24")},
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.net3.send_redirects": "0"}}
+        ]}),
+    );
+    let conf = e.conf("ns1/old-br, ns1/old-mv, ns1/old-chain", json!({}));
+    let r = e.run("ADD", "lg", 0, "ns1", &conf).ok();
+    assert_eq!(r.value()["cniVersion"], "1.0.0");
+    let pod = e.w.pods[0].netns();
+    assert_eq!(link_names(pod), vec!["eth0", "lo", "net1", "net2", "net3"]);
+    assert_eq!(
+        iface_state(pod, "net1").unwrap().addrs,
+        vec!["10.61.0.2/24"]
+    );
+    let net2 = iface_state(pod, "net2").unwrap();
+    assert_eq!(net2.kind.as_deref(), Some("macvlan"));
+    assert_eq!(net2.addrs, vec!["10.62.0.2/24"]);
+    assert_eq!(
+        iface_state(pod, "net3").unwrap().addrs,
+        vec!["10.63.0.2/24"]
+    );
+    // tuning ran on net3 with the legacy prevResult.
+    assert_eq!(
+        read_in_ns_proc(pod, "net.ipv4.conf.net3.send_redirects").trim(),
+        "0"
+    );
+    let st: Value = serde_json::from_str(
+        &std::fs::read_to_string(e.cache.join("status/ns1/pod0.json")).unwrap(),
+    )
+    .unwrap();
+    let st = st.as_array().unwrap();
+    assert_eq!(st.len(), 4, "{st:?}");
+    assert_eq!(st[1]["name"], "ns1/old-br");
+    assert_eq!(st[1]["interface"], "net1");
+    assert_eq!(st[2]["name"], "ns1/old-mv");
+    // The legacy result names no interface; the status names the one it was asked for.
+    assert_eq!(st[2]["interface"], "net2");
+    assert_eq!(st[2]["ips"], json!(["10.62.0.2"]));
+    assert_eq!(st[3]["name"], "ns1/old-chain");
+    assert_eq!(st[3]["ips"], json!(["10.63.0.2"]));
+    // CHECK does not exist below 0.4.0: the legacy networks are skipped, the rest checked.
+    e.run("CHECK", "lg", 0, "ns1", &conf).ok();
+    for _ in 0..2 {
+        e.run("DEL", "lg", 0, "ns1", &conf).ok();
+    }
+    e.assert_clean(0, "legacy networks");
+}

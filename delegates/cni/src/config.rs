@@ -54,13 +54,18 @@ impl NetConf {
 
     /// Builds from an already parsed object (same validation as [`NetConf::parse`]).
     pub fn from_map(raw: Map<String, Value>) -> Result<NetConf> {
+        Self::from_map_in(raw, version::SUPPORTED)
+    }
+
+    /// [`NetConf::from_map`] accepting the versions in `accepted` (code 1 otherwise).
+    pub fn from_map_in(raw: Map<String, Value>, accepted: &[Version]) -> Result<NetConf> {
         let name = str_field(&raw, "name")?.unwrap_or("");
         validate_network_name(name)?;
         str_field(&raw, "type")?;
         let ver = str_field(&raw, "cniVersion")
             .map_err(|e| Error::decode(e.msg))?
             .unwrap_or("");
-        let version = version::negotiate(ver)?;
+        let version = version::negotiate_in(ver, accepted)?;
         Ok(NetConf { raw, version })
     }
 
@@ -210,11 +215,23 @@ pub struct ConfList {
     raw: Map<String, Value>,
     version: Version,
     plugins: Vec<Map<String, Value>>,
+    accepted: &'static [Version],
 }
 
 impl ConfList {
     /// Parses a conflist. With `cniVersions` (1.1) the newest version we support is chosen.
     pub fn parse(bytes: &[u8]) -> Result<ConfList> {
+        Self::parse_in(bytes, version::SUPPORTED)
+    }
+
+    /// Parses a conflist a meta plugin runs plugin by plugin, as libcni does: every
+    /// [`version::KNOWN`] version is accepted, the legacy 0.1.0/0.2.0 ones included (a
+    /// missing `cniVersion` is 0.1.0), and so is every plugin configuration built from it.
+    pub fn parse_delegated(bytes: &[u8]) -> Result<ConfList> {
+        Self::parse_in(bytes, version::KNOWN)
+    }
+
+    fn parse_in(bytes: &[u8], accepted: &'static [Version]) -> Result<ConfList> {
         let v: Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::decode(format!("error parsing configuration list: {e}")))?;
         let raw = as_object(v, "configuration list")?;
@@ -225,12 +242,12 @@ impl ConfList {
                 .iter()
                 .filter_map(Value::as_str)
                 .filter_map(Version::parse)
-                .filter(|v| v.is_supported())
+                .filter(|v| accepted.contains(v))
                 .max();
         }
         let version = match chosen {
             Some(v) => v,
-            None => version::negotiate(str_field(&raw, "cniVersion")?.unwrap_or(""))?,
+            None => version::negotiate_in(str_field(&raw, "cniVersion")?.unwrap_or(""), accepted)?,
         };
         let plugins = match raw.get("plugins") {
             Some(Value::Array(a)) if !a.is_empty() => a
@@ -255,6 +272,7 @@ impl ConfList {
             raw,
             version,
             plugins,
+            accepted,
         })
     }
 
@@ -312,7 +330,7 @@ impl ConfList {
         if !rc.is_empty() {
             m.insert("runtimeConfig".into(), Value::Object(rc));
         }
-        NetConf::from_map(m)
+        NetConf::from_map_in(m, self.accepted)
     }
 }
 
@@ -451,6 +469,33 @@ mod tests {
                 .unwrap_err()
                 .code,
             7
+        );
+    }
+
+    #[test]
+    fn delegated_conflists_accept_legacy_versions() {
+        let legacy = br#"{"cniVersion":"0.2.0","name":"old","plugins":[{"type":"macvlan"},{"type":"tuning"}]}"#;
+        // A plugin refuses 0.2.0; a meta plugin handing the list to its plugins does not.
+        assert_eq!(ConfList::parse(legacy).unwrap_err().code, 1);
+        let l = ConfList::parse_delegated(legacy).unwrap();
+        assert_eq!(l.version(), Version::V0_2_0);
+        let prev = CniResult::from_value(&json!({"cniVersion": "1.0.0",
+            "ips": [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}]}))
+        .unwrap();
+        let c1 = l.plugin_conf(1, Some(&prev), &Map::new()).unwrap();
+        assert_eq!(c1.version(), Version::V0_2_0);
+        // prevResult in the list's (legacy) shape.
+        assert_eq!(c1.get("prevResult").unwrap()["ip4"]["ip"], "10.0.0.2/24");
+        // No cniVersion at all is 0.1.0, as in libcni.
+        let l = ConfList::parse_delegated(br#"{"name":"n","plugins":[{"type":"x"}]}"#).unwrap();
+        assert_eq!(l.version(), Version::V0_1_0);
+        assert_eq!(
+            ConfList::parse_delegated(
+                br#"{"cniVersion":"3.0.0","name":"n","plugins":[{"type":"x"}]}"#
+            )
+            .unwrap_err()
+            .code,
+            1
         );
     }
 }

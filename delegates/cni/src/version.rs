@@ -31,6 +31,18 @@ pub const SUPPORTED: &[Version] = &[
     Version::V1_1_0,
 ];
 
+/// Every version this crate knows, oldest first: what a meta plugin accepts in the
+/// configurations it hands to delegates (libcni runs 0.1.0/0.2.0 plugins too).
+pub const KNOWN: &[Version] = &[
+    Version::V0_1_0,
+    Version::V0_2_0,
+    Version::V0_3_0,
+    Version::V0_3_1,
+    Version::V0_4_0,
+    Version::V1_0_0,
+    Version::V1_1_0,
+];
+
 /// The newest version.
 pub const LATEST: Version = Version::V1_1_0;
 
@@ -89,6 +101,11 @@ pub fn supported_strings() -> Vec<&'static str> {
 /// supported versions when it is unknown or unsupported. An empty version is "0.1.0", as
 /// in libcni.
 pub fn negotiate(conf_version: &str) -> Result<Version, Error> {
+    negotiate_in(conf_version, SUPPORTED)
+}
+
+/// [`negotiate`] against another set of versions (e.g. [`KNOWN`]); the error lists them.
+pub fn negotiate_in(conf_version: &str, accepted: &[Version]) -> Result<Version, Error> {
     let shown = if conf_version.is_empty() {
         "0.1.0 (cniVersion missing)"
     } else {
@@ -99,12 +116,16 @@ pub fn negotiate(conf_version: &str) -> Result<Version, Error> {
     } else {
         conf_version
     }) {
-        Some(v) if v.is_supported() => Ok(v),
+        Some(v) if accepted.contains(&v) => Ok(v),
         _ => Err(
             Error::new(code::INCOMPATIBLE_VERSION, "incompatible CNI versions").with_details(
                 format!(
                     "config is {shown:?}, plugin supports [{}]",
-                    supported_strings().join(", ")
+                    accepted
+                        .iter()
+                        .map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
         ),
@@ -148,6 +169,13 @@ mod tests {
         assert_eq!(e.code, 1);
         assert!(e.details.contains("missing"));
         assert_eq!(negotiate("9.9.9").unwrap_err().code, 1);
+        // What a meta plugin hands to delegates: the legacy versions too, and a missing
+        // version is 0.1.0 as in libcni.
+        assert_eq!(negotiate_in("0.2.0", KNOWN).unwrap(), Version::V0_2_0);
+        assert_eq!(negotiate_in("", KNOWN).unwrap(), Version::V0_1_0);
+        let e = negotiate_in("9.9.9", KNOWN).unwrap_err();
+        assert_eq!(e.code, 1);
+        assert!(e.details.contains("0.1.0, 0.2.0, 0.3.0"), "{e:?}");
     }
 
     #[test]
