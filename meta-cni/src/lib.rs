@@ -271,6 +271,30 @@ impl MetaPlugin {
         Ok(())
     }
 
+    /// Kubernetes mode: the pod's network-status becomes `[]` once its attachments are
+    /// deleted, as Multus does on a DEL that still has the netns (the first of a sandbox's
+    /// DELs), so a pod whose sandbox is gone (a finished Job, a sandbox being recreated)
+    /// shows no stale addresses. Best effort within `apiTimeoutSeconds`: the attachments
+    /// are already gone and the journal with them, so a failure here (pod deleted, API
+    /// server down) is logged and never fails the DEL. The UID precondition keeps a
+    /// recreated pod of the same name untouched.
+    fn clear_api_status(conf: &MetaConf, netns: &str, pod: &PodRef) {
+        if conf.kubeconfig.is_none() || netns.is_empty() || !std::path::Path::new(netns).exists() {
+            return;
+        }
+        let res = make_source(conf).and_then(|mut src| {
+            src.set_network_status(&pod.namespace, &pod.name, pod.uid.as_deref(), "[]")
+        });
+        match res {
+            Ok(()) => tracing::debug!("network-status of {}/{} cleared", pod.namespace, pod.name),
+            Err(e) => tracing::warn!(
+                "DEL: clearing network-status of pod {}/{}: {e} (ignored: the attachments are deleted)",
+                pod.namespace,
+                pod.name
+            ),
+        }
+    }
+
     fn check_ready(conf: &MetaConf, code_: u32) -> Result<()> {
         if let Some(f) = &conf.readiness_indicator_file
             && !f.exists()
@@ -431,7 +455,11 @@ impl Plugin for MetaPlugin {
                 if let Some(p) = &entry.pod {
                     Self::clear_local_status(&conf, &p.namespace, &p.name)?;
                 }
-                journal.remove()
+                journal.remove()?;
+                if let Some(p) = &entry.pod {
+                    Self::clear_api_status(&conf, &args.env.netns, p);
+                }
+                Ok(())
             }
             None => {
                 // No journal (never added, already deleted, or the cache was lost): do what

@@ -148,6 +148,13 @@ fn meta_cni_under_containerd() {
     cri.stop_pod_sandbox(&id)
         .unwrap_or_else(|s| panic!("StopPodSandbox: {s}\n--- meta-cni log ---\n{}", log()));
     let stop_took = t.elapsed();
+    // The first DEL (with the netns) cleared the network-status, as Multus does.
+    assert_eq!(
+        e.network_status("web"),
+        Some(vec![]),
+        "network-status after StopPodSandbox; meta-cni log:\n{}",
+        log()
+    );
     // kubelet retries StopPodSandbox; containerd then runs DEL again (the netns is gone).
     cri.stop_pod_sandbox(&id).unwrap_or_else(|s| {
         panic!(
@@ -289,9 +296,36 @@ fn api_server_paths() {
             "{cid}: journal left: {cache:?}"
         );
         if e.api.is_some() {
-            assert!(e.network_status(pod).is_none(), "{cid}: network-status set");
+            let st = e.network_status(pod);
+            assert!(
+                st.as_ref().is_none_or(|s| s.is_empty()),
+                "{cid}: network-status set: {st:?}"
+            );
         }
     };
+
+    // 2b. DEL clears the pod's network-status (to `[]`, as Multus does) once its
+    // attachments are gone; a DEL for a pod that was recreated meanwhile (same name, new
+    // UID) leaves the new pod's annotation alone.
+    e.run("ADD", "cid-b", 1, "api-b", &uid_b, &conf).ok();
+    assert_eq!(e.network_status("api-b").map(|s| s.len()), Some(2));
+    e.run("DEL", "cid-b", 1, "api-b", &uid_b, &conf).ok();
+    assert_eq!(e.network_status("api-b"), Some(vec![]), "DEL clears it");
+    only_a_left(&e, "cid-b", 1, "api-b");
+    let uid_r = e.create_pod("api-r", Some("blue"));
+    e.run("ADD", "cid-r", 1, "api-r", &uid_r, &conf).ok();
+    e.delete_pod("api-r");
+    let uid_r2 = e.create_pod("api-r", Some("blue"));
+    assert_ne!(uid_r, uid_r2);
+    let r = e.run("DEL", "cid-r", 1, "api-r", &uid_r, &conf).ok();
+    assert!(
+        r.stderr
+            .contains("clearing network-status of pod e2e/api-r"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(e.network_status("api-r"), None, "the new pod was patched");
+    only_a_left(&e, "cid-r", 1, "api-r");
 
     // 3. UID mismatch: the pod was recreated under the runtime's feet → try again (11).
     let wrong = "00000000-0000-4000-8000-000000000000";

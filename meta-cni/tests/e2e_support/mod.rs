@@ -344,6 +344,23 @@ impl E2e {
         created.metadata.uid.expect("pod uid")
     }
 
+    /// Deletes pod `name` in [`NS`] at once (nothing runs it, so no grace period applies).
+    pub fn delete_pod(&self, name: &str) {
+        let api: Api<Pod> = Api::namespaced(self.admin.clone(), NS);
+        let dp = kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(api.delete(name, &dp))
+            .unwrap_or_else(|e| panic!("delete pod {NS}/{name}: {e}"));
+        let t = Instant::now();
+        while self.rt.block_on(api.get_opt(name)).ok().flatten().is_some() {
+            assert!(t.elapsed() < Duration::from_secs(20), "pod {name} not gone");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The pod's annotations, as the admin sees them.
     pub fn pod_annotations(&self, name: &str) -> std::collections::BTreeMap<String, String> {
         let api: Api<Pod> = Api::namespaced(self.admin.clone(), NS);
