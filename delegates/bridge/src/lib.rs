@@ -244,8 +244,10 @@ impl Bridge {
         }
 
         if r.ipam_type.is_some() {
-            p.ipam_allocated = true;
             ipam::add_into(args, &mut result, 2)?;
+            // Only now: an IPAM ADD that failed took nothing (a refused duplicate ADD of
+            // the same container must not release the live attachment's addresses).
+            p.ipam_allocated = true;
             // Gateways and the default route, per family (the reference's calcGateways).
             let mut gws: Vec<IpNet> = Vec::new();
             let mut default_found = [false, false];

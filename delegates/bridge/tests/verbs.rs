@@ -165,6 +165,42 @@ fn add_on_existing_ifname_fails_without_leaking() {
     );
 }
 
+/// The same container ID and ifname ADDed again into another pod: host-local refuses the
+/// duplicate, and the rollback must not release the live attachment's address (the
+/// reference keeps it too).
+#[test]
+fn duplicate_add_keeps_the_live_reservation() {
+    for (side, bin) in [("ours", ours()), ("reference", reference("bridge"))] {
+        let w = World::new(2);
+        let c = net("1.0.0", &w, "dupbr", "10.25.0.0/24");
+        invoke(&w, &bin, "ADD", "dup", 0, "eth0", &c).ok();
+        let before = dir_contents(&w.path("ipam"));
+        let r = invoke(&w, &bin, "ADD", "dup", 1, "eth0", &c);
+        assert_ne!(r.code, 0, "{side}");
+        assert!(
+            r.err_msg().contains("duplicate allocation"),
+            "{side}: {}",
+            r.err_msg()
+        );
+        let after = dir_contents(&w.path("ipam"));
+        assert_eq!(
+            after.get("verbs/10.25.0.2"),
+            Some(&"dup\r\neth0".to_string()),
+            "{side}: the live reservation was released: {after:?}"
+        );
+        if side == "ours" {
+            // Nothing of the failed ADD stays either.
+            assert_eq!(after, before, "ours");
+            assert!(iface_state(w.pods[1].netns(), "eth0").is_none());
+        }
+        assert_eq!(
+            iface_state(w.pods[0].netns(), "eth0").unwrap().addrs,
+            vec!["10.25.0.2/24"],
+            "{side}"
+        );
+    }
+}
+
 #[test]
 fn add_failing_after_ipam_leaves_nothing() {
     let w = World::new(1);

@@ -67,11 +67,16 @@ pub fn add(args: &CmdArgs) -> Result<CniResult> {
 }
 
 /// ADD into a delegate's result: allocates, refuses an empty answer (the reference's
-/// "IPAM plugin returned missing IP config"), copies the IPs, routes and DNS into `result`
-/// and points every IP at interface `iface` (the index of the container interface).
+/// "IPAM plugin returned missing IP config", after releasing whatever the IPAM plugin
+/// holds), copies the IPs, routes and DNS into `result` and points every IP at interface
+/// `iface` (the index of the container interface). On error nothing is allocated by this
+/// call, so the caller releases IPAM on a later failure only once this returned `Ok`.
 pub fn add_into(args: &CmdArgs, result: &mut CniResult, iface: usize) -> Result<()> {
     let r = add(args)?;
     if r.ips.is_empty() {
+        if let Err(e) = del(args) {
+            tracing::warn!("IPAM returned no IPs; releasing: {e}");
+        }
         return Err(Error::internal("IPAM plugin returned missing IP config"));
     }
     result.ips = r.ips;

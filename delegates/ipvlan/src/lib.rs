@@ -246,8 +246,8 @@ fn add_inner<N: NetlinkOps>(
     let source = if r.ips_from_prev() {
         r.prev.clone().unwrap_or_default()
     } else {
-        p.ipam = true;
         let res = cx.ipam.add(args)?;
+        p.ipam = true; // only now: a failed IPAM ADD took nothing
         if res.ips.is_empty() {
             return Err(Error::internal("IPAM plugin returned missing IP config"));
         }

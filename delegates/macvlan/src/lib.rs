@@ -284,9 +284,9 @@ impl Macvlan {
             ..Default::default()
         };
         if r.ipam_type.is_some() {
-            p.ipam_allocated = true;
             // (DNS: the reference macvlan reports the config's, set below.)
             ipam::add_into(args, &mut result, 0)?;
+            p.ipam_allocated = true; // only now: a failed IPAM ADD took nothing
             let ifname = &env.ifname;
             for key in [
                 format!("net.ipv4.conf.{ifname}.arp_notify"),

@@ -162,8 +162,8 @@ impl Vxlan {
             interfaces: interfaces(args, &br, &veth),
             ..Default::default()
         };
-        prog.ipam_allocated = true;
         ipam::add_into(&iargs, &mut result, 2)?;
+        prog.ipam_allocated = true; // only now: a failed IPAM ADD took nothing
         let mut gws: Vec<IpNet> = Vec::new();
         for ip in &mut result.ips {
             let gw = *ip.gateway.get_or_insert_with(|| first_host(&ip.address));

@@ -170,8 +170,8 @@ impl Vxlan {
             ..Default::default()
         };
         if r.ipam_type.is_some() {
-            prog.ipam_allocated = true;
             ipam::add_into(args, &mut result, 2)?;
+            prog.ipam_allocated = true; // only now: a failed IPAM ADD took nothing
             let k = format!("net.ipv6.conf.{}.accept_dad", env.ifname);
             if let Err(e) = pod.sysctl_set(&k, "0") {
                 tracing::debug!("sysctl {k}=0 in pod: {e}");
