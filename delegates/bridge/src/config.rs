@@ -131,6 +131,33 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>> {
     Ok(out.into_iter().collect())
 }
 
+/// What DEL needs: the JSON types only (a type error fails DEL, as in the reference), none
+/// of ADD's validation (a bridge name, MTU, MAC or mode combination ADD refuses cannot
+/// have attached anything, and DEL must not block the pod's teardown on it).
+pub struct ForDel {
+    /// The raw fields.
+    pub conf: BridgeConf,
+    /// IPAM type, None for L2-only.
+    pub ipam_type: Option<String>,
+}
+
+/// Parses the configuration for DEL (see [`ForDel`]).
+pub fn load_for_del(args: &CmdArgs) -> Result<ForDel> {
+    Ok(ForDel {
+        conf: args.conf.typed()?,
+        ipam_type: ipam_type(args),
+    })
+}
+
+fn ipam_type(args: &CmdArgs) -> Option<String> {
+    args.conf
+        .ipam()
+        .and_then(|m| m.get("type"))
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
 /// Parses and validates the configuration of one invocation.
 pub fn load(args: &CmdArgs) -> Result<Resolved> {
     let conf: BridgeConf = args.conf.typed()?;
@@ -187,13 +214,7 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
         }
         None => None,
     };
-    let ipam_type = args
-        .conf
-        .ipam()
-        .and_then(|m| m.get("type"))
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
+    let ipam_type = ipam_type(args);
     let mtu = if conf.mtu > 0 {
         Some(conf.mtu as u32)
     } else {

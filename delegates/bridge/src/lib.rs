@@ -390,7 +390,7 @@ impl Plugin for Bridge {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        let r = config::load(args)?;
+        let r = config::load_for_del(args)?;
         let env = &args.env;
         del_pod_link(&env.netns, &env.ifname)?;
         if r.ipam_type.is_some() {

@@ -201,6 +201,67 @@ fn duplicate_add_keeps_the_live_reservation() {
     }
 }
 
+/// DEL never fails on a value ADD refuses (the runtime DELs after a failed ADD, and a
+/// failing DEL would block the pod's teardown): only JSON type errors fail it, as in the
+/// reference. A valid attachment DELed with a configuration that has since become invalid
+/// still releases its address and its link.
+#[test]
+fn del_succeeds_on_configurations_add_refuses() {
+    let w = World::new(1);
+    let base = net("1.0.0", &w, "lenbr", "10.26.0.0/24");
+    let with = |k: &str, v: Value| {
+        let mut c = base.clone();
+        c[k] = v;
+        c
+    };
+    let mut bad_gw = base.clone();
+    bad_gw["ipam"]["ranges"] = json!([[{"subnet": "10.26.0.0/24", "gateway": "10.27.0.1"}]]);
+    let cases = [
+        ("mtu", with("mtu", json!(70000))),
+        (
+            "bridge",
+            with("bridge", json!("a-much-too-long-bridge-name")),
+        ),
+        ("promiscMode", {
+            let mut c = with("hairpinMode", json!(true));
+            c["promiscMode"] = json!(true);
+            c
+        }),
+        (
+            "mac",
+            with("runtimeConfig", json!({"mac": "zz:11:22:33:44:55"})),
+        ),
+        ("gateway", bad_gw.clone()),
+    ];
+    for (what, c) in &cases {
+        let r = invoke(&w, &ours(), "ADD", "len", 0, "eth0", c);
+        assert_eq!(r.err_code(), 7, "{what}: {}", r.stdout);
+        let d = invoke(&w, &ours(), "DEL", "len", 0, "eth0", c);
+        assert_eq!(d.code, 0, "{what}: DEL failed: {}", d.stdout);
+        assert!(ip_files(&w).is_empty(), "{what}");
+    }
+    // A JSON type error still fails DEL (as in the reference).
+    let d = invoke(
+        &w,
+        &ours(),
+        "DEL",
+        "len",
+        0,
+        "eth0",
+        &with("mtu", json!("big")),
+    );
+    assert_eq!(d.err_code(), 7, "{}", d.stdout);
+    // Added with a valid configuration, deleted with one that became invalid.
+    invoke(&w, &ours(), "ADD", "len2", 0, "eth0", &base).ok();
+    assert_eq!(ip_files(&w).len(), 1);
+    invoke(&w, &ours(), "DEL", "len2", 0, "eth0", &bad_gw).ok();
+    assert!(ip_files(&w).is_empty(), "address left: {:?}", ip_files(&w));
+    assert!(
+        iface_state(w.pods[0].netns(), "eth0").is_none(),
+        "pod link left"
+    );
+}
+
 #[test]
 fn add_failing_after_ipam_leaves_nothing() {
     let w = World::new(1);

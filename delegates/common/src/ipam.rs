@@ -88,14 +88,17 @@ pub fn add_into(args: &CmdArgs, result: &mut CniResult, iface: usize) -> Result<
     Ok(())
 }
 
-/// DEL: releases; succeeds when nothing is allocated.
+/// DEL: releases; succeeds when nothing is allocated, and for host-local also when the
+/// configuration is one ADD would refuse.
 pub fn del(args: &CmdArgs) -> Result<()> {
     match which(args) {
         Ipam::None | Ipam::Static => Ok(()),
-        Ipam::HostLocal => {
-            let c = host_local(args)?;
-            meta_ipam::release(&c, &args.env.container_id, &args.env.ifname)
-        }
+        Ipam::HostLocal => meta_ipam::release_for_del(
+            &args.conf,
+            &args.env.args,
+            &args.env.container_id,
+            &args.env.ifname,
+        ),
         Ipam::Exec(t) => invoke::exec_verb(&t, Verb::Del, &args.env, &args.stdin),
     }
 }

@@ -204,6 +204,46 @@ pub fn release(conf: &HostLocalConfig, container_id: &str, ifname: &str) -> Resu
     Ok(())
 }
 
+/// DEL from a raw configuration: [`release`] when it is valid; when it is not (a value ADD
+/// would refuse: a bad range, gateway or requested IP), the reservations are still found
+/// from `ipam.dataDir` and the network name alone, so a DEL never fails on a configuration
+/// that cannot have allocated anything or that changed since. Only a configuration without
+/// an `ipam` object or with a non-string `dataDir` is an error.
+pub fn release_for_del(
+    conf: &cni_core::NetConf,
+    args: &cni_core::CniArgs,
+    container_id: &str,
+    ifname: &str,
+) -> Result<()> {
+    let invalid = match HostLocalConfig::from_conf(conf, args) {
+        Ok(c) => return release(&c, container_id, ifname),
+        Err(e) => e,
+    };
+    let ipam = conf
+        .get("ipam")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| invalid.clone())?;
+    let data_dir = match ipam.get("dataDir") {
+        None | Some(serde_json::Value::Null) => crate::DEFAULT_DATA_DIR,
+        Some(serde_json::Value::String(d)) if d.is_empty() => crate::DEFAULT_DATA_DIR,
+        Some(serde_json::Value::String(d)) => d.as_str(),
+        Some(_) => return Err(invalid),
+    };
+    tracing::info!(
+        "host-local DEL with a configuration ADD would refuse ({invalid}); releasing by container ID in {data_dir}"
+    );
+    let sets = ipam
+        .get("ranges")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len)
+        + usize::from(ipam.get("subnet").is_some_and(|v| !v.is_null()));
+    let store = Store::open(std::path::Path::new(data_dir), conf.name())?;
+    for _ in 0..sets.max(1) {
+        store.release_by_id(container_id, ifname)?;
+    }
+    Ok(())
+}
+
 /// GC: removes every reservation whose (containerID, ifname) is not in `valid`. A legacy
 /// (id-only) reservation is kept when any valid attachment has its container ID. The
 /// `lock` and `last_reserved_ip.*` files are kept.

@@ -18,5 +18,5 @@ pub mod static_ipam;
 mod store;
 
 pub use config::{DEFAULT_DATA_DIR, HostLocalConfig, IpSource, Range, RangeSet};
-pub use hostlocal::{allocate, check, gc, release, status};
+pub use hostlocal::{allocate, check, gc, release, release_for_del, status};
 pub use static_ipam::{StaticConfig, static_result};

@@ -23,8 +23,13 @@ impl Plugin for HostLocal {
         meta_ipam::allocate(&c, &args.env.container_id, &args.env.ifname)
     }
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        let c = load(args)?;
-        meta_ipam::release(&c, &args.env.container_id, &args.env.ifname)
+        args.env.args.check_known(KNOWN_ARGS)?;
+        meta_ipam::release_for_del(
+            &args.conf,
+            &args.env.args,
+            &args.env.container_id,
+            &args.env.ifname,
+        )
     }
     fn check(&self, args: &CmdArgs) -> Result<()> {
         let c = load(args)?;
