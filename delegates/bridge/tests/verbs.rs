@@ -262,6 +262,33 @@ fn del_succeeds_on_configurations_add_refuses() {
     );
 }
 
+/// Route fields of CNI 1.1.0 (`priority`, `table`, ...) exist only in 1.1.0
+/// configurations: below, they are neither installed nor reported, as with an exec'd IPAM
+/// plugin of that version (and the reference).
+#[test]
+fn route_fields_of_1_1_only_in_1_1() {
+    for (v, metric) in [("1.0.0", false), ("1.1.0", true)] {
+        let w = World::new(1);
+        let mut c = net(v, &w, "rtbr", "10.28.0.0/24");
+        c["ipam"]["routes"] =
+            json!([{"dst": "192.168.60.0/24", "gw": "10.28.0.254", "priority": 100}]);
+        let r = invoke(&w, &ours(), "ADD", "rt", 0, "eth0", &c).ok();
+        let routes = iface_state(w.pods[0].netns(), "eth0").unwrap().routes;
+        let route = routes
+            .iter()
+            .find(|r| r.starts_with("192.168.60.0/24"))
+            .unwrap_or_else(|| panic!("{v}: {routes:?}"));
+        assert_eq!(route.contains("metric 100"), metric, "{v}: {route}");
+        assert_eq!(
+            r.value()["routes"][0].get("priority").is_some(),
+            metric,
+            "{v}: {}",
+            r.stdout
+        );
+        invoke(&w, &ours(), "DEL", "rt", 0, "eth0", &c).ok();
+    }
+}
+
 #[test]
 fn add_failing_after_ipam_leaves_nothing() {
     let w = World::new(1);

@@ -60,10 +60,23 @@ pub fn add(args: &CmdArgs) -> Result<CniResult> {
         Ipam::HostLocal => {
             let c = host_local(args)?;
             meta_ipam::allocate(&c, &args.env.container_id, &args.env.ifname)
+                .and_then(|r| in_conf_version(args, r))
         }
-        Ipam::Static => meta_ipam::static_result(&args.conf, &args.env.args),
+        Ipam::Static => meta_ipam::static_result(&args.conf, &args.env.args)
+            .and_then(|r| in_conf_version(args, r)),
         Ipam::Exec(t) => invoke::exec_add(&t, &args.env, &args.stdin),
     }
+}
+
+/// An in-process IPAM result as an exec'd plugin would have returned it in the
+/// configuration's version: below 1.1.0 the route fields that version lacks (priority,
+/// table, mtu, advmss, scope) are dropped, so they are neither installed nor reported.
+fn in_conf_version(args: &CmdArgs, r: CniResult) -> Result<CniResult> {
+    let v = args.conf.version();
+    if v >= Version::V1_1_0 {
+        return Ok(r);
+    }
+    CniResult::from_value(&r.to_value(v))
 }
 
 /// ADD into a delegate's result: allocates, refuses an empty answer (the reference's
