@@ -244,35 +244,57 @@ impl HostLocalConfig {
     /// some range set, not a gateway, at most one per range set (code 7 naming the
     /// address and where it came from). Returns, per range set, the requested address.
     pub fn requested_per_set(&self) -> Result<Vec<Option<IpAddr>>> {
-        let mut per: Vec<Option<IpAddr>> = vec![None; self.ranges.len()];
-        for (ip, src) in &self.requested_ips {
-            let Some((idx, r)) = self
-                .ranges
-                .iter()
-                .enumerate()
-                .find_map(|(i, s)| s.range_for(*ip).map(|r| (i, r)))
-            else {
-                let all: Vec<String> = self.ranges.iter().map(|s| s.to_string()).collect();
-                return Err(Error::config(format!(
-                    "requested IP {ip} ({src}) is not in any range set ({})",
-                    all.join("; ")
-                )));
-            };
-            if *ip == r.gateway {
+        let (per, left_over) = self.requested_split();
+        if let Some(why) = left_over.into_iter().next() {
+            return Err(Error::config(why));
+        }
+        for (idx, ip) in per.iter().enumerate() {
+            if let Some(ip) = ip
+                && let Some(r) = self.ranges[idx].range_for(*ip)
+                && *ip == r.gateway
+            {
+                let src = self.source_of(*ip);
                 return Err(Error::config(format!(
                     "requested IP {ip} ({src}) is the gateway of range {r}"
                 )));
             }
-            if let Some(prev) = per[idx] {
-                return Err(Error::config(format!(
+        }
+        Ok(per)
+    }
+
+    fn source_of(&self, ip: IpAddr) -> IpSource {
+        self.requested_ips
+            .iter()
+            .find(|(i, _)| *i == ip)
+            .map_or(IpSource::CniArgs, |(_, s)| *s)
+    }
+
+    /// The requested addresses as the reference host-local assigns them at ADD: per range
+    /// set, the first requested address it contains; and, as the reasons ADD fails after
+    /// allocating every range set, the ones left over (in no range set, or a second one
+    /// for a set).
+    pub fn requested_split(&self) -> (Vec<Option<IpAddr>>, Vec<String>) {
+        let mut per: Vec<Option<IpAddr>> = vec![None; self.ranges.len()];
+        let mut left_over = Vec::new();
+        for (ip, src) in &self.requested_ips {
+            let Some(idx) = self.ranges.iter().position(|s| s.contains(*ip)) else {
+                let all: Vec<String> = self.ranges.iter().map(|s| s.to_string()).collect();
+                left_over.push(format!(
+                    "requested IP {ip} ({src}) is not in any range set ({})",
+                    all.join("; ")
+                ));
+                continue;
+            };
+            match per[idx] {
+                Some(prev) => left_over.push(format!(
                     "requested IPs {prev} and {ip} ({src}) are both in range set {idx} ({}); \
                      only one address is allocated per range set",
                     self.ranges[idx]
-                )));
+                )),
+                None => per[idx] = Some(*ip),
             }
-            per[idx] = Some(*ip);
         }
-        Ok(per)
+        (per, left_over)
     }
 }
 

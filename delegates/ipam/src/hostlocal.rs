@@ -107,7 +107,7 @@ fn get_one(
             .ok_or_else(|| Error::config(format!("requested IP {ip} is not in range set {set}")))?;
         if ip == r.gateway {
             return Err(Error::config(format!(
-                "requested ip {ip} is subnet's gateway"
+                "requested IP {ip} is the gateway of range {r}"
             )));
         }
         if !store.reserve(container_id, ifname, ip, idx)? {
@@ -151,7 +151,10 @@ fn get_one(
 /// "failed to allocate for range <N>"; code 5 for I/O failures. On any failure the
 /// addresses taken by this call are released.
 pub fn allocate(conf: &HostLocalConfig, container_id: &str, ifname: &str) -> Result<CniResult> {
-    let requested = conf.requested_per_set()?;
+    // As the reference: each range set is allocated (a requested address in its turn, the
+    // gateway refused then), and only afterwards do requested addresses that no set took
+    // fail the ADD; what this call reserved is released, `last_reserved_ip` stays advanced.
+    let (requested, left_over) = conf.requested_split();
     let mut result = CniResult::default();
     if let Some(path) = &conf.resolv_conf {
         result.dns = crate::dns::parse_resolv_conf(path)?;
@@ -186,6 +189,15 @@ pub fn allocate(conf: &HostLocalConfig, container_id: &str, ifname: &str) -> Res
                 return Err(e.context(format!("failed to allocate for range {idx}")));
             }
         }
+    }
+    if !left_over.is_empty() {
+        if let Err(re) = store.remove_all(&got) {
+            tracing::warn!(error = %re, "host-local: releasing after failed ADD");
+        }
+        return Err(Error::config(format!(
+            "failed to allocate all requested IPs: {}",
+            left_over.join("; ")
+        )));
     }
     tracing::debug!(network = %conf.name, container_id, ifname, ips = ?got, "host-local: allocated");
     result.routes = conf.routes.clone();

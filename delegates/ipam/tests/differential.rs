@@ -425,10 +425,38 @@ fn host_local_error_codes() {
             "{what}: {:?} lacks {needle:?}",
             o.msg()
         );
-        // nothing was reserved by either
+        // No address stays reserved, and the data directories are the same (a requested
+        // address no range set takes fails only after every set was allocated, so
+        // `last_reserved_ip` advances in both).
         let left: Vec<String> = snapshot(&b.path().join("difnet")).into_keys().collect();
-        assert!(left.iter().all(|n| n == "lock"), "{what}: {left:?}");
+        assert!(
+            left.iter()
+                .all(|n| n == "lock" || n.starts_with("last_reserved_ip")),
+            "{what}: {left:?}"
+        );
+        p.same_dirs("difnet", what);
     }
+    // The sequence that shows it: a request outside every range fails, and the next
+    // dynamic ADD gets the same address from both.
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let p = Pair {
+        refp: REF_HOST_LOCAL,
+        ours: OURS_HOST_LOCAL,
+        netns: &netns,
+        a: a.path(),
+        b: b.path(),
+    };
+    let c = s(json!({"subnet": "10.1.2.0/24"}));
+    p.same("ADD", "c1", "eth0", "IP=10.1.2.200", &c, false);
+    for (cid, args) in [("c2", "IP=10.9.0.1"), ("c3", "IP=10.1.2.1")] {
+        // Both fail (codes differ by design: 999 there, 7 here).
+        let (r, o) = p.both("ADD", cid, "eth0", args, &c);
+        assert_eq!((r.rc, o.rc), (1, 1), "{args}: {} / {}", r.raw, o.raw);
+        p.same_dirs("difnet", args);
+    }
+    p.same("ADD", "c4", "eth0", "", &c, false);
+    p.same_dirs("difnet", "failed requests then a dynamic ADD");
     // Documented deviation: a gateway outside its subnet is accepted by v1.1.1 (later
     // reference versions reject it, as we do).
     let a = tempfile::tempdir().expect("tempdir");
