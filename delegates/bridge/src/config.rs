@@ -134,28 +134,8 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>> {
 /// What DEL needs: the JSON types only (a type error fails DEL, as in the reference), none
 /// of ADD's validation (a bridge name, MTU, MAC or mode combination ADD refuses cannot
 /// have attached anything, and DEL must not block the pod's teardown on it).
-pub struct ForDel {
-    /// The raw fields.
-    pub conf: BridgeConf,
-    /// IPAM type, None for L2-only.
-    pub ipam_type: Option<String>,
-}
-
-/// Parses the configuration for DEL (see [`ForDel`]).
-pub fn load_for_del(args: &CmdArgs) -> Result<ForDel> {
-    Ok(ForDel {
-        conf: args.conf.typed()?,
-        ipam_type: ipam_type(args),
-    })
-}
-
-fn ipam_type(args: &CmdArgs) -> Option<String> {
-    args.conf
-        .ipam()
-        .and_then(|m| m.get("type"))
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
+pub fn parse(args: &CmdArgs) -> Result<BridgeConf> {
+    args.conf.typed()
 }
 
 /// Parses and validates the configuration of one invocation.
@@ -214,7 +194,7 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
         }
         None => None,
     };
-    let ipam_type = ipam_type(args);
+    let ipam_type = args.conf.ipam_type().map(str::to_string);
     let mtu = if conf.mtu > 0 {
         Some(conf.mtu as u32)
     } else {

@@ -390,19 +390,20 @@ impl Plugin for Bridge {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        let r = config::load_for_del(args)?;
+        let conf = config::parse(args)?;
+        let has_ipam = args.conf.ipam_type().is_some();
         let env = &args.env;
         del_pod_link(&env.netns, &env.ifname)?;
-        if r.ipam_type.is_some() {
+        if has_ipam {
             ipam::del(args)?;
         }
         // Unlike the reference, rules go even when the netns is already gone.
-        if r.conf.macspoofchk {
+        if conf.macspoofchk {
             self.firewall
                 .teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname)
                 .map_err(fw_err("failed to remove MAC spoof check"))?;
         }
-        if r.conf.ip_masq && r.ipam_type.is_some() {
+        if conf.ip_masq && has_ipam {
             self.firewall
                 .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
                 .map_err(fw_err("failed to remove IP masquerade"))?;

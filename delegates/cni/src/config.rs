@@ -147,6 +147,13 @@ impl NetConf {
             .and_then(Value::as_object)
             .filter(|m| !m.is_empty())
     }
+    /// `ipam.type` when set and non-empty (None: no IPAM, layer 2 only).
+    pub fn ipam_type(&self) -> Option<&str> {
+        self.ipam()
+            .and_then(|m| m.get("type"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    }
     /// Serializes the (possibly modified) object.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.raw).unwrap_or_default()

@@ -24,13 +24,7 @@ pub use cni_core::invoke::forced_exec;
 
 /// Which IPAM serves this configuration.
 pub fn which(args: &CmdArgs) -> Ipam {
-    let t = args
-        .conf
-        .ipam()
-        .and_then(|m| m.get("type"))
-        .and_then(|t| t.as_str())
-        .unwrap_or("");
-    match t {
+    match args.conf.ipam_type().unwrap_or("") {
         "" => Ipam::None,
         t if forced_exec(t) => Ipam::Exec(t.to_string()),
         "host-local" | "meta-host-local" => Ipam::HostLocal,

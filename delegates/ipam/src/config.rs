@@ -216,10 +216,7 @@ impl HostLocalConfig {
             }
         }
 
-        let data_dir = match opt_str(ipam, "dataDir", "ipam")? {
-            None | Some("") => PathBuf::from(DEFAULT_DATA_DIR),
-            Some(d) => PathBuf::from(d),
-        };
+        let data_dir = data_dir_of(ipam)?;
         let resolv_conf = opt_str(ipam, "resolvConf", "ipam")?
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
@@ -296,6 +293,14 @@ impl HostLocalConfig {
         }
         (per, left_over)
     }
+}
+
+/// `ipam.dataDir`, [`DEFAULT_DATA_DIR`] when unset or empty.
+pub(crate) fn data_dir_of(ipam: &Map<String, Value>) -> Result<PathBuf> {
+    Ok(match opt_str(ipam, "dataDir", "ipam")? {
+        None | Some("") => PathBuf::from(DEFAULT_DATA_DIR),
+        Some(d) => PathBuf::from(d),
+    })
 }
 
 fn parse_range_sets(v: &Value, path: &str) -> Result<Vec<RangeSet>> {

@@ -235,21 +235,17 @@ pub fn release_for_del(
         .get("ipam")
         .and_then(serde_json::Value::as_object)
         .ok_or_else(|| invalid.clone())?;
-    let data_dir = match ipam.get("dataDir") {
-        None | Some(serde_json::Value::Null) => crate::DEFAULT_DATA_DIR,
-        Some(serde_json::Value::String(d)) if d.is_empty() => crate::DEFAULT_DATA_DIR,
-        Some(serde_json::Value::String(d)) => d.as_str(),
-        Some(_) => return Err(invalid),
-    };
+    let data_dir = crate::config::data_dir_of(ipam)?;
     tracing::info!(
-        "host-local DEL with a configuration ADD would refuse ({invalid}); releasing by container ID in {data_dir}"
+        "host-local DEL with a configuration ADD would refuse ({invalid}); releasing by container ID in {}",
+        data_dir.display()
     );
     let sets = ipam
         .get("ranges")
         .and_then(serde_json::Value::as_array)
         .map_or(0, Vec::len)
         + usize::from(ipam.get("subnet").is_some_and(|v| !v.is_null()));
-    let store = Store::open(std::path::Path::new(data_dir), conf.name())?;
+    let store = Store::open(&data_dir, conf.name())?;
     for _ in 0..sets.max(1) {
         store.release_by_id(container_id, ifname)?;
     }

@@ -103,13 +103,7 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
             )));
         }
     };
-    let ipam_type = args
-        .conf
-        .ipam()
-        .and_then(|m| m.get("type"))
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
+    let ipam_type = args.conf.ipam_type().map(str::to_string);
     // The bundled IPAMs run in-process: check CNI_ARGS as the reference host-local/static
     // would (an exec'd IPAM checks them itself; chained use ignores them, like the reference).
     if matches!(

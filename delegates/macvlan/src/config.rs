@@ -85,12 +85,7 @@ pub fn parse(args: &CmdArgs) -> Result<MacvlanConf> {
 
 /// The IPAM type of a configuration; `None` when there is no `ipam` or no `type`.
 pub fn ipam_type(args: &CmdArgs) -> Option<String> {
-    args.conf
-        .ipam()
-        .and_then(|m| m.get("type"))
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
+    args.conf.ipam_type().map(str::to_string)
 }
 
 fn nonempty_str<'a>(v: Option<&'a serde_json::Value>, field: &str) -> Result<Option<&'a str>> {

@@ -335,13 +335,7 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
             ip_masq: c.ip_masq.unwrap_or(true),
         })
     };
-    let ipam_type = args
-        .conf
-        .ipam()
-        .and_then(|m| m.get("type"))
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
+    let ipam_type = args.conf.ipam_type().map(str::to_string);
     Ok(Resolved {
         mode,
         mac: container_mac(args)?,
