@@ -32,11 +32,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/meta-cni-target}"
 export CARGO_TERM_COLOR=never
 
 # Test fixtures built from Debian packages, cached outside the clone (once per machine):
-# a real kube-apiserver v1.20.2 (tests/apiserver/build.sh, ~8 min the first time) and the
-# pause image for containerd (tests/containerd/build-pause.sh).
+# a real kube-apiserver v1.20.2 (meta-tests/apiserver/build.sh, ~8 min the first time) and the
+# pause image for containerd (meta-tests/containerd/build-pause.sh).
 echo "== fixtures: kube-apiserver, pause image"
-bash tests/apiserver/build.sh >/dev/null
-bash tests/containerd/build-pause.sh >/dev/null
+bash meta-tests/apiserver/build.sh >/dev/null
+bash meta-tests/containerd/build-pause.sh >/dev/null
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -60,7 +60,7 @@ fn create_fakes(api: &ApiFixture, range: std::ops::Range<usize>) {
                 let nodes = nodes.clone();
                 async move {
                     let ip = fake_ip(i);
-                    let mac = meta_netlink::format_mac(&meta_vxlan::overlay::vtep_mac_for(ip));
+                    let mac = meta_netlink::format_mac(&meta_overlay::vtep_mac_for(ip));
                     let n = node_object(
                         &fake_name(i),
                         Some(&fake_subnet(i)),

@@ -135,7 +135,7 @@ fn agent_programs_nodes_from_the_api_server() {
     );
     // The subnet file and the node masquerade rule.
     for n in &c.nodes {
-        let f = meta_vxlan::overlay::read_subnet_file(&n.subnet_file()).expect("subnet file");
+        let f = meta_overlay::read_subnet_file(&n.subnet_file()).expect("subnet file");
         assert_eq!(
             (f.subnet, f.cluster_cidr.to_string(), f.mtu),
             (n.subnet, CLUSTER.to_string(), 1450),

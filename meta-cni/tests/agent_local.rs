@@ -87,7 +87,7 @@ fn agent_programs_nodes_from_a_static_file() {
     wait_entries(&c, 0, &[n(1), f50.clone()]);
     wait_entries(&c, 1, &[n(0), f50.clone()]);
     for node in &c.nodes {
-        let f = meta_vxlan::overlay::read_subnet_file(&node.subnet_file()).unwrap();
+        let f = meta_overlay::read_subnet_file(&node.subnet_file()).unwrap();
         assert_eq!((f.subnet, f.mtu), (node.subnet, 1450));
         assert_eq!(node_masq_rules(&node.ns).len(), 1);
     }

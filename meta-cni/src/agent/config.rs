@@ -5,7 +5,7 @@
 
 use super::{Error, Result};
 use ipnet::IpNet;
-use meta_vxlan::overlay::{DEFAULT_PORT, DEFAULT_SUBNET_FILE, DEFAULT_VNI, MAX_VNI, device_name};
+use meta_overlay::{DEFAULT_PORT, DEFAULT_SUBNET_FILE, DEFAULT_VNI, MAX_VNI, device_name};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -22,8 +22,9 @@
 use super::{Error, Result};
 use ipnet::IpNet;
 use meta_netlink::{Mac, NetlinkOps};
-use meta_vxlan::overlay::{
-    self, NodeRecord, OverlayConfig, Report, Skipped, Underlay, read_subnet_file, write_subnet_file,
+use meta_overlay::{
+    self as overlay, NodeRecord, OverlayConfig, Report, Skipped, Underlay, read_subnet_file,
+    write_subnet_file,
 };
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -193,7 +194,7 @@ fn segment_peers<N: NetlinkOps + ?Sized>(
         .collect();
     for l in links {
         let Some(vx) = l.vxlan.as_ref() else { continue };
-        if l.name != meta_vxlan::overlay::segment_device_name(vx.vni) {
+        if l.name != meta_overlay::segment_device_name(vx.vni) {
             continue; // the primary device, or a VXLAN device that is not ours
         }
         if meta_vxlan::read_segment_owner(&s.segment_state_dir, vx.vni)
@@ -201,7 +202,7 @@ fn segment_peers<N: NetlinkOps + ?Sized>(
         {
             continue;
         }
-        match meta_vxlan::overlay::reconcile_peers(nl, &l.name, Some(local), &peers) {
+        match meta_overlay::reconcile_peers(nl, &l.name, Some(local), &peers) {
             Ok(r) if !r.changes.is_empty() => {
                 tracing::info!(
                     "segment {} (VNI {}): {} peer change(s)",

@@ -11,7 +11,7 @@
 use super::dataplane::{Dataplane, Own};
 use super::records::{LocalNode, parse_nodes_file};
 use super::{AgentConfig, Error, Result, Shutdown};
-use meta_vxlan::overlay::NodeRecord;
+use meta_overlay::NodeRecord;
 use std::path::Path;
 
 /// Reads and parses the file: `Ok(None)` when it does not exist.

@@ -5,7 +5,7 @@
 //! 1. Learns this node's pod subnet: the own Node's `spec.podCIDR` (kube mode; it waits
 //!    until the field is set), or the own entry of a nodes file (local mode).
 //! 2. Sets the node up on a thread of its own ([`dataplane`]): detects the underlay, makes
-//!    sure the VXLAN device exists ([`meta_vxlan::overlay::ensure_device`]), installs the
+//!    sure the VXLAN device exists ([`meta_overlay::ensure_device`]), installs the
 //!    node-level masquerade (`ip saddr <pod subnet> ip daddr != <cluster CIDR>
 //!    masquerade`, [`meta_firewall::Nftables::ensure_node_masq`]), then writes the subnet
 //!    file (`/run/meta-cni/subnet.env`) that the CNI side reads and that meta-cni's
@@ -18,7 +18,7 @@
 //!    `podCIDR` and both annotations ([`kube::NodeSet`]). Local mode: re-reads the nodes
 //!    file when its content changes.
 //! 4. On every change of that set the data plane reconciles
-//!    ([`meta_vxlan::overlay::reconcile`]: neighbour → FDB → on-link route per remote
+//!    ([`meta_overlay::reconcile`]: neighbour → FDB → on-link route per remote
 //!    node, entries of nodes that are gone removed), debounced, idempotent, and again every
 //!    resync period (repairing drift). A restarted agent converges from whatever the kernel
 //!    holds and changes nothing when it is all in place.
@@ -51,7 +51,7 @@ pub enum Error {
     Config(String),
     /// Overlay setup or reconciliation failed.
     #[error(transparent)]
-    Overlay(#[from] meta_vxlan::overlay::Error),
+    Overlay(#[from] meta_overlay::Error),
     /// The node masquerade rule could not be set.
     #[error("node masquerade: {0}")]
     Firewall(String),

@@ -4,7 +4,7 @@
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use meta_netlink::{Mac, format_mac, parse_mac};
-use meta_vxlan::overlay::{NodeRecord, vtep_mac_for};
+use meta_overlay::{NodeRecord, vtep_mac_for};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

@@ -136,7 +136,7 @@ impl NodeNs {
 
     /// The VTEP MAC the agent derives from the underlay IP.
     pub fn vtep_mac(&self) -> String {
-        format_mac(&meta_vxlan::overlay::vtep_mac_for(self.ip))
+        format_mac(&meta_overlay::vtep_mac_for(self.ip))
     }
 }
 

@@ -1,0 +1,282 @@
+//! Secondary mode: an L2 segment with its own VNI (`net1..netN`).
+//!
+//! ADD: the underlay (configured or the default-route interface), the segment
+//! ([`meta_overlay::ensure_segment`]: `mvx<vni>` on `mbr<vni>`), the flood list when the
+//! configuration has `peers` ([`meta_overlay::reconcile_peers`]), a veth pair with the
+//! host end on the bridge, and the NAD's IPAM (none: L2 only). The segment stays when its
+//! last pod leaves (like the reference bridge plugin's bridge).
+//!
+//! Two configurations claiming one VNI on a node with different port, MTU or bridge are
+//! refused with an error naming both networks: the network that created the device is
+//! recorded in `<stateDir>/vni-<vni>.json` when it creates it.
+
+use crate::Vxlan;
+use crate::common::{
+    Progress, apply_dns, attach_veth, check_bridge, check_pod_side, del_container_iface,
+    ensure_bridge, interfaces, overlay_err, refresh_macs,
+};
+use crate::config::{Resolved, Secondary};
+use cni_core::{CmdArgs, CniResult, Error, Result, code};
+use meta_delegate::{configure_iface, ipam, nl, open_netns};
+use meta_netlink::{Netlink, NetlinkOps};
+use meta_overlay::{
+    Error as OvError, SegmentConfig, Underlay, ensure_segment, reconcile_peers, segment_device_name,
+};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Who created a VNI's device on this node (`<stateDir>/vni-<vni>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Network name.
+    pub network: String,
+    /// VNI.
+    pub vni: u32,
+    /// Port.
+    pub port: u16,
+    /// MTU.
+    pub mtu: u32,
+    /// Bridge.
+    pub bridge: String,
+    /// Whether the creating configuration had a static `peers` list (then the agent
+    /// leaves the segment's flood list alone; otherwise it programs every node).
+    #[serde(default, rename = "staticPeers")]
+    pub static_peers: bool,
+}
+
+fn owner_path(dir: &Path, vni: u32) -> PathBuf {
+    dir.join(format!("vni-{vni}.json"))
+}
+
+fn write_owner(dir: &Path, o: &Owner) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = owner_path(dir, o.vni);
+    let tmp = dir.join(format!(".vni-{}.json.tmp.{}", o.vni, std::process::id()));
+    let body = serde_json::to_vec(o).map_err(std::io::Error::other)?;
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Reads who created VNI `vni`'s segment on this node (`None` when unrecorded).
+pub fn read_owner(dir: &Path, vni: u32) -> Option<Owner> {
+    let b = std::fs::read(owner_path(dir, vni)).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// The conflict error, naming this network and the one that set the VNI up (when known).
+fn conflict_error(args: &CmdArgs, s: &Secondary, e: OvError) -> Error {
+    let OvError::SegmentConflict {
+        vni,
+        device,
+        existing,
+        requested,
+    } = &e
+    else {
+        return overlay_err("failed to set up the VXLAN segment")(e);
+    };
+    let me = args.conf.name();
+    let other = match read_owner(&s.state_dir, *vni) {
+        Some(o) if o.network == me => "an earlier configuration of this same network".to_string(),
+        Some(o) => format!("network {:?}", o.network),
+        None => "another network".to_string(),
+    };
+    Error::config(format!(
+        "network {me:?} claims VNI {vni} with {requested}, but {other} already set up VNI {vni} \
+         on this node as device {device} with {existing}"
+    ))
+    .with_details(
+        "configurations sharing a VNI on a node must agree on port, mtu and bridge; use another \
+         VNI, align the settings, or remove the device when no pod uses it",
+    )
+}
+
+/// The underlay and segment settings of `s`, resolved on this node.
+fn segment_config(host: &mut Netlink, s: &Secondary) -> Result<SegmentConfig> {
+    let underlay = Underlay::detect(host, s.underlay_interface.as_deref(), s.local_ip)
+        .map_err(overlay_err("failed to find the underlay"))?;
+    let mut c = SegmentConfig::new(s.vni, underlay);
+    c.port = s.port;
+    if let Some(m) = s.mtu {
+        c.mtu = m;
+    }
+    c.bridge = s.bridge.clone();
+    c.learning = s.learning;
+    Ok(c)
+}
+
+impl Vxlan {
+    pub(crate) fn secondary_add(
+        &self,
+        args: &CmdArgs,
+        r: &Resolved,
+        s: &Secondary,
+        prog: &mut Progress,
+    ) -> Result<CniResult> {
+        let env = &args.env;
+        ipam::validate(args)?;
+        let pod = open_netns(&env.netns)?;
+        prog.pod = Some(pod.clone());
+        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
+        let mut podnl =
+            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+        let sc = segment_config(&mut host, s)?;
+        let seg = ensure_segment(&mut host, &sc).map_err(|e| conflict_error(args, s, e))?;
+        if seg.created {
+            let o = Owner {
+                network: args.conf.name().to_string(),
+                vni: sc.vni,
+                port: sc.port,
+                mtu: sc.mtu,
+                bridge: sc.bridge.clone(),
+                static_peers: s.peers.is_some(),
+            };
+            if let Err(e) = write_owner(&s.state_dir, &o) {
+                tracing::warn!("cannot record the owner of VNI {}: {e}", sc.vni);
+            }
+        }
+        if let Some(peers) = &s.peers {
+            let rep = reconcile_peers(&mut host, &sc.device, Some(sc.underlay.local_ip), peers)
+                .map_err(overlay_err("failed to program the VXLAN peers"))?;
+            if let Some(f) = rep.failed.first() {
+                return Err(Error::internal(format!(
+                    "failed to program the VXLAN peers: {}",
+                    f.error
+                )));
+            }
+        }
+        // ensure_segment made the bridge; this only reads it back (and fails on a non-bridge).
+        let br = ensure_bridge(&mut host, &sc.bridge, None, None)?;
+        let veth = attach_veth(
+            &mut host,
+            &mut podnl,
+            &pod,
+            &env.ifname,
+            Some(sc.mtu),
+            r.mac,
+            &br,
+        )?;
+        prog.container_index = Some(veth.container.index);
+        let mut result = CniResult {
+            interfaces: interfaces(args, &br, &veth),
+            ..Default::default()
+        };
+        if r.ipam_type.is_some() {
+            ipam::add_into(args, &mut result, 2)?;
+            prog.ipam_allocated = true; // only now: a failed IPAM ADD took nothing
+            let k = format!("net.ipv6.conf.{}.accept_dad", env.ifname);
+            if let Err(e) = pod.sysctl_set(&k, "0") {
+                tracing::debug!("sysctl {k}=0 in pod: {e}");
+            }
+            configure_iface(&mut podnl, &pod, &env.ifname, &result)?;
+        } else {
+            podnl
+                .link_set_up(veth.container.index, true)
+                .map_err(nl(format!("failed to set {:?} up", env.ifname)))?;
+        }
+        refresh_macs(&mut host, &mut result);
+        apply_dns(args, &mut result)?;
+        Ok(result)
+    }
+
+    pub(crate) fn secondary_del(&self, args: &CmdArgs, r: &Resolved) -> Result<()> {
+        del_container_iface(args)?;
+        if r.ipam_type.is_some() {
+            ipam::del(args)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn secondary_check(
+        &self,
+        args: &CmdArgs,
+        r: &Resolved,
+        s: &Secondary,
+    ) -> Result<()> {
+        let prev = args
+            .conf
+            .prev_result()?
+            .ok_or_else(|| Error::config("Required prevResult missing"))?;
+        let pod = open_netns(&args.env.netns)?;
+        if r.ipam_type.is_some() {
+            ipam::check(args)?;
+        }
+        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
+        let mut podnl =
+            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+        let br = check_bridge(&mut host, &s.bridge)?;
+        let name = segment_device_name(s.vni);
+        let dev = host
+            .link_by_name(&name)
+            .map_err(nl("failed to look up the VXLAN device"))?
+            .ok_or_else(|| Error::internal(format!("VXLAN device {name} was not found")))?;
+        let v = dev
+            .vxlan
+            .as_ref()
+            .ok_or_else(|| Error::internal(format!("{name} is not a VXLAN device")))?;
+        if v.vni != s.vni || v.port != s.port {
+            return Err(Error::internal(format!(
+                "{name} has VNI {} port {}, the configuration VNI {} port {}",
+                v.vni, v.port, s.vni, s.port
+            )));
+        }
+        if dev.master != Some(br.index) {
+            return Err(Error::internal(format!(
+                "{name} is not attached to bridge {}",
+                br.name
+            )));
+        }
+        check_pod_side(args, &prev, &mut host, &mut podnl, &br)
+    }
+
+    pub(crate) fn secondary_status(
+        &self,
+        args: &CmdArgs,
+        r: &Resolved,
+        s: &Secondary,
+    ) -> Result<()> {
+        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
+        segment_config(&mut host, s).map_err(|e| Error::new(code::NOT_AVAILABLE, e.msg))?;
+        if r.ipam_type.is_some() {
+            ipam::status(args)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn secondary_gc(&self, args: &CmdArgs, r: &Resolved) -> Result<()> {
+        args.conf.gc_valid_attachments()?;
+        if r.ipam_type.is_some() {
+            ipam::gc(args)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_roundtrip() {
+        let d = tempfile::tempdir().unwrap();
+        let o = Owner {
+            network: "a".into(),
+            vni: 42,
+            port: 4789,
+            mtu: 1450,
+            bridge: "mbr42".into(),
+            static_peers: true,
+        };
+        write_owner(&d.path().join("x"), &o).unwrap();
+        assert_eq!(read_owner(&d.path().join("x"), 42), Some(o));
+        assert_eq!(read_owner(&d.path().join("x"), 43), None);
+    }
+}
