@@ -9,6 +9,7 @@ pub mod env;
 pub mod error;
 pub mod invoke;
 pub mod plugin;
+pub mod registry;
 pub mod result;
 pub mod version;
 

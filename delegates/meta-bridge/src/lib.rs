@@ -8,14 +8,28 @@ pub mod config;
 use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, Route};
 use config::Resolved;
 use ipnet::IpNet;
+use meta_delegate::link::BridgeSpec;
 use meta_delegate::{
-    check_veth_on_bridge, configure_iface, del_pod_link, ipam, mac_string, nl, open_netns,
-    rollback_ipam, rollback_link, setup_veth,
+    DelegateType, Handles, Undo, Unimplemented, check_veth_on_bridge, configure_iface, del_link,
+    del_link_and_ipam, internal, ipam, mac_string, nl, open_netns, set_iface_sysctls, setup_veth,
+    transaction,
 };
 use meta_firewall::{Firewall, Nftables};
-use meta_netlink::{LinkInfo, LinkKind, LinkRequest, Netlink, NetlinkOps, Netns};
+use meta_netlink::{LinkInfo, Netlink, NetlinkOps, Netns};
 use std::collections::HashSet;
 use std::net::IpAddr;
+
+/// The bridge delegate's registration: its CNI type names and the reference 1.x fields it
+/// does not implement (masquerade is always nftables here).
+pub const DELEGATE: DelegateType = DelegateType {
+    names: &["bridge", "meta-bridge"],
+    unimplemented: &[
+        Unimplemented::field("portIsolation"),
+        Unimplemented::field("disableContainerInterface"),
+        Unimplemented::except("ipMasqBackend", &["nftables"]),
+    ],
+    make: || Box::new(Bridge::default()),
+};
 
 /// The bridge plugin. The firewall backend is only used for `ipMasq` and `macspoofchk`.
 pub struct Bridge {
@@ -37,77 +51,28 @@ impl Bridge {
     }
 }
 
-fn fw_err(ctx: &str) -> impl FnOnce(meta_firewall::Error) -> Error + '_ {
-    move |e| Error::internal(format!("{ctx}: {e}"))
-}
-
-/// What ADD has done so far, for rollback.
-#[derive(Default)]
-struct Progress {
-    pod: Option<Netns>,
-    container_index: Option<u32>,
-    ipam_allocated: bool,
-    spoofchk: bool,
-    masq: bool,
-}
-
 /// Makes sure the bridge exists, is a bridge, is up; returns it fresh.
 fn ensure_bridge(host: &mut Netlink, r: &Resolved) -> Result<LinkInfo> {
     let name = &r.conf.bridge;
-    let vlan_filtering = r.conf.vlan != 0 || r.conf.vlan_trunk.is_some();
-    let existing = host
-        .link_by_name(name)
-        .map_err(nl(format!("could not look up {name:?}")))?;
-    let br = match existing {
-        Some(l) => l,
-        None => {
-            let req = LinkRequest {
-                name: name.clone(),
-                kind: LinkKind::Bridge { vlan_filtering },
-                mtu: r.mtu,
-                mac: None,
-                netns: None,
-                up: false,
-            };
-            match host.link_add(&req) {
-                Ok(()) => {}
-                Err(e) if e.is_exists() => {}
-                Err(e) if vlan_filtering && e.errno() == Some(95) => {
-                    return Err(Error::internal(format!(
-                        "failed to create bridge {name:?}: this kernel does not support bridge VLAN \
-                         filtering (CONFIG_BRIDGE_VLAN_FILTERING), which vlan/vlanTrunk need"
-                    )));
-                }
-                Err(e) => return Err(nl(format!("failed to create bridge {name:?}"))(e)),
-            }
-            let br = host
-                .link_by_name(name)
-                .map_err(nl(format!("could not look up {name:?}")))?
-                .ok_or_else(|| Error::internal(format!("bridge {name:?} vanished")))?;
-            // Pin the random MAC the kernel gave the new bridge: otherwise it follows its
-            // lowest port's MAC as pods come and go (and CHECK of older results fails).
-            if let Some(mac) = br.mac.filter(|m| m.iter().any(|b| *b != 0)) {
-                host.link_set_mac(br.index, mac)
-                    .map_err(nl("could not set bridge's mac"))?;
-            }
-            br
-        }
+    let spec = BridgeSpec {
+        name,
+        vlan_filtering: r.conf.vlan != 0 || r.conf.vlan_trunk.is_some(),
+        mtu: r.mtu,
+        mac: None,
     };
-    if br.kind.as_deref() != Some("bridge") {
-        return Err(Error::internal(format!(
-            "{name:?} already exists but is not a bridge"
-        )));
+    let (br, created) = meta_delegate::link::ensure_bridge(host, &spec)?;
+    // Pin the random MAC the kernel gave a new bridge: otherwise it follows its lowest
+    // port's MAC as pods come and go (and CHECK of older results fails).
+    if created && let Some(mac) = br.mac.filter(|m| m.iter().any(|b| *b != 0)) {
+        host.link_set_mac(br.index, mac)
+            .map_err(nl("could not set bridge's mac"))?;
     }
     if r.conf.promisc_mode && !br.promisc {
         host.link_set_promisc(br.index, true)
             .map_err(nl(format!("could not set promiscuous mode on {name:?}")))?;
     }
     // We own the routes of this interface.
-    let _ = meta_netlink::sysctl_set(&format!("net.ipv6.conf.{name}.accept_ra"), "0");
-    if !br.up {
-        host.link_set_up(br.index, true)
-            .map_err(nl(format!("failed to set {name:?} up")))?;
-    }
+    let _ = meta_netlink::sysctl_set(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
     Ok(br)
 }
 
@@ -172,17 +137,23 @@ fn calc_gateway(addr: &IpNet) -> IpAddr {
 }
 
 impl Bridge {
-    fn add_inner(&self, args: &CmdArgs, r: &Resolved, p: &mut Progress) -> Result<CniResult> {
+    /// The steps of ADD, each change recorded in `undo` as it lands.
+    fn add_steps<'a>(
+        &'a self,
+        args: &'a CmdArgs,
+        r: &Resolved,
+        h: &mut Handles,
+        undo: &mut Undo<'a, Handles>,
+    ) -> Result<CniResult> {
         let env = &args.env;
-        let pod = open_netns(&env.netns)?;
-        p.pod = Some(pod.clone());
-        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
-        let mut podnl =
-            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
-        let br = ensure_bridge(&mut host, r)?;
+        let (host, podnl, pod) = (&mut h.host, &mut h.pod, &h.ns);
+        let br = ensure_bridge(host, r)?;
 
-        let veth = setup_veth(&mut host, &mut podnl, &pod, &env.ifname, r.mtu, r.mac)?;
-        p.container_index = Some(veth.container.index);
+        let veth = setup_veth(host, podnl, pod, &env.ifname, r.mtu, r.mac)?;
+        let (idx, ifname) = (veth.container.index, env.ifname.as_str());
+        undo.push("delete the container veth", move |h| {
+            del_link(&mut h.pod, idx, ifname)
+        });
         let hname = veth.host.name.clone();
         host.link_set_master(veth.host.index, Some(br.index))
             .map_err(nl(format!(
@@ -231,7 +202,11 @@ impl Bridge {
                 .container
                 .mac
                 .ok_or_else(|| Error::internal("container veth has no MAC"))?;
-            p.spoofchk = true;
+            undo.push("remove the MAC spoof check", |_| {
+                self.firewall
+                    .teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname)
+                    .map_err(internal("spoof-check teardown"))
+            });
             self.firewall
                 .setup_macspoofchk(
                     args.conf.name(),
@@ -240,14 +215,14 @@ impl Bridge {
                     &hname,
                     mac,
                 )
-                .map_err(fw_err("failed to set up MAC spoof check"))?;
+                .map_err(internal("failed to set up MAC spoof check"))?;
         }
 
         if r.ipam_type.is_some() {
             ipam::add_into(args, &mut result, 2)?;
             // Only now: an IPAM ADD that failed took nothing (a refused duplicate ADD of
             // the same container must not release the live attachment's addresses).
-            p.ipam_allocated = true;
+            undo.push("release IPAM", |_| ipam::del(args));
             // Gateways and the default route, per family (the reference's calcGateways).
             let mut gws: Vec<IpNet> = Vec::new();
             let mut default_found = [false, false];
@@ -285,25 +260,19 @@ impl Bridge {
                     gws.push(gnet);
                 }
             }
-            let ifname = env.ifname.clone();
-            let dad = r.conf.enabledad;
-            let set = |k: String, v: &str| {
-                if let Err(e) = pod.sysctl_set(&k, v) {
-                    tracing::debug!("sysctl {k}={v} in pod: {e}");
-                }
-            };
-            if dad {
-                set(format!("net.ipv6.conf.{ifname}.enhanced_dad"), "1");
-                set(format!("net.ipv6.conf.{ifname}.accept_dad"), "1");
+            let mut sysctl = pod.clone();
+            let dad: &[(&str, &str, &str)] = if r.conf.enabledad {
+                &[("ipv6", "enhanced_dad", "1"), ("ipv6", "accept_dad", "1")]
             } else {
-                set(format!("net.ipv6.conf.{ifname}.accept_dad"), "0");
-            }
-            set(format!("net.ipv4.conf.{ifname}.arp_notify"), "1");
-            configure_iface(&mut podnl, &pod, &ifname, &result)?;
+                &[("ipv6", "accept_dad", "0")]
+            };
+            set_iface_sysctls(&mut sysctl, ifname, dad);
+            set_iface_sysctls(&mut sysctl, ifname, &[("ipv4", "arp_notify", "1")]);
+            configure_iface(podnl, &mut sysctl, ifname, &result)?;
 
             if r.conf.is_gateway {
                 for g in &gws {
-                    ensure_addr(&mut host, &br, *g, r.conf.force_address)
+                    ensure_addr(host, &br, *g, r.conf.force_address)
                         .map_err(|e| e.context("failed to set bridge addr"))?;
                 }
                 if gws.iter().any(|g| g.addr().is_ipv4()) {
@@ -314,11 +283,15 @@ impl Bridge {
                 }
             }
             if r.conf.ip_masq {
-                p.masq = true;
+                undo.push("remove the masquerade", |_| {
+                    self.firewall
+                        .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
+                        .map_err(internal("masquerade teardown"))
+                });
                 let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
                 self.firewall
                     .setup_masq(args.conf.name(), &env.container_id, &env.ifname, &ips)
-                    .map_err(fw_err("failed to set up IP masquerade"))?;
+                    .map_err(internal("failed to set up IP masquerade"))?;
             }
         } else {
             podnl
@@ -342,30 +315,6 @@ impl Bridge {
         }
         Ok(result)
     }
-
-    fn rollback(&self, args: &CmdArgs, p: &Progress) {
-        let env = &args.env;
-        if p.masq
-            && let Err(e) =
-                self.firewall
-                    .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
-        {
-            tracing::warn!("rollback: masquerade teardown: {e}");
-        }
-        if p.spoofchk
-            && let Err(e) =
-                self.firewall
-                    .teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname)
-        {
-            tracing::warn!("rollback: spoof-check teardown: {e}");
-        }
-        if let (Some(pod), Some(idx)) = (&p.pod, p.container_index) {
-            rollback_link(pod, idx, &env.ifname);
-        }
-        if p.ipam_allocated {
-            rollback_ipam(args);
-        }
-    }
 }
 
 impl Plugin for Bridge {
@@ -379,34 +328,25 @@ impl Plugin for Bridge {
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
         let r = config::load(args)?;
         ipam::validate(args)?;
-        let mut p = Progress::default();
-        match self.add_inner(args, &r, &mut p) {
-            Ok(res) => Ok(res),
-            Err(e) => {
-                self.rollback(args, &p);
-                Err(e)
-            }
-        }
+        let mut h = Handles::open(&args.env.netns)?;
+        transaction(&mut h, |h, undo| self.add_steps(args, &r, h, undo))
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
+        // JSON types only (the kit's DEL rule): ADD's validation never runs here.
         let conf = config::parse(args)?;
-        let has_ipam = args.conf.ipam_type().is_some();
         let env = &args.env;
-        del_pod_link(&env.netns, &env.ifname)?;
-        if has_ipam {
-            ipam::del(args)?;
-        }
+        del_link_and_ipam(args, args)?;
         // Unlike the reference, rules go even when the netns is already gone.
         if conf.macspoofchk {
             self.firewall
                 .teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname)
-                .map_err(fw_err("failed to remove MAC spoof check"))?;
+                .map_err(internal("failed to remove MAC spoof check"))?;
         }
-        if conf.ip_masq && has_ipam {
+        if conf.ip_masq && args.conf.ipam_type().is_some() {
             self.firewall
                 .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
-                .map_err(fw_err("failed to remove IP masquerade"))?;
+                .map_err(internal("failed to remove IP masquerade"))?;
         }
         Ok(())
     }
@@ -484,7 +424,7 @@ impl Plugin for Bridge {
                 .collect();
             self.firewall
                 .gc(args.conf.name(), &set)
-                .map_err(fw_err("firewall GC"))?;
+                .map_err(internal("firewall GC"))?;
         }
         Ok(())
     }

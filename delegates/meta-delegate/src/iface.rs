@@ -11,9 +11,49 @@ use meta_netlink::{
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// Turns a netlink error into a CNI error with context.
+/// Turns a netlink error into a CNI error (code 999) with context.
 pub fn nl(ctx: impl std::fmt::Display) -> impl FnOnce(meta_netlink::Error) -> Error {
+    internal(ctx)
+}
+
+/// Turns any error (firewall, I/O, ...) into a CNI error (code 999) with context.
+pub fn internal<E: std::fmt::Display>(ctx: impl std::fmt::Display) -> impl FnOnce(E) -> Error {
     move |e| Error::internal(format!("{ctx}: {e}"))
+}
+
+/// Sysctls of the pod namespace. Keys are `/`-separated paths under `/proc/sys`
+/// (`net/ipv4/conf/<ifname>/arp_notify`), so interface names with dots stay intact.
+pub trait PodSysctl {
+    /// Reads a key.
+    fn get(&mut self, key: &str) -> meta_netlink::Result<String>;
+    /// Writes a key.
+    fn set(&mut self, key: &str, value: &str) -> meta_netlink::Result<()>;
+}
+
+impl PodSysctl for Netns {
+    fn get(&mut self, key: &str) -> meta_netlink::Result<String> {
+        self.sysctl_get(key)
+    }
+    fn set(&mut self, key: &str, value: &str) -> meta_netlink::Result<()> {
+        self.sysctl_set(key, value)
+    }
+}
+
+/// The per-interface sysctl key `net/<family>/conf/<ifname>/<key>` (`family`: `ipv4`
+/// or `ipv6`).
+pub fn iface_sysctl(family: &str, ifname: &str, key: &str) -> String {
+    format!("net/{family}/conf/{ifname}/{key}")
+}
+
+/// Best-effort settings of the container interface (`arp_notify`, DAD, ...): a failure is
+/// logged, as in the reference plugins, which ignore these errors too.
+pub fn set_iface_sysctls(sysctl: &mut dyn PodSysctl, ifname: &str, kv: &[(&str, &str, &str)]) {
+    for (family, key, value) in kv {
+        let k = iface_sysctl(family, ifname, key);
+        if let Err(e) = sysctl.set(&k, value) {
+            tracing::debug!("sysctl {k}={value} in pod: {e}");
+        }
+    }
 }
 
 /// Opens the pod's namespace; code 3 (container unknown) when it does not exist.
@@ -43,6 +83,30 @@ pub fn open_netns_for_del(path: &str) -> Result<Option<Netns>> {
         Err(e) => Err(Error::internal(format!(
             "failed to open netns {path:?}: {e}"
         ))),
+    }
+}
+
+/// The netlink handles of one invocation: the node's (the calling thread's namespace),
+/// the pod's, and the pod namespace itself.
+pub struct Handles {
+    /// A handle in the node namespace.
+    pub host: meta_netlink::Netlink,
+    /// A handle bound to the pod namespace.
+    pub pod: meta_netlink::Netlink,
+    /// The pod namespace.
+    pub ns: Netns,
+}
+
+impl Handles {
+    /// Opens the pod namespace `netns` (code 3 when it does not exist) and both handles.
+    pub fn open(netns: &str) -> Result<Handles> {
+        let ns = open_netns(netns)?;
+        Ok(Handles {
+            host: meta_netlink::Netlink::open(None).map_err(nl("failed to open netlink"))?,
+            pod: meta_netlink::Netlink::open(Some(&ns))
+                .map_err(nl("failed to open netlink in the pod"))?,
+            ns,
+        })
     }
 }
 
@@ -189,9 +253,9 @@ pub fn route_spec(
 /// leave tentative state when an IPv6 gateway is used, then adds the routes (a route
 /// without a gateway uses the interface's gateway of its family; duplicates are skipped,
 /// the first one wins).
-pub fn configure_iface(
-    pod_nl: &mut impl NetlinkOps,
-    pod: &Netns,
+pub fn configure_iface<N: NetlinkOps + ?Sized>(
+    pod_nl: &mut N,
+    sysctl: &mut dyn PodSysctl,
     ifname: &str,
     result: &CniResult,
 ) -> Result<()> {
@@ -210,11 +274,11 @@ pub fn configure_iface(
         }
         if !v6_enabled && ip.address.addr().is_ipv6() {
             for dev in ["lo", ifname] {
-                let key = format!("net.ipv6.conf.{dev}.disable_ipv6");
-                match pod.sysctl_get(&key) {
+                let key = iface_sysctl("ipv6", dev, "disable_ipv6");
+                match sysctl.get(&key) {
                     Ok(v) if v.trim() == "0" => {}
-                    Ok(_) => pod
-                        .sysctl_set(&key, "0")
+                    Ok(_) => sysctl
+                        .set(&key, "0")
                         .map_err(nl(format!("failed to enable IPv6 on {dev}")))?,
                     Err(e) => tracing::warn!("cannot read {key}: {e}"),
                 }
@@ -251,8 +315,8 @@ pub fn configure_iface(
 }
 
 /// CHECK: every IP of the result that names `ifname` is on the interface.
-pub fn check_iface_ips(
-    pod_nl: &mut impl NetlinkOps,
+pub fn check_iface_ips<N: NetlinkOps + ?Sized>(
+    pod_nl: &mut N,
     ifname: &str,
     result: &CniResult,
 ) -> Result<()> {
@@ -287,8 +351,8 @@ pub fn check_iface_ips(
 /// CHECK: every route of the result exists on `ifname` with the gateway it got at ADD
 /// (a gateway-less route is looked up with the interface's family gateway, which is what
 /// ADD installed — the reference 1.1.1 gets this case wrong).
-pub fn check_iface_routes(
-    pod_nl: &mut impl NetlinkOps,
+pub fn check_iface_routes<N: NetlinkOps + ?Sized>(
+    pod_nl: &mut N,
     ifname: &str,
     result: &CniResult,
 ) -> Result<()> {
@@ -332,48 +396,48 @@ pub fn del_pod_link(netns: &str, ifname: &str) -> Result<()> {
     };
     let mut podnl =
         meta_netlink::Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
-    if let Some(l) = podnl
+    del_link_named(&mut podnl, ifname)
+}
+
+/// Deletes the link `ifname` through `h` when it exists; gone is success.
+pub fn del_link_named<N: NetlinkOps + ?Sized>(h: &mut N, ifname: &str) -> Result<()> {
+    if let Some(l) = h
         .link_by_name(ifname)
         .map_err(nl("failed to look up link"))?
     {
-        match podnl.link_del(l.index) {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(nl(format!("failed to delete {ifname:?}"))(e)),
-        }
+        del_link(h, l.index, ifname)?;
     }
     Ok(())
 }
 
-/// Rollback step: deletes the link `index` in `pod`, logging (not returning) failures.
-pub fn rollback_link(pod: &Netns, index: u32, ifname: &str) {
-    match meta_netlink::Netlink::open(Some(pod)) {
-        Ok(mut n) => {
-            if let Err(e) = n.link_del(index)
-                && !e.is_not_found()
-            {
-                tracing::warn!("rollback: delete {ifname}: {e}");
-            }
-        }
-        Err(e) => tracing::warn!("rollback: netlink: {e}"),
+/// Deletes the link `index` (named `ifname` in messages); gone is success. Also the
+/// undo step of every link an ADD created.
+pub fn del_link<N: NetlinkOps + ?Sized>(h: &mut N, index: u32, ifname: &str) -> Result<()> {
+    match h.link_del(index) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(nl(format!("failed to delete {ifname:?}"))(e)),
     }
 }
 
-/// Rollback step: releases the IPAM allocation of this invocation, logging failures.
-pub fn rollback_ipam(args: &cni_core::CmdArgs) {
-    if let Err(e) = crate::ipam::del(args) {
-        tracing::warn!("rollback: IPAM release: {e}");
-    }
+/// The DEL of a delegate whose attachment is one interface in the pod plus an IPAM
+/// allocation (bridge, macvlan, vxlan): the interface when the netns and the link are
+/// still there, then the release by `ipam_args` (the invocation, or the configuration
+/// IPAM really ran with). Nothing of ADD's validation runs: a DEL after a refused ADD, or
+/// of a configuration that changed since, must succeed.
+pub fn del_link_and_ipam(args: &cni_core::CmdArgs, ipam_args: &cni_core::CmdArgs) -> Result<()> {
+    del_pod_link(&args.env.netns, &args.env.ifname)?;
+    crate::ipam::del(ipam_args)
 }
 
 /// CHECK of a veth attachment on a bridge, against the prevResult: the container end
 /// (`CNI_IFNAME` in `CNI_NETNS`, a veth with the recorded MAC), its host peer enslaved to
 /// `bridge` (with the recorded MAC), the IPs and the routes.
-pub fn check_veth_on_bridge(
+pub fn check_veth_on_bridge<N: NetlinkOps + ?Sized>(
     args: &cni_core::CmdArgs,
     prev: &CniResult,
-    host: &mut impl NetlinkOps,
-    podnl: &mut impl NetlinkOps,
+    host: &mut N,
+    podnl: &mut N,
     bridge: &LinkInfo,
 ) -> Result<()> {
     let env = &args.env;

@@ -4,18 +4,19 @@
 //! a bundled type to be exec'd instead by listing it in `META_CNI_FORCE_EXEC`
 //! (comma-separated types).
 
+use cni_core::registry::IpamType;
 use cni_core::{CmdArgs, CniResult, Error, Result, Verb, Version, invoke};
-use meta_ipam::HostLocalConfig;
+
+/// The IPAM types that run in-process: one line per bundled type.
+pub const BUNDLED: &[&IpamType] = &[&meta_ipam::HOST_LOCAL, &meta_ipam::STATIC];
 
 /// How an IPAM type is served.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Ipam {
     /// No `ipam` section: L2 only.
     None,
-    /// Bundled host-local, in-process.
-    HostLocal,
-    /// Bundled static, in-process.
-    Static,
+    /// A bundled type, in-process.
+    Bundled(&'static IpamType),
     /// A binary found on `CNI_PATH`.
     Exec(String),
 }
@@ -27,22 +28,18 @@ pub fn which(args: &CmdArgs) -> Ipam {
     match args.conf.ipam_type().unwrap_or("") {
         "" => Ipam::None,
         t if forced_exec(t) => Ipam::Exec(t.to_string()),
-        "host-local" | "meta-host-local" => Ipam::HostLocal,
-        "static" | "meta-static" => Ipam::Static,
-        t => Ipam::Exec(t.to_string()),
+        t => match BUNDLED.iter().find(|i| i.serves(t)) {
+            Some(i) => Ipam::Bundled(i),
+            None => Ipam::Exec(t.to_string()),
+        },
     }
-}
-
-fn host_local(args: &CmdArgs) -> Result<HostLocalConfig> {
-    HostLocalConfig::from_conf(&args.conf, &args.env.args)
 }
 
 /// Validates a bundled IPAM's configuration before anything touches the kernel, so a bad
 /// config fails without side effects (exec'd IPAM validates itself at ADD).
 pub fn validate(args: &CmdArgs) -> Result<()> {
     match which(args) {
-        Ipam::HostLocal => host_local(args).map(|_| ()),
-        Ipam::Static => meta_ipam::StaticConfig::from_conf(&args.conf, &args.env.args).map(|_| ()),
+        Ipam::Bundled(i) => (i.validate)(args),
         Ipam::None | Ipam::Exec(_) => Ok(()),
     }
 }
@@ -51,26 +48,9 @@ pub fn validate(args: &CmdArgs) -> Result<()> {
 pub fn add(args: &CmdArgs) -> Result<CniResult> {
     match which(args) {
         Ipam::None => Ok(CniResult::default()),
-        Ipam::HostLocal => {
-            let c = host_local(args)?;
-            meta_ipam::allocate(&c, &args.env.container_id, &args.env.ifname)
-                .and_then(|r| in_conf_version(args, r))
-        }
-        Ipam::Static => meta_ipam::static_result(&args.conf, &args.env.args)
-            .and_then(|r| in_conf_version(args, r)),
+        Ipam::Bundled(i) => (i.add)(args),
         Ipam::Exec(t) => invoke::exec_add(&t, &args.env, &args.stdin),
     }
-}
-
-/// An in-process IPAM result as an exec'd plugin would have returned it in the
-/// configuration's version: below 1.1.0 the route fields that version lacks (priority,
-/// table, mtu, advmss, scope) are dropped, so they are neither installed nor reported.
-fn in_conf_version(args: &CmdArgs, r: CniResult) -> Result<CniResult> {
-    let v = args.conf.version();
-    if v >= Version::V1_1_0 {
-        return Ok(r);
-    }
-    CniResult::from_value(&r.to_value(v))
 }
 
 /// ADD into a delegate's result: allocates, refuses an empty answer (the reference's
@@ -99,13 +79,8 @@ pub fn add_into(args: &CmdArgs, result: &mut CniResult, iface: usize) -> Result<
 /// configuration is one ADD would refuse.
 pub fn del(args: &CmdArgs) -> Result<()> {
     match which(args) {
-        Ipam::None | Ipam::Static => Ok(()),
-        Ipam::HostLocal => meta_ipam::release_for_del(
-            &args.conf,
-            &args.env.args,
-            &args.env.container_id,
-            &args.env.ifname,
-        ),
+        Ipam::None => Ok(()),
+        Ipam::Bundled(i) => (i.del)(args),
         Ipam::Exec(t) => invoke::exec_verb(&t, Verb::Del, &args.env, &args.stdin),
     }
 }
@@ -113,16 +88,8 @@ pub fn del(args: &CmdArgs) -> Result<()> {
 /// CHECK: the allocation of the prevResult's IPs still exists.
 pub fn check(args: &CmdArgs) -> Result<()> {
     match which(args) {
-        Ipam::None | Ipam::Static => Ok(()),
-        Ipam::HostLocal => {
-            let c = host_local(args)?;
-            let ips: Vec<ipnet::IpNet> = args
-                .conf
-                .prev_result()?
-                .map(|r| r.ips.iter().map(|i| i.address).collect())
-                .unwrap_or_default();
-            meta_ipam::check(&c, &args.env.container_id, &args.env.ifname, &ips)
-        }
+        Ipam::None => Ok(()),
+        Ipam::Bundled(i) => (i.check)(args),
         Ipam::Exec(t) => invoke::exec_verb(&t, Verb::Check, &args.env, &args.stdin),
     }
 }
@@ -130,8 +97,8 @@ pub fn check(args: &CmdArgs) -> Result<()> {
 /// STATUS (config 1.1.0): whether IPAM can serve an ADD.
 pub fn status(args: &CmdArgs) -> Result<()> {
     match which(args) {
-        Ipam::None | Ipam::Static => Ok(()),
-        Ipam::HostLocal => meta_ipam::status(&host_local(args)?),
+        Ipam::None => Ok(()),
+        Ipam::Bundled(i) => (i.status)(args),
         Ipam::Exec(t) => exec_if_11(args, &t, Verb::Status),
     }
 }
@@ -139,11 +106,8 @@ pub fn status(args: &CmdArgs) -> Result<()> {
 /// GC (config 1.1.0): releases allocations of attachments not listed as valid.
 pub fn gc(args: &CmdArgs) -> Result<()> {
     match which(args) {
-        Ipam::None | Ipam::Static => Ok(()),
-        Ipam::HostLocal => {
-            let valid = args.conf.gc_valid_attachments()?;
-            meta_ipam::gc(&host_local(args)?, &valid)
-        }
+        Ipam::None => Ok(()),
+        Ipam::Bundled(i) => (i.gc)(args),
         Ipam::Exec(t) => exec_if_11(args, &t, Verb::Gc),
     }
 }

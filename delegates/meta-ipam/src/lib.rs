@@ -14,9 +14,11 @@ pub mod config;
 pub mod dns;
 pub mod hostlocal;
 mod ip;
+pub mod registry;
 pub mod static_ipam;
 mod store;
 
 pub use config::{DEFAULT_DATA_DIR, HostLocalConfig, IpSource, Range, RangeSet};
 pub use hostlocal::{allocate, check, gc, release, release_for_del, status};
+pub use registry::{HOST_LOCAL, STATIC};
 pub use static_ipam::{StaticConfig, static_result};

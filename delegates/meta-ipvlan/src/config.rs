@@ -108,7 +108,7 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
     // would (an exec'd IPAM checks them itself; chained use ignores them, like the reference).
     if matches!(
         meta_delegate::ipam::which(args),
-        meta_delegate::ipam::Ipam::HostLocal | meta_delegate::ipam::Ipam::Static
+        meta_delegate::ipam::Ipam::Bundled(_)
     ) {
         args.env.args.check_known(&["IP", "GATEWAY"])?;
     }

@@ -22,37 +22,26 @@ pub mod config;
 
 use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, code};
 use config::Resolved;
+use meta_delegate::link::default_route_iface;
 use meta_delegate::{
-    check_iface_ips, check_iface_routes, configure_iface, del_pod_link, ipam, mac_string, nl,
-    open_netns, rollback_ipam, rollback_link,
+    DelegateType, Undo, Unimplemented, check_iface_ips, check_iface_routes, configure_iface,
+    del_link, del_link_and_ipam, ipam, mac_string, nl, open_netns, set_iface_sysctls, transaction,
 };
 use meta_netlink::{
     LinkInfo, LinkKind, LinkRequest, Mac, MacvlanMode, Netlink, NetlinkOps, Netns, random_veth_name,
 };
 
+/// The macvlan delegate's registration: its CNI type names and the reference 1.x fields
+/// it does not implement.
+pub const DELEGATE: DelegateType = DelegateType {
+    names: &["macvlan", "meta-macvlan"],
+    unimplemented: &[Unimplemented::field("bcqueuelen")],
+    make: || Box::new(Macvlan),
+};
+
 /// The macvlan plugin.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Macvlan;
-
-/// The interface of the first default route (IPv4 first, then IPv6) of the main table,
-/// like the reference's `getDefaultRouteInterfaceName`; `None` when there is none.
-pub fn default_route_iface(h: &mut dyn NetlinkOps) -> Result<Option<LinkInfo>> {
-    for v6 in [false, true] {
-        let routes = h.routes(v6, None).map_err(nl(
-            "failed to list routes to find the default route interface",
-        ))?;
-        for rt in routes.iter().filter(|r| r.dst.prefix_len() == 0) {
-            let Some(oif) = rt.oif else { continue };
-            if let Some(l) = h
-                .link_by_index(oif)
-                .map_err(nl("failed to look up the default route interface"))?
-            {
-                return Ok(Some(l));
-            }
-        }
-    }
-    Ok(None)
-}
 
 /// The master link, looked up through `h` (a handle in the namespace the master lives
 /// in, named `where_` in messages): the configured one, else the default route's
@@ -216,14 +205,6 @@ fn create_renamed(
     )))
 }
 
-/// What ADD has done so far, for rollback.
-#[derive(Default)]
-struct Progress {
-    pod: Option<Netns>,
-    link_index: Option<u32>,
-    ipam_allocated: bool,
-}
-
 fn open_handles(r: &Resolved, pod: &Netns) -> Result<(Netlink, Option<Netlink>)> {
     let podnl = Netlink::open(Some(pod)).map_err(nl("failed to open netlink in the pod"))?;
     let host = if r.conf.link_in_container {
@@ -244,12 +225,18 @@ fn master_of(host: Option<&mut Netlink>, podnl: &mut Netlink, r: &Resolved) -> R
 }
 
 impl Macvlan {
-    fn add_inner(&self, args: &CmdArgs, r: &Resolved, p: &mut Progress) -> Result<CniResult> {
+    /// The steps of ADD, each change recorded in `undo` as it lands. `podnl` is the
+    /// pod's handle, `host` the node's (none with `linkInContainer`).
+    fn add_steps<'a>(
+        &self,
+        args: &'a CmdArgs,
+        r: &Resolved,
+        pod: &Netns,
+        (podnl, host): &mut (Netlink, Option<Netlink>),
+        undo: &mut Undo<'a, (Netlink, Option<Netlink>)>,
+    ) -> Result<CniResult> {
         let env = &args.env;
-        let pod = open_netns(&env.netns)?;
-        p.pod = Some(pod.clone());
-        let (mut podnl, mut host) = open_handles(r, &pod)?;
-        let master = master_of(host.as_mut(), &mut podnl, r)?;
+        let master = master_of(host.as_mut(), podnl, r)?;
         let spec = Spec {
             ifname: &env.ifname,
             master: &master,
@@ -261,18 +248,21 @@ impl Macvlan {
             let mut sides = match host.as_mut() {
                 Some(h) => Sides {
                     master: h,
-                    pod: Some(&mut podnl),
-                    pod_ns: Some(&pod),
+                    pod: Some(&mut *podnl),
+                    pod_ns: Some(pod),
                 },
                 None => Sides {
-                    master: &mut podnl,
+                    master: &mut *podnl,
                     pod: None,
                     pod_ns: None,
                 },
             };
             create_macvlan(&mut sides, &spec)?
         };
-        p.link_index = Some(link.index);
+        let (idx, ifname) = (link.index, env.ifname.as_str());
+        undo.push("delete the macvlan", move |(podnl, _)| {
+            del_link(podnl, idx, ifname)
+        });
 
         let mut result = CniResult {
             interfaces: vec![Interface {
@@ -286,17 +276,15 @@ impl Macvlan {
         if r.ipam_type.is_some() {
             // (DNS: the reference macvlan reports the config's, set below.)
             ipam::add_into(args, &mut result, 0)?;
-            p.ipam_allocated = true; // only now: a failed IPAM ADD took nothing
-            let ifname = &env.ifname;
-            for key in [
-                format!("net.ipv4.conf.{ifname}.arp_notify"),
-                format!("net.ipv6.conf.{ifname}.ndisc_notify"),
-            ] {
-                if let Err(e) = pod.sysctl_set(&key, "1") {
-                    tracing::debug!("sysctl {key}=1 in pod: {e}");
-                }
-            }
-            configure_iface(&mut podnl, &pod, ifname, &result)?;
+            // Only now: a failed IPAM ADD took nothing.
+            undo.push("release IPAM", |_| ipam::del(args));
+            let mut sysctl = pod.clone();
+            set_iface_sysctls(
+                &mut sysctl,
+                ifname,
+                &[("ipv4", "arp_notify", "1"), ("ipv6", "ndisc_notify", "1")],
+            );
+            configure_iface(podnl, &mut sysctl, ifname, &result)?;
         } else {
             podnl
                 .link_set_up(link.index, true)
@@ -304,16 +292,6 @@ impl Macvlan {
         }
         result.dns = r.dns.clone();
         Ok(result)
-    }
-
-    fn rollback(&self, args: &CmdArgs, p: &Progress) {
-        let env = &args.env;
-        if let (Some(pod), Some(idx)) = (&p.pod, p.link_index) {
-            rollback_link(pod, idx, &env.ifname);
-        }
-        if p.ipam_allocated {
-            rollback_ipam(args);
-        }
     }
 }
 
@@ -328,25 +306,18 @@ impl Plugin for Macvlan {
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
         let r = config::load(args)?;
         ipam::validate(args)?;
-        let mut p = Progress::default();
-        match self.add_inner(args, &r, &mut p) {
-            Ok(res) => Ok(res),
-            Err(e) => {
-                self.rollback(args, &p);
-                Err(e)
-            }
-        }
+        let pod = open_netns(&args.env.netns)?;
+        let mut handles = open_handles(&r, &pod)?;
+        transaction(&mut handles, |h, undo| {
+            self.add_steps(args, &r, &pod, h, undo)
+        })
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        // Only the JSON types: the master, mode, MTU and MAC do not matter to DEL.
+        // Only the JSON types (the kit's DEL rule): the master, mode, MTU and MAC do not
+        // matter to DEL.
         config::parse(args)?;
-        let env = &args.env;
-        if config::ipam_type(args).is_some() {
-            ipam::del(args)?;
-        }
-        del_pod_link(&env.netns, &env.ifname)?;
-        Ok(())
+        del_link_and_ipam(args, args)
     }
 
     fn check(&self, args: &CmdArgs) -> Result<()> {

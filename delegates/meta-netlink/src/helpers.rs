@@ -158,3 +158,60 @@ mod tests {
         assert!(!is_global_unicast(&"169.254.1.1".parse().unwrap()));
     }
 }
+
+/// The default route (main table, a single output interface) that decides where traffic
+/// leaves: IPv4 before IPv6, lowest metric first, like the reference plugins'
+/// `getDefaultRouteInterfaceName`. Multipath defaults (no single interface) are skipped.
+pub fn default_route<N: NetlinkOps + ?Sized>(h: &mut N) -> Result<Option<crate::RouteInfo>> {
+    for v6 in [false, true] {
+        let mut defaults: Vec<_> = h
+            .routes(v6, None)?
+            .into_iter()
+            .filter(|r| r.dst.prefix_len() == 0 && r.oif.is_some())
+            .collect();
+        defaults.sort_by_key(|r| r.priority.unwrap_or(0));
+        if let Some(r) = defaults.into_iter().next() {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+/// The interface of [`default_route`], when there is one and it still exists.
+pub fn default_route_link<N: NetlinkOps + ?Sized>(h: &mut N) -> Result<Option<crate::LinkInfo>> {
+    match default_route(h)?.and_then(|r| r.oif) {
+        Some(oif) => h.link_by_index(oif),
+        None => Ok(None),
+    }
+}
+
+/// The link named `req.name`, created from `req` when absent (a concurrent creation,
+/// `EEXIST`, is fine), and whether this call created it. An existing link of another
+/// kind than `kind` (the kernel's name, e.g. `bridge`) is [`Error::Invalid`].
+pub fn get_or_create<N: NetlinkOps + ?Sized>(
+    h: &mut N,
+    req: &crate::LinkRequest,
+    kind: &str,
+) -> Result<(crate::LinkInfo, bool)> {
+    let (link, created) = match h.link_by_name(&req.name)? {
+        Some(l) => (l, false),
+        None => {
+            let created = match h.link_add(req) {
+                Ok(()) => true,
+                Err(e) if e.is_exists() => false,
+                Err(e) => return Err(e),
+            };
+            let l = h.link_by_name(&req.name)?.ok_or_else(|| {
+                Error::Invalid(format!("{:?} vanished right after its creation", req.name))
+            })?;
+            (l, created)
+        }
+    };
+    if link.kind.as_deref() != Some(kind) {
+        return Err(Error::Invalid(format!(
+            "{:?} already exists but is not a {kind}",
+            req.name
+        )));
+    }
+    Ok((link, created))
+}

@@ -23,7 +23,10 @@ pub mod types;
 
 pub use error::{Error, Result};
 pub use fake::FakeNetlink;
-pub use helpers::{link_del_by_name_in, random_veth_name, wait_addrs_not_tentative};
+pub use helpers::{
+    default_route, default_route_link, get_or_create, link_del_by_name_in, random_veth_name,
+    wait_addrs_not_tentative,
+};
 pub use netns::{NETNS_RUN_DIR, NamedNetns, Netns};
 pub use ops::{NetlinkOps, Request};
 pub use real::Netlink;

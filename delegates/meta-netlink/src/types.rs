@@ -188,7 +188,7 @@ impl LinkKind {
 }
 
 /// A request to create a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LinkRequest {
     /// Interface name (at most 15 bytes).
     pub name: String,
@@ -209,7 +209,7 @@ pub struct LinkRequest {
 }
 
 /// An address on an interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AddrInfo {
     /// Interface index.
     pub index: u32,
@@ -239,7 +239,7 @@ pub const PROTO_KERNEL: u8 = 2;
 pub const PROTO_BOOT: u8 = 3;
 
 /// A route as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteInfo {
     /// Destination (`0.0.0.0/0` / `::/0` for default routes).
     pub dst: ipnet::IpNet,
@@ -329,7 +329,7 @@ pub struct NeighSpec {
 }
 
 /// A bridge/VXLAN forwarding database entry (AF_BRIDGE neighbour).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct FdbSpec {
     /// Device index (bridge port or vxlan device).
     pub index: u32,
@@ -380,5 +380,26 @@ mod tests {
             ..r
         };
         assert_eq!(r.effective_scope(), SCOPE_UNIVERSE);
+    }
+}
+
+/// A plain bridge without VLAN filtering: the simplest kind, so that
+/// `LinkRequest { name, ..Default::default() }` is a valid request.
+impl Default for LinkKind {
+    fn default() -> Self {
+        LinkKind::Bridge {
+            vlan_filtering: false,
+        }
+    }
+}
+
+impl Default for NeighSpec {
+    fn default() -> Self {
+        NeighSpec {
+            index: 0,
+            ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            mac: [0; 6],
+            permanent: false,
+        }
     }
 }

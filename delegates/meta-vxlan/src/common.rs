@@ -4,22 +4,13 @@
 use cni_core::{CmdArgs, CniResult, Error, Interface, NetConf, Result};
 use ipnet::IpNet;
 use meta_delegate::{VethPair, mac_string, nl, setup_veth};
-use meta_netlink::{LinkInfo, LinkKind, LinkRequest, Mac, Netlink, NetlinkOps, Netns};
+use meta_netlink::{LinkInfo, Mac, Netlink, NetlinkOps, Netns};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 
 /// A documentation range (TEST-NET-1) used as the host-local range when the real subnet is
 /// unknown at DEL/GC time: host-local releases by the files on disk, not by range.
 pub(crate) const PLACEHOLDER_RANGE: &str = "192.0.2.0/24";
-
-/// What ADD has done so far, for rollback.
-#[derive(Default)]
-pub(crate) struct Progress {
-    pub pod: Option<Netns>,
-    pub container_index: Option<u32>,
-    pub ipam_allocated: bool,
-    pub masq: bool,
-}
 
 /// Converts an overlay error into a CNI error (conflicts and bad settings are config errors).
 pub(crate) fn overlay_err(ctx: &str) -> impl FnOnce(meta_overlay::Error) -> Error + '_ {
@@ -43,42 +34,13 @@ pub(crate) fn ensure_bridge(
     mtu: Option<u32>,
     mac: Option<Mac>,
 ) -> Result<LinkInfo> {
-    let br = match host
-        .link_by_name(name)
-        .map_err(nl(format!("could not look up {name:?}")))?
-    {
-        Some(l) => l,
-        None => {
-            let req = LinkRequest {
-                name: name.to_string(),
-                kind: LinkKind::Bridge {
-                    vlan_filtering: false,
-                },
-                mtu,
-                mac,
-                netns: None,
-                up: false,
-            };
-            match host.link_add(&req) {
-                Ok(()) => {}
-                Err(e) if e.is_exists() => {}
-                Err(e) => return Err(nl(format!("failed to create bridge {name:?}"))(e)),
-            }
-            host.link_by_name(name)
-                .map_err(nl(format!("could not look up {name:?}")))?
-                .ok_or_else(|| Error::internal(format!("bridge {name:?} vanished")))?
-        }
+    let spec = meta_delegate::link::BridgeSpec {
+        name,
+        vlan_filtering: false,
+        mtu,
+        mac,
     };
-    if br.kind.as_deref() != Some("bridge") {
-        return Err(Error::config(format!(
-            "{name:?} already exists but is not a bridge"
-        )));
-    }
-    if !br.up {
-        host.link_set_up(br.index, true)
-            .map_err(nl(format!("failed to set {name:?} up")))?;
-    }
-    Ok(br)
+    meta_delegate::link::ensure_bridge(host, &spec).map(|(br, _)| br)
 }
 
 /// The veth pair with its host end on `bridge`. On failure after the pair exists, the
@@ -192,11 +154,6 @@ pub(crate) fn first_host(net: &IpNet) -> IpAddr {
         IpAddr::V4(n) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(n).wrapping_add(1))),
         IpAddr::V6(n) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(n).wrapping_add(1))),
     }
-}
-
-/// Deletes the container interface (DEL; gone is fine).
-pub(crate) fn del_container_iface(args: &CmdArgs) -> Result<()> {
-    meta_delegate::del_pod_link(&args.env.netns, &args.env.ifname)
 }
 
 /// CHECK of the pod side: the container veth of the prevResult, its host peer on

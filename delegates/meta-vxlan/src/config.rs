@@ -343,6 +343,46 @@ pub fn load(args: &CmdArgs) -> Result<Resolved> {
     })
 }
 
+/// What DEL needs to know, by mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DelMode {
+    /// Primary: where the node subnet comes from (to point host-local at it) and whether
+    /// masquerade rules may exist.
+    Primary(Primary),
+    /// Secondary: the container interface and the NAD's IPAM, nothing else.
+    Secondary,
+}
+
+/// The configuration as DEL reads it (the kit's DEL rule): only the JSON types are
+/// checked, never ADD's validation, so a DEL after a refused ADD (or of a configuration
+/// that changed since) succeeds. Values ADD would refuse are ignored: an unknown `mode`
+/// counts as "secondary when there is a `vni`", an unparsable `subnet`/`clusterCIDR` as
+/// absent, keys of the other mode are not looked at.
+pub fn for_del(args: &CmdArgs) -> Result<DelMode> {
+    let c: VxlanConf = args.conf.typed()?;
+    let secondary = match c.mode.as_deref() {
+        Some("primary") => false,
+        Some("secondary") => true,
+        _ => c.vni.is_some(),
+    };
+    if secondary {
+        return Ok(DelMode::Secondary);
+    }
+    let lenient = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|s| s.parse::<IpNet>().ok())
+            .map(|n| n.trunc())
+    };
+    Ok(DelMode::Primary(Primary {
+        bridge: c.bridge.clone().unwrap_or_else(|| DEFAULT_BRIDGE.into()),
+        subnet_file: PathBuf::from(c.subnet_file.as_deref().unwrap_or(DEFAULT_SUBNET_FILE)),
+        subnet: lenient(&c.subnet),
+        cluster_cidr: lenient(&c.cluster_cidr),
+        mtu: parse_mtu(c.mtu).ok().flatten(),
+        ip_masq: c.ip_masq.unwrap_or(true),
+    }))
+}
+
 #[cfg(test)]
 pub(crate) mod tests_support {
     use cni_core::{CmdArgs, Env, NetConf};

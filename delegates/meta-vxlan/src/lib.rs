@@ -22,12 +22,10 @@ mod secondary;
 
 pub use secondary::{Owner, read_owner as read_segment_owner};
 
-use cni_core::{CmdArgs, CniResult, Error, Plugin, Result};
-use common::Progress;
+use cni_core::{CmdArgs, CniResult, Plugin, Result};
 use config::Mode;
-use meta_delegate::ipam;
+use meta_delegate::DelegateType;
 use meta_firewall::{Firewall, Nftables};
-use meta_netlink::{Netlink, NetlinkOps};
 
 /// The vxlan plugin. The firewall backend is used for the primary mode's `ipMasq`.
 pub struct Vxlan {
@@ -47,45 +45,15 @@ impl Vxlan {
     pub fn with_firewall(firewall: Box<dyn Firewall>) -> Self {
         Vxlan { firewall }
     }
-
-    fn rollback(&self, args: &CmdArgs, r: &config::Resolved, p: &Progress) {
-        let env = &args.env;
-        if p.masq
-            && let Err(e) =
-                self.firewall
-                    .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
-        {
-            tracing::warn!("rollback: masquerade teardown: {e}");
-        }
-        if let (Some(pod), Some(idx)) = (&p.pod, p.container_index) {
-            match Netlink::open(Some(pod)) {
-                Ok(mut n) => {
-                    if let Err(e) = n.link_del(idx)
-                        && !e.is_not_found()
-                    {
-                        tracing::warn!("rollback: delete {}: {e}", env.ifname);
-                    }
-                }
-                Err(e) => tracing::warn!("rollback: netlink: {e}"),
-            }
-        }
-        if p.ipam_allocated {
-            let res = match &r.mode {
-                Mode::Primary(pr) => primary::node_settings(pr)
-                    .and_then(|n| common::with_node_ipam(args, n.subnet))
-                    .and_then(|a| ipam::del(&a)),
-                Mode::Secondary(_) => ipam::del(args),
-            };
-            if let Err(e) = res {
-                tracing::warn!("rollback: IPAM release: {e}");
-            }
-        }
-    }
 }
 
-pub(crate) fn fw_err(ctx: &str) -> impl FnOnce(meta_firewall::Error) -> Error + '_ {
-    move |e| Error::internal(format!("{ctx}: {e}"))
-}
+/// The vxlan delegate's registration: its CNI type names (every field it accepts is
+/// its own: there is no reference vxlan plugin).
+pub const DELEGATE: DelegateType = DelegateType {
+    names: &["vxlan", "meta-vxlan"],
+    unimplemented: &[],
+    make: || Box::new(Vxlan::default()),
+};
 
 impl Plugin for Vxlan {
     fn about(&self) -> String {
@@ -97,19 +65,17 @@ impl Plugin for Vxlan {
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
         let r = config::load(args)?;
-        let mut p = Progress::default();
-        let res = match &r.mode {
-            Mode::Primary(pr) => self.primary_add(args, &r, pr, &mut p),
-            Mode::Secondary(s) => self.secondary_add(args, &r, s, &mut p),
-        };
-        res.inspect_err(|_| self.rollback(args, &r, &p))
+        match &r.mode {
+            Mode::Primary(pr) => self.primary_add(args, &r, pr),
+            Mode::Secondary(s) => self.secondary_add(args, &r, s),
+        }
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        let r = config::load(args)?;
-        match &r.mode {
-            Mode::Primary(pr) => self.primary_del(args, pr),
-            Mode::Secondary(_) => self.secondary_del(args, &r),
+        // The kit's DEL rule: only what DEL needs, leniently (config::for_del).
+        match config::for_del(args)? {
+            config::DelMode::Primary(pr) => self.primary_del(args, &pr),
+            config::DelMode::Secondary => self.secondary_del(args),
         }
     }
 

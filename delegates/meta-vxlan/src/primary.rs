@@ -10,15 +10,18 @@
 //! removed at DEL and GC). Pod-to-pod traffic between nodes is routed by the node through
 //! the overlay device that the node side ([`meta_overlay`]) maintains.
 
+use crate::Vxlan;
 use crate::common::{
-    PLACEHOLDER_RANGE, Progress, apply_dns, attach_veth, check_bridge, check_pod_side,
-    del_container_iface, ensure_bridge, first_host, interfaces, refresh_macs, with_node_ipam,
+    PLACEHOLDER_RANGE, apply_dns, attach_veth, check_bridge, check_pod_side, ensure_bridge,
+    first_host, interfaces, refresh_macs, with_node_ipam,
 };
 use crate::config::{Primary, Resolved};
-use crate::{Vxlan, fw_err};
 use cni_core::{CmdArgs, CniResult, Error, Result, Route, code};
 use ipnet::IpNet;
-use meta_delegate::{configure_iface, ipam, nl, open_netns};
+use meta_delegate::{
+    Handles, Undo, configure_iface, del_link, internal, ipam, nl, open_netns, set_iface_sysctls,
+    transaction,
+};
 use meta_netlink::{LinkInfo, Mac, Netlink, NetlinkOps, SCOPE_LINK};
 use meta_overlay::{SubnetFile, read_subnet_file};
 use std::collections::HashSet;
@@ -126,44 +129,53 @@ fn masq_nets(result: &CniResult, cluster: IpNet) -> Vec<IpNet> {
 }
 
 impl Vxlan {
+    /// ADD in primary mode: `iargs` is the invocation with the node subnet's IPAM.
     pub(crate) fn primary_add(
         &self,
         args: &CmdArgs,
         r: &Resolved,
         p: &Primary,
-        prog: &mut Progress,
     ) -> Result<CniResult> {
-        let env = &args.env;
         let node = node_settings(p)?;
         let iargs = with_node_ipam(args, node.subnet)?;
         ipam::validate(&iargs)?;
-        let pod = open_netns(&env.netns)?;
-        prog.pod = Some(pod.clone());
-        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
-        let mut podnl =
-            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+        let mut h = Handles::open(&args.env.netns)?;
+        transaction(&mut h, |h, undo| {
+            self.primary_steps(args, &iargs, r, p, &node, h, undo)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn primary_steps<'a>(
+        &'a self,
+        args: &'a CmdArgs,
+        iargs: &'a CmdArgs,
+        r: &Resolved,
+        p: &Primary,
+        node: &SubnetFile,
+        h: &mut Handles,
+        undo: &mut Undo<'a, Handles>,
+    ) -> Result<CniResult> {
+        let env = &args.env;
+        let (host, podnl, pod) = (&mut h.host, &mut h.pod, &h.ns);
         let br = ensure_bridge(
-            &mut host,
+            host,
             &p.bridge,
             Some(node.mtu),
             Some(bridge_mac(first_host(&node.subnet))),
         )?;
-        let veth = attach_veth(
-            &mut host,
-            &mut podnl,
-            &pod,
-            &env.ifname,
-            Some(node.mtu),
-            r.mac,
-            &br,
-        )?;
-        prog.container_index = Some(veth.container.index);
+        let veth = attach_veth(host, podnl, pod, &env.ifname, Some(node.mtu), r.mac, &br)?;
+        let (idx, ifname) = (veth.container.index, env.ifname.as_str());
+        undo.push("delete the container veth", move |h| {
+            del_link(&mut h.pod, idx, ifname)
+        });
         let mut result = CniResult {
             interfaces: interfaces(args, &br, &veth),
             ..Default::default()
         };
-        ipam::add_into(&iargs, &mut result, 2)?;
-        prog.ipam_allocated = true; // only now: a failed IPAM ADD took nothing
+        ipam::add_into(iargs, &mut result, 2)?;
+        // Only now: a failed IPAM ADD took nothing.
+        undo.push("release IPAM", |_| ipam::del(iargs));
         let mut gws: Vec<IpNet> = Vec::new();
         for ip in &mut result.ips {
             let gw = *ip.gateway.get_or_insert_with(|| first_host(&ip.address));
@@ -196,18 +208,15 @@ impl Vxlan {
             }
         }
         for g in &gws {
-            ensure_gw_addr(&mut host, &br, *g)?;
+            ensure_gw_addr(host, &br, *g)?;
         }
-        let ifname = env.ifname.clone();
-        for (k, v) in [
-            (format!("net.ipv6.conf.{ifname}.accept_dad"), "0"),
-            (format!("net.ipv4.conf.{ifname}.arp_notify"), "1"),
-        ] {
-            if let Err(e) = pod.sysctl_set(&k, v) {
-                tracing::debug!("sysctl {k}={v} in pod: {e}");
-            }
-        }
-        configure_iface(&mut podnl, &pod, &ifname, &result)?;
+        let mut sysctl = pod.clone();
+        set_iface_sysctls(
+            &mut sysctl,
+            ifname,
+            &[("ipv6", "accept_dad", "0"), ("ipv4", "arp_notify", "1")],
+        );
+        configure_iface(podnl, &mut sysctl, ifname, &result)?;
         if gws.iter().any(|g| g.addr().is_ipv4()) {
             meta_delegate::enable_forwarding(false)?;
         }
@@ -217,27 +226,33 @@ impl Vxlan {
         if p.ip_masq {
             let nets = masq_nets(&result, cluster);
             if !nets.is_empty() {
-                prog.masq = true;
+                undo.push("remove the masquerade", |_| {
+                    self.firewall
+                        .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
+                        .map_err(internal("masquerade teardown"))
+                });
                 self.firewall
                     .setup_masq(args.conf.name(), &env.container_id, &env.ifname, &nets)
-                    .map_err(fw_err("failed to set up IP masquerade"))?;
+                    .map_err(internal("failed to set up IP masquerade"))?;
             }
         }
-        refresh_macs(&mut host, &mut result);
+        refresh_macs(host, &mut result);
         apply_dns(args, &mut result)?;
         Ok(result)
     }
 
     pub(crate) fn primary_del(&self, args: &CmdArgs, p: &Primary) -> Result<()> {
         let env = &args.env;
-        del_container_iface(args)?;
         // The node subnet is only a placeholder here when the file is gone: host-local
         // releases by container ID and ifname.
-        ipam::del(&with_node_ipam(args, subnet_for_release(args, p))?)?;
+        meta_delegate::del_link_and_ipam(
+            args,
+            &with_node_ipam(args, subnet_for_release(args, p))?,
+        )?;
         if p.ip_masq {
             self.firewall
                 .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
-                .map_err(fw_err("failed to remove IP masquerade"))?;
+                .map_err(internal("failed to remove IP masquerade"))?;
         }
         Ok(())
     }
@@ -291,7 +306,7 @@ impl Vxlan {
                 .collect();
             self.firewall
                 .gc(args.conf.name(), &set)
-                .map_err(fw_err("firewall GC"))?;
+                .map_err(internal("firewall GC"))?;
         }
         Ok(())
     }

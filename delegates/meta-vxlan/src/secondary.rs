@@ -12,12 +12,14 @@
 
 use crate::Vxlan;
 use crate::common::{
-    Progress, apply_dns, attach_veth, check_bridge, check_pod_side, del_container_iface,
-    ensure_bridge, interfaces, overlay_err, refresh_macs,
+    apply_dns, attach_veth, check_bridge, check_pod_side, ensure_bridge, interfaces, overlay_err,
+    refresh_macs,
 };
 use crate::config::{Resolved, Secondary};
 use cni_core::{CmdArgs, CniResult, Error, Result, code};
-use meta_delegate::{configure_iface, ipam, nl, open_netns};
+use meta_delegate::{
+    Handles, Undo, configure_iface, del_link, ipam, nl, open_netns, set_iface_sysctls, transaction,
+};
 use meta_netlink::{Netlink, NetlinkOps};
 use meta_overlay::{
     Error as OvError, SegmentConfig, Underlay, ensure_segment, reconcile_peers, segment_device_name,
@@ -114,22 +116,30 @@ fn segment_config(host: &mut Netlink, s: &Secondary) -> Result<SegmentConfig> {
 }
 
 impl Vxlan {
+    /// ADD in secondary mode.
     pub(crate) fn secondary_add(
         &self,
         args: &CmdArgs,
         r: &Resolved,
         s: &Secondary,
-        prog: &mut Progress,
+    ) -> Result<CniResult> {
+        ipam::validate(args)?;
+        let mut h = Handles::open(&args.env.netns)?;
+        transaction(&mut h, |h, undo| self.secondary_steps(args, r, s, h, undo))
+    }
+
+    fn secondary_steps<'a>(
+        &self,
+        args: &'a CmdArgs,
+        r: &Resolved,
+        s: &Secondary,
+        h: &mut Handles,
+        undo: &mut Undo<'a, Handles>,
     ) -> Result<CniResult> {
         let env = &args.env;
-        ipam::validate(args)?;
-        let pod = open_netns(&env.netns)?;
-        prog.pod = Some(pod.clone());
-        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
-        let mut podnl =
-            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
-        let sc = segment_config(&mut host, s)?;
-        let seg = ensure_segment(&mut host, &sc).map_err(|e| conflict_error(args, s, e))?;
+        let (host, podnl, pod) = (&mut h.host, &mut h.pod, &h.ns);
+        let sc = segment_config(host, s)?;
+        let seg = ensure_segment(host, &sc).map_err(|e| conflict_error(args, s, e))?;
         if seg.created {
             let o = Owner {
                 network: args.conf.name().to_string(),
@@ -144,7 +154,7 @@ impl Vxlan {
             }
         }
         if let Some(peers) = &s.peers {
-            let rep = reconcile_peers(&mut host, &sc.device, Some(sc.underlay.local_ip), peers)
+            let rep = reconcile_peers(host, &sc.device, Some(sc.underlay.local_ip), peers)
                 .map_err(overlay_err("failed to program the VXLAN peers"))?;
             if let Some(f) = rep.failed.first() {
                 return Err(Error::internal(format!(
@@ -154,45 +164,35 @@ impl Vxlan {
             }
         }
         // ensure_segment made the bridge; this only reads it back (and fails on a non-bridge).
-        let br = ensure_bridge(&mut host, &sc.bridge, None, None)?;
-        let veth = attach_veth(
-            &mut host,
-            &mut podnl,
-            &pod,
-            &env.ifname,
-            Some(sc.mtu),
-            r.mac,
-            &br,
-        )?;
-        prog.container_index = Some(veth.container.index);
+        let br = ensure_bridge(host, &sc.bridge, None, None)?;
+        let veth = attach_veth(host, podnl, pod, &env.ifname, Some(sc.mtu), r.mac, &br)?;
+        let (idx, ifname) = (veth.container.index, env.ifname.as_str());
+        undo.push("delete the container veth", move |h| {
+            del_link(&mut h.pod, idx, ifname)
+        });
         let mut result = CniResult {
             interfaces: interfaces(args, &br, &veth),
             ..Default::default()
         };
         if r.ipam_type.is_some() {
             ipam::add_into(args, &mut result, 2)?;
-            prog.ipam_allocated = true; // only now: a failed IPAM ADD took nothing
-            let k = format!("net.ipv6.conf.{}.accept_dad", env.ifname);
-            if let Err(e) = pod.sysctl_set(&k, "0") {
-                tracing::debug!("sysctl {k}=0 in pod: {e}");
-            }
-            configure_iface(&mut podnl, &pod, &env.ifname, &result)?;
+            // Only now: a failed IPAM ADD took nothing.
+            undo.push("release IPAM", |_| ipam::del(args));
+            let mut sysctl = pod.clone();
+            set_iface_sysctls(&mut sysctl, ifname, &[("ipv6", "accept_dad", "0")]);
+            configure_iface(podnl, &mut sysctl, ifname, &result)?;
         } else {
             podnl
                 .link_set_up(veth.container.index, true)
                 .map_err(nl(format!("failed to set {:?} up", env.ifname)))?;
         }
-        refresh_macs(&mut host, &mut result);
+        refresh_macs(host, &mut result);
         apply_dns(args, &mut result)?;
         Ok(result)
     }
 
-    pub(crate) fn secondary_del(&self, args: &CmdArgs, r: &Resolved) -> Result<()> {
-        del_container_iface(args)?;
-        if r.ipam_type.is_some() {
-            ipam::del(args)?;
-        }
-        Ok(())
+    pub(crate) fn secondary_del(&self, args: &CmdArgs) -> Result<()> {
+        meta_delegate::del_link_and_ipam(args, args)
     }
 
     pub(crate) fn secondary_check(
