@@ -5,55 +5,25 @@
 //! any CNI version, the legacy 0.1.0/0.2.0 (or no `cniVersion`) included.
 
 use crate::journal::Attachment;
+use cni_core::registry::{self, DelegateType};
 use cni_core::{
-    CmdArgs, CniArgs, CniResult, ConfList, Env, Error, NetConf, Plugin, Result, Verb, Version,
-    invoke,
+    CmdArgs, CniArgs, CniResult, ConfList, Env, Error, NetConf, Result, Verb, Version, invoke,
 };
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-/// The delegate types that run in-process.
-pub fn bundled(plugin_type: &str) -> Option<Box<dyn Plugin>> {
-    match plugin_type {
-        "bridge" | "meta-bridge" => Some(Box::new(meta_bridge::Bridge::default())),
-        "macvlan" | "meta-macvlan" => Some(Box::new(meta_macvlan::Macvlan)),
-        "ipvlan" | "meta-ipvlan" => Some(Box::new(meta_ipvlan::Ipvlan::new())),
-        "vxlan" | "meta-vxlan" => Some(Box::new(meta_vxlan::Vxlan::default())),
-        _ => None,
-    }
-}
+/// The delegate types that run in-process: one line per bundled delegate. Each delegate
+/// crate exports its [`DelegateType`] (CNI type names, reference fields it does not
+/// implement, constructor).
+pub const BUNDLED: &[&DelegateType] = &[
+    &meta_bridge::DELEGATE,
+    &meta_macvlan::DELEGATE,
+    &meta_vxlan::DELEGATE,
+];
 
-/// Reference-plugin fields a bundled delegate does not implement (newer reference
-/// releases have them). Given one, the in-process delegate refuses (code 2) rather than
-/// silently ignoring it; `forceExec` runs the reference binary instead.
-fn unimplemented_field(plugin_type: &str, conf: &NetConf) -> Option<(String, Value)> {
-    let given = |k: &str| {
-        conf.get(k)
-            .filter(|v| {
-                !matches!(v, Value::Null | Value::Bool(false))
-                    && v.as_str() != Some("")
-                    && v.as_str() != Some("false")
-            })
-            .cloned()
-    };
-    let fields: &[&str] = match plugin_type {
-        "bridge" | "meta-bridge" => &["portIsolation", "disableContainerInterface"],
-        "macvlan" | "meta-macvlan" => &["bcqueuelen"],
-        _ => &[],
-    };
-    for f in fields {
-        if let Some(v) = given(f) {
-            return Some((f.to_string(), v));
-        }
-    }
-    // Masquerade is always nftables in the bundled bridge.
-    if matches!(plugin_type, "bridge" | "meta-bridge")
-        && let Some(v) = given("ipMasqBackend")
-        && v.as_str() != Some("nftables")
-    {
-        return Some(("ipMasqBackend".into(), v));
-    }
-    None
+/// The bundled delegate that serves `plugin_type`, if any.
+pub fn bundled(plugin_type: &str) -> Option<&'static DelegateType> {
+    registry::find(BUNDLED, plugin_type)
 }
 
 /// Runs attachments for one pod.
@@ -125,13 +95,15 @@ impl Runner {
         let t = conf.plugin_type().to_string();
         let env = self.env(verb, ifname)?;
         let forced = self.force_exec.iter().any(|f| f == &t) || invoke::forced_exec(&t);
-        if let (Some(p), false) = (bundled(&t), forced) {
+        if let (Some(d), false) = (bundled(&t), forced) {
             // Refused at ADD only: DEL, CHECK, STATUS and GC must work on any config.
+            // (A reference field the delegate does not implement is refused rather than
+            // silently ignored; `forceExec` runs the reference binary instead.)
             if verb == Verb::Add
-                && let Some((field, value)) = unimplemented_field(&t, &conf)
+                && let Some((field, value)) = d.unimplemented_field(&conf)
             {
                 return Err(Error::unsupported_field(
-                    &field,
+                    field,
                     format!(
                         "{value} is not implemented by the bundled {t} delegate; set \"forceExec\": [\"{t}\"] in the meta-cni configuration to run the {t} binary from binDir instead"
                     ),
@@ -159,7 +131,7 @@ impl Runner {
                 stdin: conf.to_bytes(),
                 conf,
             };
-            return cni_core::plugin::call(p.as_ref(), &args);
+            return cni_core::plugin::call((d.make)().as_ref(), &args);
         }
         let bytes = conf.to_bytes();
         tracing::debug!(

@@ -111,54 +111,6 @@ pub fn link_del_by_name<N: NetlinkOps + ?Sized>(
     Ok(addrs)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn helpers_take_trait_objects() {
-        let mut f = crate::FakeNetlink::new();
-        let dynf: &mut dyn NetlinkOps = &mut f;
-        wait_addrs_not_tentative(dynf, 1, Duration::from_millis(1)).unwrap();
-        assert!(link_del_by_name(dynf, "nope").unwrap_err().is_not_found());
-    }
-
-    #[test]
-    fn thread_safety() {
-        fn send<T: Send>() {}
-        fn sync<T: Sync>() {}
-        send::<crate::Netlink>();
-        send::<crate::FakeNetlink>();
-        send::<Netns>();
-        sync::<Netns>();
-        send::<crate::Error>();
-        sync::<crate::Error>();
-    }
-
-    #[test]
-    fn veth_names() {
-        let a = random_veth_name();
-        let b = random_veth_name();
-        assert_eq!(a.len(), 12);
-        assert!(a.starts_with("veth"));
-        assert!(
-            a[4..]
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn global_unicast() {
-        assert!(is_global_unicast(&"10.1.2.3".parse().unwrap()));
-        assert!(is_global_unicast(&"2001:db8::1".parse().unwrap()));
-        assert!(!is_global_unicast(&"fe80::1".parse().unwrap()));
-        assert!(!is_global_unicast(&"127.0.0.1".parse().unwrap()));
-        assert!(!is_global_unicast(&"169.254.1.1".parse().unwrap()));
-    }
-}
-
 /// The default route (main table, a single output interface) that decides where traffic
 /// leaves: IPv4 before IPv6, lowest metric first, like the reference plugins'
 /// `getDefaultRouteInterfaceName`. Multipath defaults (no single interface) are skipped.
@@ -214,4 +166,52 @@ pub fn get_or_create<N: NetlinkOps + ?Sized>(
         )));
     }
     Ok((link, created))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_take_trait_objects() {
+        let mut f = crate::FakeNetlink::new();
+        let dynf: &mut dyn NetlinkOps = &mut f;
+        wait_addrs_not_tentative(dynf, 1, Duration::from_millis(1)).unwrap();
+        assert!(link_del_by_name(dynf, "nope").unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn thread_safety() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<crate::Netlink>();
+        send::<crate::FakeNetlink>();
+        send::<Netns>();
+        sync::<Netns>();
+        send::<crate::Error>();
+        sync::<crate::Error>();
+    }
+
+    #[test]
+    fn veth_names() {
+        let a = random_veth_name();
+        let b = random_veth_name();
+        assert_eq!(a.len(), 12);
+        assert!(a.starts_with("veth"));
+        assert!(
+            a[4..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn global_unicast() {
+        assert!(is_global_unicast(&"10.1.2.3".parse().unwrap()));
+        assert!(is_global_unicast(&"2001:db8::1".parse().unwrap()));
+        assert!(!is_global_unicast(&"fe80::1".parse().unwrap()));
+        assert!(!is_global_unicast(&"127.0.0.1".parse().unwrap()));
+        assert!(!is_global_unicast(&"169.254.1.1".parse().unwrap()));
+    }
 }

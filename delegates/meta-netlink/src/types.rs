@@ -345,6 +345,27 @@ pub struct FdbSpec {
     pub self_: bool,
 }
 
+/// A plain bridge without VLAN filtering: the simplest kind, so that
+/// `LinkRequest { name, ..Default::default() }` is a valid request.
+impl Default for LinkKind {
+    fn default() -> Self {
+        LinkKind::Bridge {
+            vlan_filtering: false,
+        }
+    }
+}
+
+impl Default for NeighSpec {
+    fn default() -> Self {
+        NeighSpec {
+            index: 0,
+            ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            mac: [0; 6],
+            permanent: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,26 +401,5 @@ mod tests {
             ..r
         };
         assert_eq!(r.effective_scope(), SCOPE_UNIVERSE);
-    }
-}
-
-/// A plain bridge without VLAN filtering: the simplest kind, so that
-/// `LinkRequest { name, ..Default::default() }` is a valid request.
-impl Default for LinkKind {
-    fn default() -> Self {
-        LinkKind::Bridge {
-            vlan_filtering: false,
-        }
-    }
-}
-
-impl Default for NeighSpec {
-    fn default() -> Self {
-        NeighSpec {
-            index: 0,
-            ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            mac: [0; 6],
-            permanent: false,
-        }
     }
 }
