@@ -18,6 +18,7 @@ use std::path::PathBuf;
 pub const BUNDLED: &[&DelegateType] = &[
     &meta_bridge::DELEGATE,
     &meta_macvlan::DELEGATE,
+    &meta_ipvlan::DELEGATE,
     &meta_vxlan::DELEGATE,
 ];
 

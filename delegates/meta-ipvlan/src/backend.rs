@@ -7,13 +7,7 @@ use cni_core::{CmdArgs, CniResult, Result};
 use meta_delegate::{ipam, nl, open_netns, open_netns_for_del};
 use meta_netlink::{Netlink, NetlinkOps, Netns};
 
-/// Sysctls of the pod namespace (`net.*` keys, dotted like sysctl(8)).
-pub trait PodSysctl {
-    /// Reads a key.
-    fn get(&mut self, key: &str) -> meta_netlink::Result<String>;
-    /// Writes a key.
-    fn set(&mut self, key: &str, value: &str) -> meta_netlink::Result<()>;
-}
+pub use meta_delegate::PodSysctl;
 
 /// The real pod sysctls: `/proc/sys` read and written from a thread inside the namespace.
 #[derive(Debug, Clone)]

@@ -39,11 +39,19 @@ pub use backend::{Backend, DelegateIpam, IpamOps, Kernel, NetnsSysctl, PodSysctl
 pub use config::{IpvlanConf, Resolved};
 
 use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, code};
-use meta_delegate::iface::route_spec;
-use meta_delegate::{check_iface_ips, check_iface_routes, mac_string, nl};
+use meta_delegate::{
+    DelegateType, Undo, check_iface_ips, check_iface_routes, configure_iface, del_link,
+    del_link_named, mac_string, nl, set_iface_sysctls, transaction,
+};
 use meta_netlink::{IpvlanFlags, LinkKind, LinkRequest, NetlinkOps, Netns};
-use std::net::IpAddr;
-use std::time::Duration;
+
+/// The ipvlan delegate's registration: its CNI type names (it implements every field of
+/// the reference ipvlan plugin).
+pub const DELEGATE: DelegateType = DelegateType {
+    names: &["ipvlan", "meta-ipvlan"],
+    unimplemented: &[],
+    make: || Box::new(Ipvlan::new()),
+};
 
 /// The words every ADD error caused by a kernel without ipvlan support contains.
 pub const UNSUPPORTED_MSG: &str = "ipvlan unsupported by this kernel";
@@ -62,25 +70,6 @@ pub struct AddCtx<'a> {
     pub ipam: &'a dyn IpamOps,
     /// The temporary name the link is created under before it is renamed in the pod.
     pub tmp_name: &'a str,
-}
-
-/// The interface of the first default route of `nl`'s namespace (IPv4 first, then IPv6,
-/// main table), like the reference's getDefaultRouteInterfaceName. Multipath default
-/// routes (no single output interface) are skipped.
-pub fn default_route_iface<N: NetlinkOps>(nl_: &mut N) -> Result<Option<String>> {
-    for v6 in [false, true] {
-        let routes = nl_.routes(v6, None).map_err(nl("failed to list routes"))?;
-        for r in routes.iter().filter(|r| r.dst.prefix_len() == 0) {
-            let Some(oif) = r.oif else { continue };
-            if let Some(l) = nl_
-                .link_by_index(oif)
-                .map_err(nl("failed to look up the default route's interface"))?
-            {
-                return Ok(Some(l.name));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// The master's name: the configured one; else, chained, the only interface of the
@@ -103,11 +92,13 @@ pub fn resolve_master<N: NetlinkOps>(node: &mut N, pod: &mut N, r: &Resolved) ->
     } else {
         (node, "node")
     };
-    default_route_iface(h)?.ok_or_else(|| {
-        Error::internal(format!(
-            "no default route interface found in the {where_} namespace (set \"master\")"
-        ))
-    })
+    meta_delegate::link::default_route_iface(h)?
+        .map(|l| l.name)
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "no default route interface found in the {where_} namespace (set \"master\")"
+            ))
+        })
 }
 
 fn create_err(master: &str, mode: meta_netlink::IpvlanMode, e: meta_netlink::Error) -> Error {
@@ -122,14 +113,6 @@ fn create_err(master: &str, mode: meta_netlink::IpvlanMode, e: meta_netlink::Err
     } else {
         Error::internal(format!("failed to create ipvlan on master {master:?}: {e}"))
     }
-}
-
-/// What ADD has done so far, for rollback.
-#[derive(Default)]
-struct Progress {
-    created: bool,
-    index: Option<u32>,
-    ipam: bool,
 }
 
 /// ADD: creates the ipvlan link in the pod, configures it from IPAM (or the chained
@@ -149,23 +132,17 @@ pub fn add_with<N: NetlinkOps>(
     r: &Resolved,
 ) -> Result<CniResult> {
     r.require_addresses()?;
-    let mut p = Progress::default();
-    match add_inner(node, pod, cx, args, r, &mut p) {
-        Ok(res) => Ok(res),
-        Err(e) => {
-            rollback(pod, cx, args, &p);
-            Err(e)
-        }
-    }
+    transaction(pod, |pod, undo| add_steps(node, pod, cx, args, r, undo))
 }
 
-fn add_inner<N: NetlinkOps>(
+/// The steps of ADD, each change recorded in `undo` (over the pod handle) as it lands.
+fn add_steps<'a, 'c: 'a, N: NetlinkOps>(
     node: &mut N,
     pod: &mut N,
-    cx: &mut AddCtx<'_>,
-    args: &CmdArgs,
+    cx: &mut AddCtx<'c>,
+    args: &'a CmdArgs,
     r: &Resolved,
-    p: &mut Progress,
+    undo: &mut Undo<'a, N>,
 ) -> Result<CniResult> {
     let env = &args.env;
     let ifname = env.ifname.as_str();
@@ -225,17 +202,21 @@ fn add_inner<N: NetlinkOps>(
         h.link_add(&req)
             .map_err(|e| create_err(&master_name, r.mode, e))?;
     }
-    p.created = true;
-    let link = pod
-        .link_by_name(cx.tmp_name)
-        .map_err(nl("failed to look up the new ipvlan"))?
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "the new ipvlan {} is not in the pod namespace",
-                cx.tmp_name
-            ))
-        })?;
-    p.index = Some(link.index);
+    let tmp = cx.tmp_name;
+    let link = match pod.link_by_name(tmp) {
+        Ok(Some(l)) => l,
+        other => {
+            undo.push("delete the new ipvlan", move |pod| del_link_named(pod, tmp));
+            return Err(match other {
+                Err(e) => nl("failed to look up the new ipvlan")(e),
+                _ => Error::internal(format!("the new ipvlan {tmp} is not in the pod namespace")),
+            });
+        }
+    };
+    let idx = link.index;
+    undo.push("delete the ipvlan", move |pod| {
+        del_link(pod, idx, &args.env.ifname)
+    });
     pod.link_set_name(link.index, ifname)
         .map_err(nl(format!("failed to rename ipvlan to {ifname:?}")))?;
     let link = pod
@@ -246,8 +227,10 @@ fn add_inner<N: NetlinkOps>(
     let source = if r.ips_from_prev() {
         r.prev.clone().unwrap_or_default()
     } else {
-        let res = cx.ipam.add(args)?;
-        p.ipam = true; // only now: a failed IPAM ADD took nothing
+        let ipam = cx.ipam;
+        let res = ipam.add(args)?;
+        // Only now: a failed IPAM ADD took nothing.
+        undo.push("release IPAM", move |_| ipam.del(args));
         if res.ips.is_empty() {
             return Err(Error::internal("IPAM plugin returned missing IP config"));
         }
@@ -269,133 +252,30 @@ fn add_inner<N: NetlinkOps>(
     for ip in &mut result.ips {
         ip.interface = Some(0);
     }
-    for (k, v) in [
-        (format!("net/ipv4/conf/{ifname}/arp_notify"), "1"),
-        (format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1"),
-    ] {
-        if let Err(e) = cx.sysctl.set(&k, v) {
-            tracing::debug!("sysctl {k}={v} in pod: {e}");
-        }
-    }
+    set_iface_sysctls(
+        cx.sysctl,
+        ifname,
+        &[("ipv4", "arp_notify", "1"), ("ipv6", "ndisc_notify", "1")],
+    );
     configure_iface(pod, cx.sysctl, ifname, &result)?;
     Ok(result)
-}
-
-fn rollback<N: NetlinkOps>(pod: &mut N, cx: &AddCtx<'_>, args: &CmdArgs, p: &Progress) {
-    if p.created {
-        let index = p.index.or_else(|| {
-            pod.link_by_name(cx.tmp_name)
-                .ok()
-                .flatten()
-                .map(|l| l.index)
-        });
-        if let Some(i) = index
-            && let Err(e) = pod.link_del(i)
-            && !e.is_not_found()
-        {
-            tracing::warn!("rollback: delete ipvlan {}: {e}", args.env.ifname);
-        }
-    }
-    if p.ipam
-        && let Err(e) = cx.ipam.del(args)
-    {
-        tracing::warn!("rollback: IPAM release: {e}");
-    }
-}
-
-/// The first gateway of each family among the result's IPs.
-fn family_gateways(result: &CniResult) -> (Option<IpAddr>, Option<IpAddr>) {
-    let v4 = result
-        .ips
-        .iter()
-        .filter_map(|i| i.gateway)
-        .find(IpAddr::is_ipv4);
-    let v6 = result
-        .ips
-        .iter()
-        .filter_map(|i| i.gateway)
-        .find(IpAddr::is_ipv6);
-    (v4, v6)
-}
-
-/// Configures `ifname` in the pod from `result` like the reference `ipam.ConfigureIface`:
-/// IPv6 enabled (through `sysctl`) when an IPv6 address comes, addresses, up, IPv6 DAD
-/// awaited when there is an IPv6 gateway, then the routes (existing ones skipped).
-fn configure_iface<N: NetlinkOps>(
-    pod: &mut N,
-    sysctl: &mut dyn PodSysctl,
-    ifname: &str,
-    result: &CniResult,
-) -> Result<()> {
-    let link = pod
-        .link_by_name(ifname)
-        .map_err(nl(format!("failed to look up {ifname}")))?
-        .ok_or_else(|| Error::internal(format!("interface {ifname} not found in the pod")))?;
-    let mut v6_enabled = false;
-    for ip in &result.ips {
-        if !v6_enabled && ip.address.addr().is_ipv6() {
-            for dev in ["lo", ifname] {
-                let key = format!("net/ipv6/conf/{dev}/disable_ipv6");
-                match sysctl.get(&key) {
-                    Ok(v) if v.trim() == "0" => {}
-                    Ok(_) => sysctl
-                        .set(&key, "0")
-                        .map_err(nl(format!("failed to enable IPv6 on {dev}")))?,
-                    Err(e) => tracing::warn!("cannot read {key}: {e}"),
-                }
-            }
-            v6_enabled = true;
-        }
-        pod.addr_add(link.index, ip.address).map_err(nl(format!(
-            "failed to add IP addr {} to {ifname:?}",
-            ip.address
-        )))?;
-    }
-    pod.link_set_up(link.index, true)
-        .map_err(nl(format!("failed to set {ifname} up")))?;
-    let gws = family_gateways(result);
-    if gws.1.is_some() {
-        meta_netlink::wait_addrs_not_tentative(pod, link.index, Duration::from_secs(10))
-            .map_err(nl(format!("IPv6 addresses of {ifname} did not settle")))?;
-    }
-    for rt in &result.routes {
-        let spec = route_spec(rt, link.index, gws);
-        match pod.route_add(&spec) {
-            Ok(()) => {}
-            Err(e) if e.is_exists() => {}
-            Err(e) => {
-                return Err(nl(format!(
-                    "failed to add route {} via {:?} dev {ifname}",
-                    rt.dst, spec.gw
-                ))(e));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// DEL: deletes `CNI_IFNAME` in the pod when the namespace (`pod`) is still there and the
 /// link exists, then releases IPAM. Succeeds when the namespace, the link or the master
 /// are already gone.
+///
+/// Like every delegate's DEL, it reads nothing of the configuration but the IPAM section:
+/// ADD's validation never runs, so a DEL after a refused ADD succeeds.
 pub fn del_with<N: NetlinkOps>(
     pod: Option<&mut N>,
     ipam: &dyn IpamOps,
     args: &CmdArgs,
-    r: &Resolved,
 ) -> Result<()> {
-    let ifname = &args.env.ifname;
-    if let Some(pod) = pod
-        && let Some(l) = pod
-            .link_by_name(ifname)
-            .map_err(nl("failed to look up link"))?
-    {
-        match pod.link_del(l.index) {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(nl(format!("failed to delete {ifname:?}"))(e)),
-        }
+    if let Some(pod) = pod {
+        del_link_named(pod, &args.env.ifname)?;
     }
-    if r.ipam_type.is_some() {
+    if args.conf.ipam_type().is_some() {
         ipam.del(args)?;
     }
     Ok(())
@@ -593,12 +473,13 @@ impl<B: Backend> Plugin for Ipvlan<B> {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        let r = config::load(args)?;
+        // JSON types only (the kit's DEL rule).
+        let _: IpvlanConf = args.conf.typed()?;
         let mut pod = match self.backend.open_pod_for_del(&args.env.netns)? {
             Some(ns) => Some(self.backend.pod_nl(&ns)?),
             None => None,
         };
-        del_with(pod.as_mut(), self.backend.ipam(), args, &r)
+        del_with(pod.as_mut(), self.backend.ipam(), args)
     }
 
     fn check(&self, args: &CmdArgs) -> Result<()> {
