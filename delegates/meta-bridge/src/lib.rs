@@ -10,13 +10,12 @@ use config::Resolved;
 use ipnet::IpNet;
 use meta_delegate::link::BridgeSpec;
 use meta_delegate::{
-    DelegateType, Handles, Undo, Unimplemented, check_veth_on_bridge, configure_iface, del_link,
-    del_link_and_ipam, internal, ipam, mac_string, nl, open_netns, set_iface_sysctls, setup_veth,
-    transaction,
+    DelegateType, Handles, Undo, Unimplemented, about, check_veth_on_bridge, configure_iface,
+    del_link_and_ipam, internal, ipam, mac_string, nl, open_netns, set_iface_sysctls, transaction,
+    valid_attachments, veth_on_bridge,
 };
 use meta_firewall::{Firewall, Nftables};
-use meta_netlink::{LinkInfo, Netlink, NetlinkOps, Netns};
-use std::collections::HashSet;
+use meta_netlink::{LinkInfo, Netlink, NetlinkOps};
 use std::net::IpAddr;
 
 /// The bridge delegate's registration: its CNI type names and the reference 1.x fields it
@@ -146,20 +145,11 @@ impl Bridge {
         undo: &mut Undo<'a, Handles>,
     ) -> Result<CniResult> {
         let env = &args.env;
+        let ifname = env.ifname.as_str();
+        let br = ensure_bridge(&mut h.host, r)?;
+        let veth = veth_on_bridge(h, ifname, r.mtu, r.mac, &br, undo)?;
         let (host, podnl, pod) = (&mut h.host, &mut h.pod, &h.ns);
-        let br = ensure_bridge(host, r)?;
-
-        let veth = setup_veth(host, podnl, pod, &env.ifname, r.mtu, r.mac)?;
-        let (idx, ifname) = (veth.container.index, env.ifname.as_str());
-        undo.push("delete the container veth", move |h| {
-            del_link(&mut h.pod, idx, ifname)
-        });
         let hname = veth.host.name.clone();
-        host.link_set_master(veth.host.index, Some(br.index))
-            .map_err(nl(format!(
-                "failed to connect {hname:?} to bridge {:?}",
-                br.name
-            )))?;
         host.bridge_port_set_hairpin(veth.host.index, r.conf.hairpin_mode)
             .map_err(nl(format!("failed to setup hairpin mode for {hname}")))?;
         if r.conf.vlan != 0 {
@@ -319,10 +309,7 @@ impl Bridge {
 
 impl Plugin for Bridge {
     fn about(&self) -> String {
-        format!(
-            "meta-bridge {} (meta-cni bridge delegate)",
-            env!("CARGO_PKG_VERSION")
-        )
+        about("meta-bridge", env!("CARGO_PKG_VERSION"), "bridge delegate")
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
@@ -354,14 +341,8 @@ impl Plugin for Bridge {
     fn check(&self, args: &CmdArgs) -> Result<()> {
         let r = config::load(args)?;
         let env = &args.env;
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::config("Required prevResult missing"))?;
+        let prev = ipam::check_prev(args)?;
         let pod = open_netns(&env.netns)?;
-        if r.ipam_type.is_some() {
-            ipam::check(args)?;
-        }
         let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
         let mut podnl =
             Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
@@ -413,17 +394,10 @@ impl Plugin for Bridge {
 
     fn gc(&self, args: &CmdArgs) -> Result<()> {
         let r = config::load(args)?;
-        let valid = args.conf.gc_valid_attachments()?;
-        if r.ipam_type.is_some() {
-            ipam::gc(args)?;
-        }
+        ipam::gc(args)?;
         if r.conf.ip_masq || r.conf.macspoofchk {
-            let set: HashSet<(String, String)> = valid
-                .iter()
-                .map(|a| (a.container_id.clone(), a.ifname.clone()))
-                .collect();
             self.firewall
-                .gc(args.conf.name(), &set)
+                .gc(args.conf.name(), &valid_attachments(args)?)
                 .map_err(internal("firewall GC"))?;
         }
         Ok(())

@@ -194,6 +194,30 @@ pub fn setup_veth(
     )))
 }
 
+/// A veth pair (see [`setup_veth`]) with its host end enslaved to `bridge`; its
+/// deletion is recorded in `undo`.
+pub fn veth_on_bridge<'a>(
+    h: &mut Handles,
+    ifname: &'a str,
+    mtu: Option<u32>,
+    mac: Option<Mac>,
+    bridge: &LinkInfo,
+    undo: &mut crate::Undo<'a, Handles>,
+) -> Result<VethPair> {
+    let veth = setup_veth(&mut h.host, &mut h.pod, &h.ns, ifname, mtu, mac)?;
+    let idx = veth.container.index;
+    undo.push("delete the container veth", move |h| {
+        del_link(&mut h.pod, idx, ifname)
+    });
+    h.host
+        .link_set_master(veth.host.index, Some(bridge.index))
+        .map_err(nl(format!(
+            "failed to connect {:?} to bridge {:?}",
+            veth.host.name, bridge.name
+        )))?;
+    Ok(veth)
+}
+
 /// The family gateways of a result's IPs on `ifname` (first of each family).
 fn family_gateways(result: &CniResult, ifname: &str) -> (Option<IpAddr>, Option<IpAddr>) {
     let mut v4 = None;
@@ -430,16 +454,33 @@ pub fn del_link_and_ipam(args: &cni_core::CmdArgs, ipam_args: &cni_core::CmdArgs
     crate::ipam::del(ipam_args)
 }
 
-/// CHECK of a veth attachment on a bridge, against the prevResult: the container end
-/// (`CNI_IFNAME` in `CNI_NETNS`, a veth with the recorded MAC), its host peer enslaved to
-/// `bridge` (with the recorded MAC), the IPs and the routes.
-pub fn check_veth_on_bridge<N: NetlinkOps + ?Sized>(
+/// The about text of a bundled delegate (`CNI_COMMAND` unset).
+pub fn about(binary: &str, version: &str, what: &str) -> String {
+    format!("{binary} {version} (meta-cni {what})")
+}
+
+/// The attachments GC must keep, as (container ID, ifname) pairs.
+pub fn valid_attachments(
+    args: &cni_core::CmdArgs,
+) -> Result<std::collections::HashSet<(String, String)>> {
+    Ok(args
+        .conf
+        .gc_valid_attachments()?
+        .into_iter()
+        .map(|a| (a.container_id, a.ifname))
+        .collect())
+}
+
+/// CHECK of the container side against the prevResult (with the reference plugins'
+/// messages): the prevResult's interface
+/// `CNI_IFNAME` in sandbox `CNI_NETNS`, the link of that name in the pod, of the kernel
+/// kind `kind` (`veth`, `macvlan`, ...), with the recorded MAC. Returns both.
+pub fn check_container_link<N: NetlinkOps + ?Sized>(
     args: &cni_core::CmdArgs,
     prev: &CniResult,
-    host: &mut N,
     podnl: &mut N,
-    bridge: &LinkInfo,
-) -> Result<()> {
+    kind: &str,
+) -> Result<(cni_core::Interface, LinkInfo)> {
     let env = &args.env;
     let cont_if = prev
         .interfaces
@@ -447,7 +488,7 @@ pub fn check_veth_on_bridge<N: NetlinkOps + ?Sized>(
         .find(|i| i.name == env.ifname && i.sandbox == env.netns)
         .ok_or_else(|| {
             Error::internal(format!(
-                "prevResult has no interface {} in sandbox {}",
+                "Sandbox in prevResult doesn't match configured netns: no interface {} with sandbox {}",
                 env.ifname, env.netns
             ))
         })?;
@@ -456,24 +497,39 @@ pub fn check_veth_on_bridge<N: NetlinkOps + ?Sized>(
         .map_err(nl("failed to look up container interface"))?
         .ok_or_else(|| {
             Error::internal(format!(
-                "CNI created interface in container {} not found",
+                "Container Interface name in prevResult: {} not found",
                 env.ifname
             ))
         })?;
-    if cont.kind.as_deref() != Some("veth") {
+    if cont.kind.as_deref() != Some(kind) {
         return Err(Error::internal(format!(
-            "container interface {} not of type veth",
+            "Error: Container interface {} not of type {kind}",
             cont.name
         )));
     }
     if !cont_if.mac.is_empty() && cont_if.mac != mac_string(&cont) {
         return Err(Error::internal(format!(
-            "interface {} MAC {} doesn't match container MAC {}",
+            "Interface {} Mac {} doesn't match container MAC: {}",
             cont.name,
             cont_if.mac,
             mac_string(&cont)
         )));
     }
+    Ok((cont_if.clone(), cont))
+}
+
+/// CHECK of a veth attachment on a bridge, against the prevResult: the container end
+/// (see [`check_container_link`]), its host peer enslaved to `bridge` (with the recorded
+/// MAC), the IPs and the routes.
+pub fn check_veth_on_bridge<N: NetlinkOps + ?Sized>(
+    args: &cni_core::CmdArgs,
+    prev: &CniResult,
+    host: &mut N,
+    podnl: &mut N,
+    bridge: &LinkInfo,
+) -> Result<()> {
+    let ifname = &args.env.ifname;
+    let (_, cont) = check_container_link(args, prev, podnl, "veth")?;
     let host_ok = prev
         .interfaces
         .iter()
@@ -490,8 +546,8 @@ pub fn check_veth_on_bridge<N: NetlinkOps + ?Sized>(
             bridge.name
         )));
     }
-    check_iface_ips(podnl, &env.ifname, prev)?;
-    check_iface_routes(podnl, &env.ifname, prev)?;
+    check_iface_ips(podnl, ifname, prev)?;
+    check_iface_routes(podnl, ifname, prev)?;
     Ok(())
 }
 

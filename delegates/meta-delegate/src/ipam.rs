@@ -85,6 +85,17 @@ pub fn del(args: &CmdArgs) -> Result<()> {
     }
 }
 
+/// The start of every delegate's CHECK: the prevResult (code 7 when there is none), and
+/// IPAM's CHECK of its allocation.
+pub fn check_prev(args: &CmdArgs) -> Result<CniResult> {
+    let prev = args
+        .conf
+        .prev_result()?
+        .ok_or_else(|| Error::config("Required prevResult missing"))?;
+    check(args)?;
+    Ok(prev)
+}
+
 /// CHECK: the allocation of the prevResult's IPs still exists.
 pub fn check(args: &CmdArgs) -> Result<()> {
     match which(args) {
@@ -103,8 +114,10 @@ pub fn status(args: &CmdArgs) -> Result<()> {
     }
 }
 
-/// GC (config 1.1.0): releases allocations of attachments not listed as valid.
+/// GC (config 1.1.0): releases allocations of attachments not listed as valid. A bad
+/// `cni.dev/valid-attachments` list is refused whether or not there is an IPAM.
 pub fn gc(args: &CmdArgs) -> Result<()> {
+    args.conf.gc_valid_attachments()?;
     match which(args) {
         Ipam::None => Ok(()),
         Ipam::Bundled(i) => (i.gc)(args),

@@ -22,10 +22,10 @@ pub mod registry {
 }
 
 pub use iface::{
-    Handles, PodSysctl, VethPair, check_iface_ips, check_iface_routes, check_veth_on_bridge,
-    configure_iface, del_link, del_link_and_ipam, del_link_named, del_pod_link, enable_forwarding,
-    iface_sysctl, internal, mac_string, nl, open_netns, open_netns_for_del, set_iface_sysctls,
-    setup_veth,
+    Handles, PodSysctl, VethPair, about, check_container_link, check_iface_ips, check_iface_routes,
+    check_veth_on_bridge, configure_iface, del_link, del_link_and_ipam, del_link_named,
+    del_pod_link, enable_forwarding, iface_sysctl, internal, mac_string, nl, open_netns,
+    open_netns_for_del, set_iface_sysctls, setup_veth, valid_attachments, veth_on_bridge,
 };
 pub use registry::{DelegateType, Unimplemented};
 pub use undo::{Undo, transaction};

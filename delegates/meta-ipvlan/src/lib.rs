@@ -40,8 +40,8 @@ pub use config::{IpvlanConf, Resolved};
 
 use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, code};
 use meta_delegate::{
-    DelegateType, Undo, check_iface_ips, check_iface_routes, configure_iface, del_link,
-    del_link_named, mac_string, nl, set_iface_sysctls, transaction,
+    DelegateType, Undo, check_container_link, check_iface_ips, check_iface_routes, configure_iface,
+    del_link, del_link_named, mac_string, nl, set_iface_sysctls, transaction,
 };
 use meta_netlink::{IpvlanFlags, LinkKind, LinkRequest, NetlinkOps, Netns};
 
@@ -300,41 +300,14 @@ pub fn check_with<N: NetlinkOps>(
     if r.ipam_type.is_some() {
         ipam.check(args)?;
     }
-    let cont = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == ifname && i.sandbox == env.netns)
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "Sandbox in prevResult doesn't match configured netns: no interface {ifname} with sandbox {}",
-                env.netns
-            ))
-        })?;
-    let link = pod
-        .link_by_name(ifname)
-        .map_err(nl("failed to look up container interface"))?
-        .ok_or_else(|| {
-            Error::internal(format!(
-                "Container Interface name in prevResult: {ifname} not found"
-            ))
-        })?;
-    if link.kind.as_deref() != Some("ipvlan") {
-        return Err(Error::internal(format!(
-            "Error: Container interface {ifname} not of type ipvlan"
-        )));
-    }
+    // The mode is checked after the MAC here (the kit checks kind and MAC together);
+    // both are CHECK failures either way.
+    let (_, link) = check_container_link(args, prev, pod, "ipvlan")?;
     if link.ipvlan_mode != Some(r.mode) {
         return Err(Error::internal(format!(
             "Container IPVlan mode {} does not match expected value: {}",
             link.ipvlan_mode.map(config::mode_str).unwrap_or("unknown"),
             config::mode_str(r.mode)
-        )));
-    }
-    if !cont.mac.is_empty() && cont.mac != mac_string(&link) {
-        return Err(Error::internal(format!(
-            "Interface {ifname} Mac {} doesn't match container Mac: {}",
-            cont.mac,
-            mac_string(&link)
         )));
     }
     // The master: the kernel reports the parent's index, in the pod's namespace when it
@@ -412,7 +385,7 @@ pub fn status_with<N: NetlinkOps>(
 /// GC: IPAM releases the allocations of attachments not listed as valid (the links
 /// themselves went with their pods' namespaces).
 pub fn gc_with(ipam: &dyn IpamOps, args: &CmdArgs, r: &Resolved) -> Result<()> {
-    args.conf.gc_valid_attachments()?;
+    meta_delegate::valid_attachments(args)?;
     if r.ipam_type.is_some() {
         ipam.gc(args)?;
     }
@@ -446,10 +419,7 @@ impl<B: Backend> Ipvlan<B> {
 
 impl<B: Backend> Plugin for Ipvlan<B> {
     fn about(&self) -> String {
-        format!(
-            "meta-ipvlan {} (meta-cni ipvlan delegate)",
-            env!("CARGO_PKG_VERSION")
-        )
+        meta_delegate::about("meta-ipvlan", env!("CARGO_PKG_VERSION"), "ipvlan delegate")
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {

@@ -24,8 +24,9 @@ use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, code};
 use config::Resolved;
 use meta_delegate::link::default_route_iface;
 use meta_delegate::{
-    DelegateType, Undo, Unimplemented, check_iface_ips, check_iface_routes, configure_iface,
-    del_link, del_link_and_ipam, ipam, mac_string, nl, open_netns, set_iface_sysctls, transaction,
+    DelegateType, Undo, Unimplemented, about, check_container_link, check_iface_ips,
+    check_iface_routes, configure_iface, del_link, del_link_and_ipam, ipam, mac_string, nl,
+    open_netns, set_iface_sysctls, transaction,
 };
 use meta_netlink::{
     LinkInfo, LinkKind, LinkRequest, Mac, MacvlanMode, Netlink, NetlinkOps, Netns, random_veth_name,
@@ -297,9 +298,10 @@ impl Macvlan {
 
 impl Plugin for Macvlan {
     fn about(&self) -> String {
-        format!(
-            "meta-macvlan {} (meta-cni macvlan delegate)",
-            env!("CARGO_PKG_VERSION")
+        about(
+            "meta-macvlan",
+            env!("CARGO_PKG_VERSION"),
+            "macvlan delegate",
         )
     }
 
@@ -323,54 +325,16 @@ impl Plugin for Macvlan {
     fn check(&self, args: &CmdArgs) -> Result<()> {
         let r = config::load(args)?;
         let env = &args.env;
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::config("required prevResult missing"))?;
+        let prev = ipam::check_prev(args)?;
         let pod = open_netns(&env.netns)?;
-        if r.ipam_type.is_some() {
-            ipam::check(args)?;
-        }
-        let cont_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == env.ifname && i.sandbox == env.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "prevResult has no interface {} in sandbox {} (sandbox in prevResult doesn't match configured netns)",
-                    env.ifname, env.netns
-                ))
-            })?;
         let (mut podnl, mut host) = open_handles(&r, &pod)?;
         let master = master_of(host.as_mut(), &mut podnl, &r)?;
-        let cont = podnl
-            .link_by_name(&env.ifname)
-            .map_err(nl("failed to look up container interface"))?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "container interface name in prevResult: {} not found",
-                    env.ifname
-                ))
-            })?;
-        if cont.kind.as_deref() != Some("macvlan") {
-            return Err(Error::internal(format!(
-                "container interface {} not of type macvlan",
-                cont.name
-            )));
-        }
+        let (_, cont) = check_container_link(args, &prev, &mut podnl, "macvlan")?;
         if cont.macvlan_mode != Some(r.mode) {
             return Err(Error::internal(format!(
                 "container macvlan mode {} does not match expected value: {}",
                 cont.macvlan_mode.map(config::mode_str).unwrap_or("unknown"),
                 config::mode_str(r.mode)
-            )));
-        }
-        if !cont_if.mac.is_empty() && cont_if.mac != mac_string(&cont) {
-            return Err(Error::internal(format!(
-                "interface {} MAC {} doesn't match container MAC {}",
-                cont.name,
-                cont_if.mac,
-                mac_string(&cont)
             )));
         }
         if cont.link != Some(master.index) {
@@ -399,12 +363,8 @@ impl Plugin for Macvlan {
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<()> {
-        let r = config::load(args)?;
-        args.conf.gc_valid_attachments()?;
-        if r.ipam_type.is_some() {
-            ipam::gc(args)?;
-        }
-        Ok(())
+        config::load(args)?;
+        ipam::gc(args)
     }
 }
 

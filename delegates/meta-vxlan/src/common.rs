@@ -3,8 +3,8 @@
 
 use cni_core::{CmdArgs, CniResult, Error, Interface, NetConf, Result};
 use ipnet::IpNet;
-use meta_delegate::{VethPair, mac_string, nl, setup_veth};
-use meta_netlink::{LinkInfo, Mac, Netlink, NetlinkOps, Netns};
+use meta_delegate::{VethPair, mac_string, nl};
+use meta_netlink::{LinkInfo, Mac, Netlink, NetlinkOps};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 
@@ -41,28 +41,6 @@ pub(crate) fn ensure_bridge(
         mac,
     };
     meta_delegate::link::ensure_bridge(host, &spec).map(|(br, _)| br)
-}
-
-/// The veth pair with its host end on `bridge`. On failure after the pair exists, the
-/// pair is deleted.
-pub(crate) fn attach_veth(
-    host: &mut Netlink,
-    podnl: &mut Netlink,
-    pod: &Netns,
-    ifname: &str,
-    mtu: Option<u32>,
-    mac: Option<Mac>,
-    bridge: &LinkInfo,
-) -> Result<VethPair> {
-    let veth = setup_veth(host, podnl, pod, ifname, mtu, mac)?;
-    if let Err(e) = host.link_set_master(veth.host.index, Some(bridge.index)) {
-        let _ = host.link_del(veth.host.index);
-        return Err(nl(format!(
-            "failed to connect {:?} to bridge {:?}",
-            veth.host.name, bridge.name
-        ))(e));
-    }
-    Ok(veth)
 }
 
 /// The three result interfaces: bridge, host veth, container veth.

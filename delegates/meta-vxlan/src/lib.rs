@@ -57,9 +57,10 @@ pub const DELEGATE: DelegateType = DelegateType {
 
 impl Plugin for Vxlan {
     fn about(&self) -> String {
-        format!(
-            "meta-vxlan {} (meta-cni vxlan delegate: primary overlay and secondary VXLAN segments)",
-            env!("CARGO_PKG_VERSION")
+        meta_delegate::about(
+            "meta-vxlan",
+            env!("CARGO_PKG_VERSION"),
+            "vxlan delegate: primary overlay and secondary VXLAN segments",
         )
     }
 
@@ -99,7 +100,7 @@ impl Plugin for Vxlan {
         let r = config::load(args)?;
         match &r.mode {
             Mode::Primary(pr) => self.primary_gc(args, pr),
-            Mode::Secondary(_) => self.secondary_gc(args, &r),
+            Mode::Secondary(_) => self.secondary_gc(args),
         }
     }
 }

@@ -12,19 +12,18 @@
 
 use crate::Vxlan;
 use crate::common::{
-    PLACEHOLDER_RANGE, apply_dns, attach_veth, check_bridge, check_pod_side, ensure_bridge,
-    first_host, interfaces, refresh_macs, with_node_ipam,
+    PLACEHOLDER_RANGE, apply_dns, check_bridge, check_pod_side, ensure_bridge, first_host,
+    interfaces, refresh_macs, with_node_ipam,
 };
 use crate::config::{Primary, Resolved};
 use cni_core::{CmdArgs, CniResult, Error, Result, Route, code};
 use ipnet::IpNet;
 use meta_delegate::{
-    Handles, Undo, configure_iface, del_link, internal, ipam, nl, open_netns, set_iface_sysctls,
-    transaction,
+    Handles, Undo, configure_iface, internal, ipam, nl, open_netns, set_iface_sysctls, transaction,
+    veth_on_bridge,
 };
 use meta_netlink::{LinkInfo, Mac, Netlink, NetlinkOps, SCOPE_LINK};
 use meta_overlay::{SubnetFile, read_subnet_file};
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 /// The subnet, cluster CIDR and MTU: the configured values, the rest from the subnet file.
@@ -157,18 +156,15 @@ impl Vxlan {
         undo: &mut Undo<'a, Handles>,
     ) -> Result<CniResult> {
         let env = &args.env;
-        let (host, podnl, pod) = (&mut h.host, &mut h.pod, &h.ns);
+        let ifname = env.ifname.as_str();
         let br = ensure_bridge(
-            host,
+            &mut h.host,
             &p.bridge,
             Some(node.mtu),
             Some(bridge_mac(first_host(&node.subnet))),
         )?;
-        let veth = attach_veth(host, podnl, pod, &env.ifname, Some(node.mtu), r.mac, &br)?;
-        let (idx, ifname) = (veth.container.index, env.ifname.as_str());
-        undo.push("delete the container veth", move |h| {
-            del_link(&mut h.pod, idx, ifname)
-        });
+        let veth = veth_on_bridge(h, ifname, Some(node.mtu), r.mac, &br, undo)?;
+        let (host, podnl, pod) = (&mut h.host, &mut h.pod, &h.ns);
         let mut result = CniResult {
             interfaces: interfaces(args, &br, &veth),
             ..Default::default()
@@ -297,15 +293,11 @@ impl Vxlan {
     }
 
     pub(crate) fn primary_gc(&self, args: &CmdArgs, p: &Primary) -> Result<()> {
-        let valid = args.conf.gc_valid_attachments()?;
+        let valid = meta_delegate::valid_attachments(args)?;
         ipam::gc(&with_node_ipam(args, subnet_for_release(args, p))?)?;
         if p.ip_masq {
-            let set: HashSet<(String, String)> = valid
-                .iter()
-                .map(|a| (a.container_id.clone(), a.ifname.clone()))
-                .collect();
             self.firewall
-                .gc(args.conf.name(), &set)
+                .gc(args.conf.name(), &valid)
                 .map_err(internal("firewall GC"))?;
         }
         Ok(())

@@ -12,13 +12,13 @@
 
 use crate::Vxlan;
 use crate::common::{
-    apply_dns, attach_veth, check_bridge, check_pod_side, ensure_bridge, interfaces, overlay_err,
-    refresh_macs,
+    apply_dns, check_bridge, check_pod_side, ensure_bridge, interfaces, overlay_err, refresh_macs,
 };
 use crate::config::{Resolved, Secondary};
 use cni_core::{CmdArgs, CniResult, Error, Result, code};
 use meta_delegate::{
-    Handles, Undo, configure_iface, del_link, ipam, nl, open_netns, set_iface_sysctls, transaction,
+    Handles, Undo, configure_iface, ipam, nl, open_netns, set_iface_sysctls, transaction,
+    veth_on_bridge,
 };
 use meta_netlink::{Netlink, NetlinkOps};
 use meta_overlay::{
@@ -137,7 +137,7 @@ impl Vxlan {
         undo: &mut Undo<'a, Handles>,
     ) -> Result<CniResult> {
         let env = &args.env;
-        let (host, podnl, pod) = (&mut h.host, &mut h.pod, &h.ns);
+        let host = &mut h.host;
         let sc = segment_config(host, s)?;
         let seg = ensure_segment(host, &sc).map_err(|e| conflict_error(args, s, e))?;
         if seg.created {
@@ -165,11 +165,9 @@ impl Vxlan {
         }
         // ensure_segment made the bridge; this only reads it back (and fails on a non-bridge).
         let br = ensure_bridge(host, &sc.bridge, None, None)?;
-        let veth = attach_veth(host, podnl, pod, &env.ifname, Some(sc.mtu), r.mac, &br)?;
-        let (idx, ifname) = (veth.container.index, env.ifname.as_str());
-        undo.push("delete the container veth", move |h| {
-            del_link(&mut h.pod, idx, ifname)
-        });
+        let ifname = env.ifname.as_str();
+        let veth = veth_on_bridge(h, ifname, Some(sc.mtu), r.mac, &br, undo)?;
+        let (host, podnl, pod) = (&mut h.host, &mut h.pod, &h.ns);
         let mut result = CniResult {
             interfaces: interfaces(args, &br, &veth),
             ..Default::default()
@@ -251,12 +249,8 @@ impl Vxlan {
         Ok(())
     }
 
-    pub(crate) fn secondary_gc(&self, args: &CmdArgs, r: &Resolved) -> Result<()> {
-        args.conf.gc_valid_attachments()?;
-        if r.ipam_type.is_some() {
-            ipam::gc(args)?;
-        }
-        Ok(())
+    pub(crate) fn secondary_gc(&self, args: &CmdArgs) -> Result<()> {
+        ipam::gc(args)
     }
 }
 
