@@ -8,12 +8,13 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::*;
-use meta_tests::bench::pct;
+use meta_tests::bench::{before_bin, pct};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 struct Mode {
-    label: &'static str,
+    label: String,
+    bin: std::path::PathBuf,
     conf: serde_json::Value,
     force_env: &'static str,
     adds: Vec<Duration>,
@@ -28,9 +29,10 @@ fn main() {
         .unwrap_or(100);
     let e = setup(1);
     let nets = "ns1/br-net, ns1/mv-net";
-    let mut modes = [
+    let mut modes = vec![
         Mode {
-            label: "meta-cni, delegates in-process",
+            label: "meta-cni, delegates in-process".into(),
+            bin: meta_bin(),
             conf: e.conf(nets, json!({"forceExec": []})),
             force_env: "",
             adds: vec![],
@@ -38,7 +40,8 @@ fn main() {
             rss: 0,
         },
         Mode {
-            label: "meta-cni, every delegate exec'd (Multus way)",
+            label: "meta-cni, every delegate exec'd (Multus way)".into(),
+            bin: meta_bin(),
             conf: e.conf(nets, json!({"forceExec": ["bridge", "macvlan"]})),
             force_env: "host-local",
             adds: vec![],
@@ -46,7 +49,19 @@ fn main() {
             rss: 0,
         },
     ];
-    // The modes alternate every iteration, so both see the same machine load.
+    // Another build of meta-cni (BENCH_BEFORE_DIR), interleaved with these.
+    if let Some((label, bin)) = before_bin("meta-cni") {
+        modes.push(Mode {
+            label: format!("meta-cni {label}, delegates in-process"),
+            bin,
+            conf: e.conf(nets, json!({"forceExec": []})),
+            force_env: "",
+            adds: vec![],
+            dels: vec![],
+            rss: 0,
+        });
+    }
+    // The modes alternate every iteration, so they all see the same machine load.
     for i in 0..iters + 3 {
         for m in modes.iter_mut() {
             let cid = format!("bench{i}");
@@ -64,11 +79,11 @@ fn main() {
             };
             let stdin = m.conf.to_string();
             let t = Instant::now();
-            let r = run_in(e.w.node.netns(), &meta_bin(), &mk("ADD"), stdin.as_bytes());
+            let r = run_in(e.w.node.netns(), &m.bin, &mk("ADD"), stdin.as_bytes());
             let ta = t.elapsed();
             assert_eq!(r.code, 0, "{}: {} {}", m.label, r.stdout, r.stderr);
             let t = Instant::now();
-            let d = run_in(e.w.node.netns(), &meta_bin(), &mk("DEL"), stdin.as_bytes());
+            let d = run_in(e.w.node.netns(), &m.bin, &mk("DEL"), stdin.as_bytes());
             let td = t.elapsed();
             assert_eq!(d.code, 0, "{}: {}", m.label, d.stdout);
             if i >= 3 {

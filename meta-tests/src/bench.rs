@@ -17,6 +17,22 @@ pub struct AddDel {
     pub rss_add: i64,
 }
 
+/// Another build of one of our binaries to measure side by side with this one, in the
+/// same run: `BENCH_BEFORE_DIR` names a directory holding that build's binaries (e.g. the
+/// `target/release` of an older commit) and `BENCH_BEFORE_LABEL` what to call it
+/// (default "before"). `None` when unset.
+pub fn before_bin(name: &str) -> Option<(String, std::path::PathBuf)> {
+    let dir = std::env::var_os("BENCH_BEFORE_DIR")?;
+    let bin = Path::new(&dir).join(name);
+    assert!(
+        bin.exists(),
+        "BENCH_BEFORE_DIR has no {name}: {}",
+        bin.display()
+    );
+    let label = std::env::var("BENCH_BEFORE_LABEL").unwrap_or_else(|_| "before".into());
+    Some((label, bin))
+}
+
 /// Percentile `p` (0..=1) of `v`, in milliseconds.
 pub fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
@@ -67,7 +83,7 @@ pub fn add_del(
 }
 
 /// Prints the rows as the Markdown table docs/BENCHMARKS.md uses.
-pub fn print_table(rows: Vec<(&str, AddDel)>) {
+pub fn print_table<S: AsRef<str>>(rows: Vec<(S, AddDel)>) {
     println!(
         "| plugin | ADD p50 ms | ADD p95 ms | DEL p50 ms | DEL p95 ms | ADD+DEL mean ms | peak RSS (ADD) KiB |"
     );
@@ -78,7 +94,8 @@ pub fn print_table(rows: Vec<(&str, AddDel)>) {
             * 1e3
             / n;
         println!(
-            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            name.as_ref(),
             pct(&mut s.add, 0.5),
             pct(&mut s.add, 0.95),
             pct(&mut s.del, 0.5),

@@ -5,7 +5,7 @@
 //! `cargo bench -p meta-bridge --bench add_del` (root). `BENCH_ITERS` sets the iterations
 //! (default 200). Prints a Markdown table for docs/BENCHMARKS.md.
 
-use meta_tests::bench::{add_del, iters, print_table};
+use meta_tests::bench::{add_del, before_bin, iters, print_table};
 use meta_tests::{World, reference};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -22,13 +22,18 @@ fn main() {
     let iters = iters(200);
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_meta-bridge"));
     let refbin = reference("bridge");
-    let rows = vec![
+    let before = before_bin("meta-bridge").map(|(label, bin)| {
+        let name = format!("meta-bridge {label} (host-local in-process)");
+        let timings = run("before", &bin, iters, &[]);
+        (name, timings)
+    });
+    let mut rows = vec![
         (
-            "meta-bridge (host-local in-process)",
+            "meta-bridge (host-local in-process)".to_string(),
             run("ours", &ours, iters, &[]),
         ),
         (
-            "meta-bridge + exec'd reference host-local",
+            "meta-bridge + exec'd reference host-local".to_string(),
             run(
                 "ours-exec",
                 &ours,
@@ -37,10 +42,11 @@ fn main() {
             ),
         ),
         (
-            "reference bridge + host-local 1.1.1",
+            "reference bridge + host-local 1.1.1".to_string(),
             run("reference", &refbin, iters, &[]),
         ),
     ];
+    rows.extend(before);
     println!(
         "\nADD+DEL, {iters} iterations each, one pod, cniVersion 1.0.0, isGateway, host-local /16\n"
     );

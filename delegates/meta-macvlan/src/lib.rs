@@ -400,16 +400,10 @@ mod tests {
     fn default_route(dst: &str, oif: Option<u32>) -> RouteInfo {
         RouteInfo {
             dst: dst.parse().unwrap(),
-            gw: None,
             oif,
             table: TABLE_MAIN,
-            scope: 0,
             protocol: 3,
-            priority: None,
-            mtu: None,
-            advmss: None,
-            onlink: false,
-            src: None,
+            ..Default::default()
         }
     }
 
