@@ -3,7 +3,7 @@
 //! may be gone). One file per (container ID, runtime ifname), written atomically (temp +
 //! fsync + rename) under an exclusive flock on a sibling lock file.
 
-use cni_core::{Error, Result};
+use cni_core::{CniResult, Env, Error, Result, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fs::File;
@@ -52,6 +52,21 @@ pub struct Attachment {
     pub result: Option<Value>,
 }
 
+impl Attachment {
+    /// The recorded result, once added.
+    pub fn cni_result(&self) -> Option<CniResult> {
+        self.result
+            .as_ref()
+            .and_then(|v| CniResult::from_value(v).ok())
+    }
+
+    /// Records a (possibly adjusted) result; the attachment is added.
+    pub fn record(&mut self, result: &CniResult) {
+        self.state = State::Added;
+        self.result = Some(result.to_value(Version::V1_1_0));
+    }
+}
+
 /// The pod an entry belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodRef {
@@ -84,6 +99,25 @@ pub struct Entry {
     pub pod: Option<PodRef>,
     /// Attachments in ADD order.
     pub attachments: Vec<Attachment>,
+}
+
+impl Entry {
+    /// The format version this build writes.
+    pub const VERSION: u32 = 1;
+
+    /// The entry an ADD journals before its first delegate runs: the invocation (container
+    /// ID, runtime ifname, netns and CNI_ARGS, all DEL and GC need), the pod, and the plan.
+    pub fn planned(env: &Env, pod: Option<PodRef>, attachments: Vec<Attachment>) -> Entry {
+        Entry {
+            version: Entry::VERSION,
+            container_id: env.container_id.clone(),
+            ifname: env.ifname.clone(),
+            netns: env.netns.clone(),
+            cni_args: env.args_raw.clone(),
+            pod,
+            attachments,
+        }
+    }
 }
 
 /// An open, locked journal slot for one (container ID, ifname).
@@ -255,6 +289,26 @@ mod tests {
         assert!(list(d.path()).unwrap().is_empty());
         let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn planned_entry_records_the_invocation() {
+        let env = Env {
+            verb: cni_core::Verb::Add,
+            container_id: "c1".into(),
+            netns: "/run/netns/x".into(),
+            ifname: "eth0".into(),
+            args: Default::default(),
+            args_raw: "IgnoreUnknown=1".into(),
+            path: vec![],
+        };
+        let want = entry();
+        let mut e = Entry::planned(&env, want.pod.clone(), want.attachments.clone());
+        assert_eq!(e, want);
+        let r = CniResult::from_value(&serde_json::json!({"cniVersion": "1.1.0"})).unwrap();
+        e.attachments[0].record(&r);
+        assert_eq!(e.attachments[0].state, State::Added);
+        assert_eq!(e.attachments[0].cni_result(), Some(r));
     }
 
     #[test]

@@ -20,7 +20,6 @@ pub mod nad;
 pub mod selection;
 pub mod status;
 pub mod validate;
-mod yaml;
 
 pub use error::{Error, Result};
 pub use nad::{

@@ -30,6 +30,14 @@ fn checked_in_manifest_matches_crdgen_output() {
 }
 
 #[test]
+fn manifest_reads_back_as_the_crd() {
+    let text = checked_in();
+    let back: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_saphyr::from_str(&text).expect("manifest parses");
+    assert_eq!(back, meta_crd::crd());
+}
+
+#[test]
 fn crd_is_multus_compatible() {
     let crd = meta_crd::crd();
     assert_eq!(

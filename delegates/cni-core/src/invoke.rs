@@ -18,7 +18,8 @@ pub fn forced_exec(plugin_type: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Finds a plugin binary by type on the CNI path. The type must be a plain file name.
+/// Finds a plugin binary by type on the CNI path (the first directory holding an executable
+/// file of that name, as libcni's `FindInPath`). The type must be a plain file name.
 pub fn find_plugin(plugin_type: &str, path: &[PathBuf]) -> Result<PathBuf> {
     if plugin_type.is_empty()
         || plugin_type.contains('/')
@@ -29,23 +30,27 @@ pub fn find_plugin(plugin_type: &str, path: &[PathBuf]) -> Result<PathBuf> {
             "invalid plugin type {plugin_type:?}"
         )));
     }
-    for dir in path {
-        let p = dir.join(plugin_type);
-        if let Ok(md) = std::fs::metadata(&p) {
-            use std::os::unix::fs::PermissionsExt;
-            if md.is_file() && md.permissions().mode() & 0o111 != 0 {
-                return Ok(p);
-            }
-        }
-    }
-    let dirs: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
-    Err(Error::new(
-        code::INVALID_CONFIG,
-        format!(
-            "failed to find plugin {plugin_type:?} in path [{}]",
-            dirs.join(" ")
-        ),
-    ))
+    // An empty list searches nothing (an empty search string would mean the working
+    // directory). `which_in_global` takes no working directory, so a relative directory is
+    // used as given, as libcni does.
+    let found = if path.is_empty() {
+        None
+    } else {
+        std::env::join_paths(path)
+            .ok()
+            .and_then(|list| which::which_in_global(plugin_type, Some(list)).ok())
+            .and_then(|mut candidates| candidates.next())
+    };
+    found.ok_or_else(|| {
+        let dirs: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
+        Error::new(
+            code::INVALID_CONFIG,
+            format!(
+                "failed to find plugin {plugin_type:?} in path [{}]",
+                dirs.join(" ")
+            ),
+        )
+    })
 }
 
 /// Runs `plugin` with `verb`, the invocation environment of `env` and `stdin`; returns its
@@ -159,5 +164,30 @@ mod tests {
             err.msg
         );
         assert!(find_plugin("../ok", &e.path).is_err());
+    }
+
+    #[test]
+    fn find_plugin_takes_the_first_executable_file() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        // not executable, a directory: both skipped
+        std::fs::write(a.path().join("p"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir(a.path().join("q")).unwrap();
+        script(b.path(), "p", "true");
+        script(b.path(), "q", "true");
+        let path = vec![a.path().to_path_buf(), b.path().to_path_buf()];
+        assert_eq!(find_plugin("p", &path).unwrap(), b.path().join("p"));
+        assert_eq!(find_plugin("q", &path).unwrap(), b.path().join("q"));
+        script(a.path(), "r", "true");
+        script(b.path(), "r", "true");
+        assert_eq!(find_plugin("r", &path).unwrap(), a.path().join("r"));
+        let err = find_plugin("p", &[]).unwrap_err();
+        assert_eq!(
+            (err.code, err.msg.as_str()),
+            (7, "failed to find plugin \"p\" in path []")
+        );
+        for bad in ["", ".", "..", "a/b", "/bin/sh"] {
+            assert_eq!(find_plugin(bad, &path).unwrap_err().code, 7, "{bad:?}");
+        }
     }
 }

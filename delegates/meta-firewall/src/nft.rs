@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -19,13 +19,20 @@ use crate::{Firewall, Mac};
 /// Default lock file serialising list-then-modify sequences between plugin processes.
 pub const DEFAULT_LOCK_PATH: &str = "/run/meta-cni/firewall.lock";
 
-const NFT_FALLBACK_PATHS: &[&str] = &[
-    "/usr/sbin/nft",
-    "/sbin/nft",
-    "/usr/local/sbin/nft",
-    "/usr/bin/nft",
-    "/bin/nft",
-];
+/// Searched after `$PATH` (a plugin's environment often has a minimal or no `PATH`).
+const NFT_FALLBACK_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/bin"];
+
+/// The first executable `nft` in the directories of `path_var` (a `$PATH` value), then in
+/// [`NFT_FALLBACK_DIRS`].
+fn find_nft(path_var: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    let dirs = path_var
+        .map(|p| std::env::split_paths(p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(NFT_FALLBACK_DIRS.iter().map(PathBuf::from));
+    let list = std::env::join_paths(dirs).ok()?;
+    which::which_in_global("nft", Some(list)).ok()?.next()
+}
 
 /// nftables driver. Every operation runs `nft` as a child of the calling thread, so the
 /// rules land in the network namespace of that thread; all read-modify-write sequences
@@ -74,23 +81,15 @@ impl Nftables {
         if let Some(p) = &self.nft {
             return Ok(p.clone());
         }
-        let path_dirs = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let candidates = path_dirs
-            .iter()
-            .map(|d| d.join("nft"))
-            .chain(NFT_FALLBACK_PATHS.iter().map(PathBuf::from));
-        for c in candidates {
-            if let Ok(meta) = std::fs::metadata(&c)
-                && meta.is_file()
-                && meta.permissions().mode() & 0o111 != 0
-            {
-                return Ok(c);
-            }
-        }
-        Err(Error::NftNotFound {
-            searched: format!("$PATH, {}", NFT_FALLBACK_PATHS.join(", ")),
+        find_nft(std::env::var_os("PATH").as_deref()).ok_or_else(|| Error::NftNotFound {
+            searched: format!(
+                "$PATH, {}",
+                NFT_FALLBACK_DIRS
+                    .iter()
+                    .map(|d| format!("{d}/nft"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         })
     }
 
@@ -330,6 +329,29 @@ mod tests {
         assert!(e.to_string().contains("CAP_NET_ADMIN"));
         let e = classify("apply", "1".into(), "Error: syntax".into());
         assert!(matches!(e, Error::Nft { .. }));
+    }
+
+    #[test]
+    fn nft_is_searched_in_path_first() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let nft = d.path().join("nft");
+        std::fs::write(&nft, "#!/bin/sh\n").unwrap();
+        let path = std::env::join_paths([empty.path(), d.path()]).unwrap();
+        // not executable: skipped (found in a fallback directory, if at all)
+        assert_ne!(find_nft(Some(&path)), Some(nft.clone()));
+        std::fs::set_permissions(&nft, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_nft(Some(&path)), Some(nft));
+        // no PATH: only the fallback directories
+        if let Some(p) = find_nft(None) {
+            assert!(
+                NFT_FALLBACK_DIRS
+                    .iter()
+                    .any(|d| p.parent() == Some(Path::new(d))),
+                "{p:?}"
+            );
+        }
     }
 
     #[test]
