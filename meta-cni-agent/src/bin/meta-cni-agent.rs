@@ -1,7 +1,7 @@
 //! `meta-cni-agent`: the per-node daemon of meta-cni's primary VXLAN overlay. See
-//! `meta-cni-agent --help` and the `meta_cni::agent` module.
+//! `meta-cni-agent --help` and the `meta_cni_agent` library.
 
-use meta_cni::agent::{self, config};
+use meta_cni_agent::{self as agent, config};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 

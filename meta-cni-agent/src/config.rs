@@ -60,7 +60,7 @@ pub struct AgentConfig {
     /// How often to re-check the nodes file (local mode) or the own Node's `podCIDR`
     /// while waiting for it (kube mode).
     pub poll: Duration,
-    /// Log filter (`info`, `debug`, `meta_cni=debug,kube=info`, ...).
+    /// Log filter (`info`, `debug`, `meta_cni_agent=debug,kube=info`, ...).
     pub log_level: String,
 }
 
@@ -189,7 +189,7 @@ const OPTS: &[Opt] = &[
         flag: "log-level",
         env: "META_CNI_AGENT_LOG",
         meta: "FILTER",
-        help: "tracing filter, e.g. info, debug, meta_cni=debug (default info; RUST_LOG too)",
+        help: "tracing filter, e.g. info, debug, meta_cni_agent=debug (default info; RUST_LOG too)",
     },
 ];
 
