@@ -4,12 +4,12 @@
 //! its ServiceAccount. Behind the cargo feature `kube`, so that the delegate crates' tests
 //! do not link kube.
 
+use crate::apiserver::SA_ISSUER;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 use meta_netlink::Netns;
-use crate::apiserver::SA_ISSUER;
 use serde_json::Value;
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

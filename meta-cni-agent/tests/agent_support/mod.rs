@@ -581,7 +581,10 @@ pub fn base_env(n: &NodeNs) -> Vec<(String, String)> {
         ),
         ("META_CNI_AGENT_DEBOUNCE", "50ms".to_string()),
         ("META_CNI_AGENT_POLL", "100ms".to_string()),
-        ("META_CNI_AGENT_LOG", "info,meta_cni_agent=debug".to_string()),
+        (
+            "META_CNI_AGENT_LOG",
+            "info,meta_cni_agent=debug".to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
