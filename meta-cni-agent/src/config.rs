@@ -131,8 +131,13 @@ pub struct Cli {
     #[arg(long, env = "META_CNI_AGENT_PORT", value_name = "PORT", value_parser = parse_port,
           default_value_t = DEFAULT_PORT)]
     pub port: u16,
-    /// VXLAN device name (default meta.<vni>)
-    #[arg(long, env = "META_CNI_AGENT_DEVICE", value_name = "NAME")]
+    /// VXLAN device name (default `meta.<vni>`)
+    #[arg(
+        long,
+        env = "META_CNI_AGENT_DEVICE",
+        value_name = "NAME",
+        help = "VXLAN device name (default meta.<vni>)"
+    )]
     pub device: Option<String>,
     /// Underlay interface (default: the default route's, or the one holding --underlay-ip)
     #[arg(long, env = "META_CNI_AGENT_UNDERLAY_IFACE", value_name = "NAME")]
