@@ -24,7 +24,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/meta-cni-target}"
 echo "== building meta-cni and meta-cni-agent (release)"
-cargo build --release --quiet -p meta-cni
+cargo build --release --quiet -p meta-cni -p meta-cni-agent
 BIN="$CARGO_TARGET_DIR/release/meta-cni"
 AGENT="$CARGO_TARGET_DIR/release/meta-cni-agent"
 

@@ -12,7 +12,6 @@
 //! readiness; GC removes journal entries (and their attachments) not listed as valid and
 //! lets every known network's plugins collect their own garbage.
 
-pub mod agent;
 pub mod config;
 pub mod default_route;
 pub mod exec;

@@ -11,6 +11,8 @@ pub mod apiserver;
 pub mod bench;
 pub mod containerd;
 pub mod cri;
+#[cfg(feature = "kube")]
+pub mod kube;
 
 use meta_netlink::{NamedNetns, Netlink, NetlinkOps, Netns};
 use serde_json::Value;

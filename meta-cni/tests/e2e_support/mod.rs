@@ -25,9 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[path = "../kube_support/mod.rs"]
-mod kube_support;
-pub use kube_support::*;
+pub use meta_tests::kube::*;
 
 /// The namespace of the test's pods and NADs.
 pub const NS: &str = "e2e";

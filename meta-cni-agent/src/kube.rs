@@ -326,7 +326,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::records::{ANNOTATION_UNDERLAY_IP, ANNOTATION_VTEP_MAC};
+    use crate::records::{ANNOTATION_UNDERLAY_IP, ANNOTATION_VTEP_MAC};
     use k8s_openapi::api::core::v1::NodeSpec;
     use kube::api::ObjectMeta;
 

@@ -40,9 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-#[path = "../kube_support/mod.rs"]
-mod kube_support;
-pub use kube_support::*;
+pub use meta_tests::kube::*;
 
 /// The cluster CIDR of the tests.
 pub const CLUSTER: &str = "10.244.0.0/16";
@@ -583,7 +581,10 @@ pub fn base_env(n: &NodeNs) -> Vec<(String, String)> {
         ),
         ("META_CNI_AGENT_DEBOUNCE", "50ms".to_string()),
         ("META_CNI_AGENT_POLL", "100ms".to_string()),
-        ("META_CNI_AGENT_LOG", "info,meta_cni=debug".to_string()),
+        (
+            "META_CNI_AGENT_LOG",
+            "info,meta_cni_agent=debug".to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

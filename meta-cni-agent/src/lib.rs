@@ -29,7 +29,7 @@
 //! The API permissions it needs are exactly `deploy/rbac.yaml`'s ClusterRole
 //! `meta-cni-agent`: nodes get, list, watch, patch.
 //!
-//! Configuration: [`config`] (flags and environment variables, `--help`).
+//! Configuration: [`config`] (flags and environment variables through clap, `--help`).
 
 pub mod config;
 pub mod dataplane;
@@ -46,6 +46,10 @@ use std::future::Future;
 /// Everything that stops the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The command line or environment was refused by clap (unknown option, missing or
+    /// invalid value), or asked for `--help`/`--version`: [`clap::Error::exit`] prints it.
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
     /// The configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
@@ -82,9 +86,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code for this error: 2 for configuration errors, else 1.
+    /// The process exit code for this error: 2 for configuration errors (0 for `--help`
+    /// and `--version`), else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
+            Error::Cli(e) => u8::try_from(e.exit_code()).unwrap_or(2),
             Error::Config(_) => 2,
             _ => 1,
         }

@@ -1,14 +1,15 @@
-//! Kubernetes test support shared by the agent and end-to-end tests: a TCP forwarder that
-//! makes the fixture's 127.0.0.1 API server reachable from inside a node namespace, kube
-//! clients, the RBAC of deploy/rbac.yaml and a token of its ServiceAccount.
-#![allow(dead_code)]
+//! Kubernetes test support shared by the agent tests (meta-cni-agent) and the end-to-end
+//! tests (meta-cni): a TCP forwarder that makes the fixture's 127.0.0.1 API server reachable
+//! from inside a node namespace, kube clients, the RBAC of deploy/rbac.yaml and a token of
+//! its ServiceAccount. Behind the cargo feature `kube`, so that the delegate crates' tests
+//! do not link kube.
 
+use crate::apiserver::SA_ISSUER;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 use meta_netlink::Netns;
-use meta_tests::apiserver::SA_ISSUER;
 use serde_json::Value;
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -6,7 +6,7 @@
 
 mod agent_support;
 use agent_support::*;
-use meta_cni::agent::{ANNOTATION_UNDERLAY_IP, ANNOTATION_VTEP_MAC};
+use meta_cni_agent::{ANNOTATION_UNDERLAY_IP, ANNOTATION_VTEP_MAC};
 use std::net::IpAddr;
 use std::time::Duration;
 

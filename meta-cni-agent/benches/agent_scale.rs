@@ -25,7 +25,7 @@ mod agent_support;
 
 use agent_support::*;
 use futures::StreamExt;
-use meta_cni::agent::{ANNOTATION_UNDERLAY_IP, ANNOTATION_VTEP_MAC};
+use meta_cni_agent::{ANNOTATION_UNDERLAY_IP, ANNOTATION_VTEP_MAC};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -188,7 +188,7 @@ fn main() {
         for (k, v) in env.iter_mut() {
             match k.as_str() {
                 "META_CNI_AGENT_CLUSTER_CIDR" => *v = CLUSTER_CIDR.into(),
-                "META_CNI_AGENT_LOG" => *v = "info,meta_cni=debug".into(),
+                "META_CNI_AGENT_LOG" => *v = "info,meta_cni_agent=debug".into(),
                 "META_CNI_AGENT_DEBOUNCE" => *v = "100ms".into(),
                 _ => {}
             }

@@ -1,8 +1,7 @@
 //! `meta-cni-agent`: the per-node daemon of meta-cni's primary VXLAN overlay. See
-//! `meta-cni-agent --help` and the `meta_cni::agent` module.
+//! `meta-cni-agent --help` and the `meta_cni_agent` library.
 
-use meta_cni::agent::{self, config};
-use std::collections::BTreeMap;
+use meta_cni_agent::{self as agent, config};
 use std::process::ExitCode;
 
 fn init_logging(filter: &str) {
@@ -21,22 +20,10 @@ fn init_logging(filter: &str) {
 }
 
 fn main() -> ExitCode {
-    let env: BTreeMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let args = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned());
-    let cfg = match config::parse(args, &env) {
-        Ok(config::Command::Help) => {
-            print!("{}", config::help());
-            return ExitCode::SUCCESS;
-        }
-        Ok(config::Command::Version) => {
-            println!("meta-cni-agent {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Ok(config::Command::Run(c)) => c,
+    let cfg = match config::parse(std::env::args_os()) {
+        Ok(c) => c,
+        // --help/--version on stdout (exit 0); refused options on stderr (exit 2)
+        Err(agent::Error::Cli(e)) => e.exit(),
         Err(e) => {
             eprintln!("meta-cni-agent: {e}");
             return ExitCode::from(e.exit_code());
