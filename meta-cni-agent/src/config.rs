@@ -151,7 +151,7 @@ pub struct Cli {
     pub subnet_file: PathBuf,
     /// Where meta-vxlan records secondary segments; segments without static peers get every node as peer
     #[arg(long, env = "META_CNI_AGENT_SEGMENT_STATE_DIR", value_name = "PATH",
-          default_value = meta_vxlan::config::DEFAULT_STATE_DIR)]
+          default_value = meta_overlay::DEFAULT_STATE_DIR)]
     pub segment_state_dir: PathBuf,
     /// Masquerade pod traffic leaving the cluster CIDR
     #[arg(long, env = "META_CNI_AGENT_MASQUERADE", value_name = "true|false",

@@ -197,9 +197,7 @@ fn segment_peers<N: NetlinkOps + ?Sized>(
         if l.name != meta_overlay::segment_device_name(vx.vni) {
             continue; // the primary device, or a VXLAN device that is not ours
         }
-        if meta_vxlan::read_segment_owner(&s.segment_state_dir, vx.vni)
-            .is_some_and(|o| o.static_peers)
-        {
+        if meta_overlay::read_owner(&s.segment_state_dir, vx.vni).is_some_and(|o| o.static_peers) {
             continue;
         }
         match meta_overlay::reconcile_peers(nl, &l.name, Some(local), &peers) {

@@ -41,12 +41,14 @@
 
 mod device;
 mod error;
+mod owner;
 mod reconcile;
 mod segment;
 mod subnet_file;
 
 pub use device::{ensure_device, vtep_mac_for};
 pub use error::{Error, Result};
+pub use owner::{DEFAULT_STATE_DIR, Owner, read_owner, write_owner};
 pub use reconcile::{Change, Failure, Report, Skipped, reconcile};
 pub use segment::{
     Segment, SegmentConfig, SegmentParams, ensure_segment, reconcile_peers, segment_bridge_name,

@@ -50,7 +50,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// Default `stateDir` of secondary segments.
-pub const DEFAULT_STATE_DIR: &str = "/run/meta-cni/vxlan";
+pub use meta_overlay::DEFAULT_STATE_DIR;
 
 /// The raw configuration fields.
 #[derive(Debug, Clone, Default, Deserialize)]

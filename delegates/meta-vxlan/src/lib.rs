@@ -20,8 +20,6 @@ pub mod config;
 mod primary;
 mod secondary;
 
-pub use secondary::{Owner, read_owner as read_segment_owner};
-
 use cni_core::{CmdArgs, CniResult, Plugin, Result};
 use config::Mode;
 use meta_delegate::DelegateType;
