@@ -10,6 +10,7 @@
 pub mod apiserver;
 pub mod bench;
 pub mod containerd;
+pub mod contract;
 pub mod cri;
 
 use meta_netlink::{NamedNetns, Netlink, NetlinkOps, Netns};
