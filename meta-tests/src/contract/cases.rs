@@ -396,7 +396,8 @@ fn refused_cases(s: &dyn Subject) -> Vec<Case> {
 }
 
 /// Every `refused_add` case fails with its code and message, as one JSON error document,
-/// and leaves nothing.
+/// and leaves nothing (and, unless it `mutates`, sends no request to a kernel whose
+/// requests the bed counts).
 pub fn refused_add(s: &dyn Subject) {
     table(s, "refused_add", &refused_cases(s), |case| {
         let t = T::new(s);
@@ -404,6 +405,7 @@ pub fn refused_add(s: &dyn Subject) {
         if let Some(f) = &case.fault {
             t.bed.inject(f);
         }
+        let m0 = t.bed.mutations();
         let r = t.run(&call, &stdin);
         assert_error(
             &r,
@@ -412,6 +414,13 @@ pub fn refused_add(s: &dyn Subject) {
             Some(&err_version(&stdin)),
             "ADD",
         );
+        if !case.mutates {
+            assert_eq!(
+                t.bed.mutations(),
+                m0,
+                "requests reached the kernel before the ADD was refused (set \"mutates\" if it gets that far by design)"
+            );
+        }
         t.clean("after the refused ADD");
     });
 }

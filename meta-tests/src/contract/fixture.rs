@@ -12,11 +12,13 @@
 //! | `ifname_exists` | `{code?, msg}` of an ADD of an interface name the pod already has |
 //!
 //! A [`Case`] is `{name, verb?, version?, patch?, stdin?, env?, unset?, fault?, code, msg?,
-//! del_code?, live_del?, $why?}`: the invocation is the base configuration of `version`
+//! mutates?, del_code?, live_del?, $why?}`: the invocation is the base configuration of `version`
 //! (default 1.0.0) with `patch` merged in (RFC 7386: `null` removes a key) or the raw
 //! `stdin`, and the contract's environment for `verb` (default ADD) with `env` set and
 //! `unset` removed; `fault` is passed to [`Bed::inject`](super::Bed::inject) first. It
-//! must fail with `code` and a message containing `msg`. For `refused_add` cases,
+//! must fail with `code` and a message containing `msg`; unless `mutates` (the ADD gets as
+//! far as changing the kernel before it fails, then rolls back), a bed that counts
+//! [`mutations`](super::Bed::mutations) sees none. For `refused_add` cases,
 //! `del_code` (default 0) is what the runtime's DEL of the same invocation must give,
 //! and `live_del: false` keeps a case out of `del_with_refused_config` (for a patch that
 //! names another attachment). `$why` says why a case is the way it is.
@@ -60,6 +62,9 @@ pub struct Case {
     /// Expected substring of the message (or details).
     #[serde(default)]
     pub msg: String,
+    /// The ADD changes the kernel before failing (so a bed counting mutations sees some).
+    #[serde(default)]
+    pub mutates: bool,
     /// Expected code of the runtime's DEL after this (refused) ADD; 0 = success.
     #[serde(default)]
     pub del_code: u64,
