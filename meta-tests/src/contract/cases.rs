@@ -598,7 +598,8 @@ pub fn bad_input(s: &dyn Subject) {
 }
 
 /// ADD of an interface name the pod already has fails naming it, and changes neither
-/// that interface nor anything else; DEL of the first attachment then leaves nothing.
+/// that interface nor anything else — also when it is the same attachment again (a
+/// runtime's retry); DEL of the first attachment then leaves nothing.
 pub fn add_ifname_exists(s: &dyn Subject) {
     let f = Fixture::load(s.name());
     let t = T::new(s);
@@ -620,6 +621,15 @@ pub fn add_ifname_exists(s: &dyn Subject) {
         t.bed.pod_iface(0, "eth0"),
         before,
         "the existing interface changed"
+    );
+    // The same attachment again (a runtime retrying an ADD it thinks failed).
+    let r = t.run_conf(&t.call("ADD", "ct-first", 0, "eth0"), &c);
+    assert_error(&r, None, "", Some("1.0.0"), "the same ADD again");
+    t.same(&live, "after the repeated ADD");
+    assert_eq!(
+        t.bed.pod_iface(0, "eth0"),
+        before,
+        "the existing interface changed after the repeated ADD"
     );
     t.ok(&t.call("DEL", "ct-first", 0, "eth0"), &c, "DEL");
     t.clean("after DEL");

@@ -18,7 +18,7 @@
 //! | `del_with_refused_config` | a live attachment DELed with each of those configurations is removed all the same |
 //! | `gc` | GC (1.1.0) releases the IPAM allocations and firewall rules of attachments not in `cni.dev/valid-attachments` and keeps the valid ones; the older key `cni.dev/attachments` works; a malformed list is code 7 and releases nothing |
 //! | `bad_input` | every entry of `common.json`'s and the subject's `bad_input` tables (malformed JSON, missing or invalid `CNI_*`, unsupported versions, bad names, a missing netns, ...) fails with its code as exactly one JSON error document, and touches nothing |
-//! | `add_ifname_exists` | ADD of an interface name the pod already has fails naming it, changes neither the existing interface nor anything else |
+//! | `add_ifname_exists` | ADD of an interface name the pod already has fails naming it, changes neither the existing interface nor anything else; so does the same ADD repeated |
 //! | `add_ipam_exhausted` | ADD failing in IPAM after the link was made (a one-address range) leaves nothing of its own, and its DEL does not touch the live attachment |
 //!
 //! "Leaves nothing" is [`residue`]: the bed's links (node links other than the subject's
