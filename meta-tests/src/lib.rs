@@ -10,6 +10,7 @@
 pub mod apiserver;
 pub mod bench;
 pub mod containerd;
+pub mod contract;
 pub mod cri;
 #[cfg(feature = "kube")]
 pub mod kube;
@@ -176,28 +177,41 @@ impl Run {
     }
 }
 
-/// The plugin command: `bin` with exactly the CNI environment of `inv` (and the test's
-/// `META_CNI_LOG`, if set), entering namespace `ns` before exec when given, with piped
-/// stdio.
+/// The environment a plugin invocation sees: the CNI variables of `inv` (and the test's
+/// `META_CNI_LOG`, if set), then `extra_env`, minus `unset`. One definition for the
+/// exec'd runs ([`run_in`], [`run_plain`], [`spawn_in`]) and the in-process ones
+/// ([`run_plugin`]).
+pub fn plugin_env(inv: &Invocation) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = [
+        ("CNI_COMMAND", inv.verb),
+        ("CNI_CONTAINERID", inv.container_id),
+        ("CNI_NETNS", inv.netns),
+        ("CNI_IFNAME", inv.ifname),
+        ("CNI_ARGS", inv.args),
+        ("CNI_PATH", inv.path),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if let Ok(l) = std::env::var("META_CNI_LOG") {
+        env.insert("META_CNI_LOG".into(), l);
+    }
+    for (k, v) in &inv.extra_env {
+        env.insert(k.to_string(), v.to_string());
+    }
+    for k in &inv.unset {
+        env.remove(*k);
+    }
+    env
+}
+
+/// The plugin command: `bin` with exactly [`plugin_env`] (and a `PATH`), entering
+/// namespace `ns` before exec when given, with piped stdio.
 fn command(bin: &Path, inv: &Invocation, ns: Option<&Netns>) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", inv.verb)
-        .env("CNI_CONTAINERID", inv.container_id)
-        .env("CNI_NETNS", inv.netns)
-        .env("CNI_IFNAME", inv.ifname)
-        .env("CNI_ARGS", inv.args)
-        .env("CNI_PATH", inv.path);
-    if let Ok(l) = std::env::var("META_CNI_LOG") {
-        cmd.env("META_CNI_LOG", l);
-    }
-    for (k, v) in &inv.extra_env {
-        cmd.env(k, v);
-    }
-    for k in &inv.unset {
-        cmd.env_remove(k);
-    }
+        .envs(plugin_env(inv));
     if let Some(ns) = ns {
         let fd = ns.fd().as_raw_fd();
         // SAFETY: setns is async-signal-safe; the fd stays open in the parent for the call.
@@ -213,6 +227,24 @@ fn command(bin: &Path, inv: &Invocation, ns: Option<&Netns>) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// Runs a plugin in-process through the CNI skeleton ([`cni_core::plugin::dispatch`]) with
+/// the environment of `inv` and `stdin`, as the binary would run it: for delegates whose
+/// kernel objects are faked (ipvlan, whose driver this machine's kernel lacks). stderr is
+/// empty (logs go through `tracing`) and there is no RSS.
+pub fn run_plugin<P: cni_core::Plugin + ?Sized>(plugin: &P, inv: &Invocation, stdin: &[u8]) -> Run {
+    let env = plugin_env(inv);
+    let out = cni_core::plugin::dispatch(plugin, |k| env.get(k).cloned(), stdin);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = serde_json::from_str(stdout.trim()).ok();
+    Run {
+        code: out.exit_code,
+        stdout,
+        json,
+        stderr: String::new(),
+        max_rss_kib: 0,
+    }
 }
 
 /// Runs `bin` inside namespace `ns` with the CNI environment of `inv` and `stdin`.
