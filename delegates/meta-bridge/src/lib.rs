@@ -343,6 +343,7 @@ impl Plugin for Bridge {
         let env = &args.env;
         let prev = ipam::check_prev(args)?;
         let pod = open_netns(&env.netns)?;
+        ipam::check(args)?;
         let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
         let mut podnl =
             Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;

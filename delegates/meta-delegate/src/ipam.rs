@@ -85,15 +85,11 @@ pub fn del(args: &CmdArgs) -> Result<()> {
     }
 }
 
-/// The start of every delegate's CHECK: the prevResult (code 7 when there is none), and
-/// IPAM's CHECK of its allocation.
+/// The prevResult every delegate's CHECK starts from (code 7 when there is none).
 pub fn check_prev(args: &CmdArgs) -> Result<CniResult> {
-    let prev = args
-        .conf
+    args.conf
         .prev_result()?
-        .ok_or_else(|| Error::config("Required prevResult missing"))?;
-    check(args)?;
-    Ok(prev)
+        .ok_or_else(|| Error::config("Required prevResult missing"))
 }
 
 /// CHECK: the allocation of the prevResult's IPs still exists.
