@@ -182,7 +182,9 @@ pub fn init_logging() {
 /// Like [`init_logging`], with a file and level from the configuration; the environment
 /// variables win over them.
 pub fn init_logging_with(file: Option<std::path::PathBuf>, level: Option<String>) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = std::env::var("META_CNI_LOG")
         .ok()
         .or(level)
@@ -192,10 +194,15 @@ pub fn init_logging_with(file: Option<std::path::PathBuf>, level: Option<String>
         "panic" => "error".to_string(),
         other => other.to_string(),
     };
-    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("warn"));
+    // A level, or `target=level` directives (`meta_cni=debug,warn`): `Targets` parses
+    // both without a regex engine, which keeps every plugin binary small.
+    let filter: Targets = level
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::WARN));
+    // The builder's own default cap (INFO) would hide debug/trace: `filter` decides.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false);
+        .with_ansi(false)
+        .with_max_level(LevelFilter::TRACE);
     let file = std::env::var_os("META_CNI_LOG_FILE")
         .map(std::path::PathBuf::from)
         .or(file);
@@ -205,10 +212,18 @@ pub fn init_logging_with(file: Option<std::path::PathBuf>, level: Option<String>
             .append(true)
             .open(&path)
     {
-        let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
+        let _ = builder
+            .with_writer(std::sync::Mutex::new(f))
+            .finish()
+            .with(filter)
+            .try_init();
         return;
     }
-    let _ = builder.with_writer(std::io::stderr).try_init();
+    let _ = builder
+        .with_writer(std::io::stderr)
+        .finish()
+        .with(filter)
+        .try_init();
 }
 
 /// The process entry point of a plugin binary: reads the environment and stdin, prints
