@@ -32,6 +32,7 @@ pub struct FakeNetlink {
     neighs: Vec<NeighSpec>,
     fdbs: Vec<FdbSpec>,
     hairpin: BTreeMap<u32, bool>,
+    groups: BTreeMap<u32, u32>,
     vlans: BTreeMap<u32, Vec<(u16, bool, bool)>>,
     requests: Vec<Request>,
     faults: Vec<(String, Error)>,
@@ -77,6 +78,7 @@ impl FakeNetlink {
             neighs: Vec::new(),
             fdbs: Vec::new(),
             hairpin: BTreeMap::new(),
+            groups: BTreeMap::new(),
             vlans: BTreeMap::new(),
             requests: Vec::new(),
             faults: Vec::new(),
@@ -226,10 +228,33 @@ impl FakeNetlink {
     }
 
     /// Removes links and everything that hangs off them.
+    fn del_one(&mut self, index: u32) -> Result<()> {
+        let l = self.link("link_del", index)?.clone();
+        let mut gone = vec![index];
+        if l.kind.as_deref() == Some("veth")
+            && let Some(p) = l.link
+            && l.link_netnsid.is_none()
+        {
+            gone.push(p);
+        }
+        for c in self.links.values() {
+            let child_of = |i: &u32| {
+                matches!(c.kind.as_deref(), Some("macvlan" | "ipvlan")) && c.link == Some(*i)
+                    || c.vxlan.as_ref().is_some_and(|v| v.dev == Some(*i))
+            };
+            if gone.iter().any(child_of) && !gone.contains(&c.index) {
+                gone.push(c.index);
+            }
+        }
+        self.forget_links(&gone);
+        Ok(())
+    }
+
     fn forget_links(&mut self, gone: &[u32]) {
         for i in gone {
             self.links.remove(i);
             self.hairpin.remove(i);
+            self.groups.remove(i);
             self.vlans.remove(i);
         }
         self.addrs.retain(|a| !gone.contains(&a.index));
@@ -443,28 +468,38 @@ impl NetlinkOps for FakeNetlink {
         Ok(())
     }
 
+    fn link_set_group(&mut self, index: u32, group: u32) -> Result<()> {
+        const OP: &str = "link_set_group";
+        self.record(OP, Request::SetGroup(index, group))?;
+        self.link(OP, index)?;
+        self.groups.insert(index, group);
+        Ok(())
+    }
+
+    fn link_del_group(&mut self, group: u32) -> Result<()> {
+        const OP: &str = "link_del_group";
+        self.record(OP, Request::LinkDelGroup(group))?;
+        let members: Vec<u32> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| **g == group)
+            .map(|(i, _)| *i)
+            .collect();
+        if members.is_empty() {
+            return Err(err(OP, Errno::ENODEV));
+        }
+        for i in members {
+            if self.links.contains_key(&i) {
+                self.del_one(i)?;
+            }
+        }
+        Ok(())
+    }
+
     fn link_del(&mut self, index: u32) -> Result<()> {
         const OP: &str = "link_del";
         self.record(OP, Request::LinkDel(index))?;
-        let l = self.link(OP, index)?.clone();
-        let mut gone = vec![index];
-        if l.kind.as_deref() == Some("veth")
-            && let Some(p) = l.link
-            && l.link_netnsid.is_none()
-        {
-            gone.push(p);
-        }
-        for c in self.links.values() {
-            let child_of = |i: &u32| {
-                matches!(c.kind.as_deref(), Some("macvlan" | "ipvlan")) && c.link == Some(*i)
-                    || c.vxlan.as_ref().is_some_and(|v| v.dev == Some(*i))
-            };
-            if gone.iter().any(child_of) && !gone.contains(&c.index) {
-                gone.push(c.index);
-            }
-        }
-        self.forget_links(&gone);
-        Ok(())
+        self.del_one(index)
     }
 
     fn link_set_up(&mut self, index: u32, up: bool) -> Result<()> {
@@ -1318,6 +1353,19 @@ mod tests {
         );
         f.set_addr_flags(a, net("fd00::1/64"), false, false);
         crate::wait_addrs_not_tentative(&mut f, a, std::time::Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn link_group_deletion() {
+        let mut f = FakeNetlink::new();
+        f.link_add(&veth("a", "b")).unwrap();
+        f.link_add(&veth("c", "d")).unwrap();
+        let a = f.link_by_name("a").unwrap().unwrap().index;
+        f.link_set_group(a, 9).unwrap();
+        f.link_del_group(9).unwrap();
+        let names: Vec<String> = f.links().unwrap().into_iter().map(|l| l.name).collect();
+        assert_eq!(names, ["lo", "c", "d"]);
+        assert_eq!(f.link_del_group(9).unwrap_err().errno(), Some(19));
     }
 
     #[test]

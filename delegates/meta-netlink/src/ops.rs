@@ -22,6 +22,19 @@ pub trait NetlinkOps {
     fn link_add(&mut self, req: &LinkRequest) -> Result<()>;
     /// Deletes a link (a veth deletes its peer too).
     fn link_del(&mut self, index: u32) -> Result<()>;
+    /// Puts a link into interface group `group` (`IFLA_GROUP`). Handles that cannot answer
+    /// [`Error::Unsupported`], and callers fall back to deleting links one by one.
+    fn link_set_group(&mut self, index: u32, group: u32) -> Result<()> {
+        let _ = (index, group);
+        Err(Error::Unsupported("interface groups".into()))
+    }
+    /// Deletes every link of interface group `group` in one request (`RTM_DELLINK` with
+    /// only `IFLA_GROUP`): the kernel unregisters them together, paying one RCU grace
+    /// period for all instead of one per device. Not found when no link is in the group.
+    fn link_del_group(&mut self, group: u32) -> Result<()> {
+        let _ = group;
+        Err(Error::Unsupported("interface groups".into()))
+    }
     /// Sets `IFF_UP`.
     fn link_set_up(&mut self, index: u32, up: bool) -> Result<()>;
     /// Sets the MTU.
@@ -88,6 +101,10 @@ pub enum Request {
     LinkAdd(LinkRequest),
     /// `link_del(index)`.
     LinkDel(u32),
+    /// `link_set_group(index, group)`.
+    SetGroup(u32, u32),
+    /// `link_del_group(group)`.
+    LinkDelGroup(u32),
     /// `link_set_up(index, up)`.
     SetUp(u32, bool),
     /// `link_set_mtu(index, mtu)`.

@@ -734,6 +734,22 @@ impl NetlinkOps for Netlink {
         )
     }
 
+    fn link_set_group(&mut self, index: u32, group: u32) -> Result<()> {
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::Group(group));
+        self.change(format!("link_set_group {index} {group}"), m)
+    }
+
+    fn link_del_group(&mut self, group: u32) -> Result<()> {
+        let mut m = link_msg(0);
+        m.attributes.push(LinkAttribute::Group(group));
+        self.ack(
+            format!("link_del_group {group}"),
+            RouteNetlinkMessage::DelLink(m),
+            0,
+        )
+    }
+
     fn link_set_up(&mut self, index: u32, up: bool) -> Result<()> {
         let mut m = link_msg(index);
         if up {

@@ -761,3 +761,31 @@ fn sysctl_in_namespace() {
         "root namespace untouched"
     );
 }
+
+#[test]
+fn links_of_one_group_go_in_one_request() {
+    let (_ns, mut nl) = new_ns("grp");
+    for i in 0..3 {
+        nl.link_add(&veth(&format!("ga{i}"), &format!("gb{i}")))
+            .unwrap();
+    }
+    nl.link_add(&veth("keep0", "keep1")).unwrap();
+    for i in 0..3 {
+        let l = link(&mut nl, &format!("ga{i}"));
+        nl.link_set_group(l.index, 4242).unwrap();
+    }
+    nl.link_del_group(4242).unwrap();
+    let names: Vec<String> = nl.links().unwrap().into_iter().map(|l| l.name).collect();
+    for i in 0..3 {
+        assert!(!names.contains(&format!("ga{i}")), "{names:?}");
+        assert!(
+            !names.contains(&format!("gb{i}")),
+            "veth peers go too: {names:?}"
+        );
+    }
+    assert!(names.contains(&"keep0".to_string()), "{names:?}");
+    // An empty group: not found (ENODEV), nothing else touched.
+    let e = nl.link_del_group(4242).unwrap_err();
+    assert_eq!(e.errno(), Some(19), "{e}");
+    assert!(nl.link_by_name("keep1").unwrap().is_some());
+}
