@@ -9,6 +9,7 @@ use cni_core::registry::{self, DelegateType};
 use cni_core::{
     CmdArgs, CniArgs, CniResult, ConfList, Env, Error, NetConf, Result, Verb, Version, invoke,
 };
+use meta_netlink::NetlinkOps;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -146,6 +147,66 @@ impl Runner {
         match verb {
             Verb::Add => invoke::exec_add(&t, &env, &bytes).map(Some),
             _ => invoke::exec_verb(&t, verb, &env, &bytes).map(|_| None),
+        }
+    }
+
+    /// Whether every plugin of `a` runs in-process (a bundled type, not forced to exec):
+    /// then the pod-side interface is one we made, and nothing in the chain needs it at DEL.
+    fn in_process(&self, a: &Attachment) -> bool {
+        Self::list(a).is_ok_and(|l| {
+            l.plugins().iter().all(|p| {
+                let t = p.get("type").and_then(Value::as_str).unwrap_or("");
+                bundled(t).is_some()
+                    && !self.force_exec.iter().any(|f| f == t)
+                    && !invoke::forced_exec(t)
+            })
+        })
+    }
+
+    /// DEL's first step: the pod-side interfaces of the in-process attachments go in one
+    /// kernel request (each is put into one interface group, then the group is deleted:
+    /// one unregister batch and one RCU grace period instead of one per device; a veth's
+    /// host end goes with it). Best effort and only an optimisation: whatever is left (an
+    /// error, an old kernel, a gone netns) the delegates' own DELs remove one by one, and
+    /// those find an already deleted link fine. Exec'd plugins keep their interfaces for
+    /// their own DEL. Returns how many links went.
+    pub fn remove_pod_links(&self, attachments: &[Attachment]) -> usize {
+        let names: Vec<&str> = attachments
+            .iter()
+            .filter(|a| self.in_process(a))
+            .map(|a| a.ifname.as_str())
+            .collect();
+        if names.len() < 2 || self.netns.is_empty() {
+            return 0; // nothing to batch
+        }
+        let Ok(ns) = meta_netlink::Netns::open(&self.netns) else {
+            return 0;
+        };
+        let Ok(mut nl) = meta_netlink::Netlink::open(Some(&ns)) else {
+            return 0;
+        };
+        // A group number no other link of this pod uses: ours, per process.
+        let group = 0x6d63_0000 | (std::process::id() & 0xffff);
+        let mut grouped = 0;
+        for name in names {
+            if let Ok(Some(l)) = nl.link_by_name(name)
+                && nl.link_set_group(l.index, group).is_ok()
+            {
+                grouped += 1;
+            }
+        }
+        if grouped == 0 {
+            return 0;
+        }
+        match nl.link_del_group(group) {
+            Ok(()) => {
+                tracing::debug!("DEL: {grouped} pod links removed in one request");
+                grouped
+            }
+            Err(e) => {
+                tracing::debug!("batched link removal: {e}; the delegates delete one by one");
+                0
+            }
         }
     }
 

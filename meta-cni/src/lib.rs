@@ -119,6 +119,7 @@ fn resolve_pod(args: &CmdArgs, src: &mut dyn Source) -> Result<Option<(PodCtx, O
 
 /// Deletes `attachments` in reverse order; returns the failures.
 fn delete_in_reverse(run: &Runner, attachments: &[Attachment]) -> Vec<String> {
+    run.remove_pod_links(attachments);
     let mut errs = Vec::new();
     for a in attachments.iter().rev() {
         if let Err(e) = run.del(a, a.cni_result().as_ref()) {
