@@ -4,30 +4,11 @@
 
 mod common;
 use common::*;
-use meta_tests::{Invocation, REFERENCE_DIR, link_names, run_in};
+use meta_tests::link_names;
 use serde_json::{Value, json};
 
 fn run_logged(e: &Env, verb: &str, cid: &str, conf: &Value) -> meta_tests::Run {
-    let netns = e.w.pod(0);
-    let args = format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod0;K8S_POD_INFRA_CONTAINER_ID={cid}"
-    );
-    let inv = Invocation {
-        verb,
-        container_id: cid,
-        netns: &netns,
-        ifname: "eth0",
-        args: &args,
-        path: REFERENCE_DIR,
-        extra_env: vec![("META_CNI_LOG", "debug")],
-        ..Default::default()
-    };
-    run_in(
-        e.w.node.netns(),
-        &meta_bin(),
-        &inv,
-        conf.to_string().as_bytes(),
-    )
+    e.run_env(verb, cid, 0, "ns1", conf, &[("META_CNI_LOG", "debug")])
 }
 
 #[test]

@@ -128,6 +128,19 @@ impl Env {
     }
 
     pub fn run(&self, verb: &str, cid: &str, pod: usize, ns: &str, conf: &Value) -> Run {
+        self.run_env(verb, cid, pod, ns, conf, &[])
+    }
+
+    /// [`Env::run`] with extra environment variables for the plugin.
+    pub fn run_env(
+        &self,
+        verb: &str,
+        cid: &str,
+        pod: usize,
+        ns: &str,
+        conf: &Value,
+        extra_env: &[(&str, &str)],
+    ) -> Run {
         let netns = self.w.pod(pod);
         let args = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME=pod{pod};K8S_POD_INFRA_CONTAINER_ID={cid}"
@@ -139,6 +152,7 @@ impl Env {
             ifname: "eth0",
             args: &args,
             path: REFERENCE_DIR,
+            extra_env: extra_env.to_vec(),
             ..Default::default()
         };
         run_in(
