@@ -328,10 +328,13 @@ pub fn configure_iface<N: NetlinkOps + ?Sized>(
             Ok(()) => {}
             Err(e) if e.is_exists() => {}
             Err(e) => {
-                return Err(nl(format!(
-                    "failed to add route {} via {:?} dev {ifname}",
-                    r.dst, spec.gw
-                ))(e));
+                // The kernel's answer only: its request label names the device by index.
+                let via = spec.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+                return Err(Error::internal(format!(
+                    "failed to add route {}{via} dev {ifname}: {}",
+                    r.dst,
+                    e.cause()
+                )));
             }
         }
     }

@@ -123,6 +123,17 @@ impl Error {
         )
     }
 
+    /// The kernel's answer without the request label (whose `dev` is an interface index):
+    /// for callers that describe the request themselves, with interface names.
+    pub fn cause(&self) -> String {
+        match self {
+            Error::Netlink { errno, message, .. } => {
+                format!("{} (errno {errno}){}", errno_desc(*errno), ext_msg(message))
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The positive errno behind this error, when there is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
