@@ -158,6 +158,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cause_drops_the_request_label() {
+        let e = Error::Netlink {
+            op: "route_replace 0.0.0.0/0 via 10.99.0.1 dev 3".into(),
+            errno: 101,
+            message: "Nexthop has invalid gateway".into(),
+        };
+        assert_eq!(
+            e.cause(),
+            "Network is unreachable (errno 101): Nexthop has invalid gateway"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("route_replace 0.0.0.0/0 via 10.99.0.1 dev 3: ")
+        );
+        assert_eq!(
+            Error::netlink("route_del x dev 4", 19).cause(),
+            "No such device (errno 19)"
+        );
+        assert_eq!(Error::NotFound("eth9".into()).cause(), "eth9: not found");
+    }
+
+    #[test]
     fn classification() {
         assert!(Error::netlink("x", -17).is_exists());
         assert!(Error::netlink("x", 19).is_not_found());
