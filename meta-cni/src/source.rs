@@ -320,3 +320,53 @@ impl Source for KubeSource {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status {
+                code,
+                message: message.into(),
+                ..Default::default()
+            }
+            .boxed(),
+        )
+    }
+
+    #[test]
+    fn api_errors_name_the_permission_or_retry() {
+        let e = kube_err(
+            "patch network-status of pod ns1/p",
+            "patch pods/status in namespace ns1",
+            api(403, "forbidden"),
+        );
+        assert_eq!(e.code, code::INTERNAL);
+        assert_eq!(
+            e.msg,
+            "patch network-status of pod ns1/p: API server answered 403 (forbidden): meta-cni's \
+             credentials lack the permission to patch pods/status in namespace ns1; grant it \
+             (deploy/rbac.yaml's ClusterRole meta-cni-plugin does)"
+        );
+        let e = kube_err(
+            "get pod ns1/p",
+            "get pods in namespace ns1",
+            api(401, "Unauthorized"),
+        );
+        assert!(
+            e.msg.contains("credentials of meta-cni's kubeconfig"),
+            "{}",
+            e.msg
+        );
+        assert!(!e.msg.contains("permission"), "{}", e.msg);
+        for c in [429, 500, 503] {
+            assert_eq!(
+                kube_err("w", "p", api(c, "busy")).code,
+                code::TRY_AGAIN_LATER
+            );
+        }
+        assert_eq!(kube_err("w", "p", api(422, "invalid")).code, code::INTERNAL);
+    }
+}
