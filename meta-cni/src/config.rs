@@ -23,6 +23,9 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<St
     })
 }
 
+/// The global namespace when `globalNamespaces` is unset (Multus's default).
+pub const DEFAULT_GLOBAL_NAMESPACE: &str = "default";
+
 fn d_system() -> Vec<String> {
     vec!["kube-system".into()]
 }
@@ -78,10 +81,11 @@ pub struct MetaConf {
         default = "d_kube_system"
     )]
     pub multus_namespace: String,
-    /// Pods may only use NADs of their own namespace (and `globalNamespaces`).
+    /// Pods may only name NADs of their own namespace and of the global namespaces.
     #[serde(rename = "namespaceIsolation", default)]
     pub namespace_isolation: bool,
-    /// Namespaces whose NADs any pod may use under isolation (comma list or array).
+    /// Namespaces whose NADs any pod may name under isolation (comma list or array);
+    /// unset or empty = `default` only (see [`MetaConf::global_namespaces`]).
     #[serde(
         rename = "globalNamespaces",
         default,
@@ -164,13 +168,25 @@ impl MetaConf {
         self.system_namespaces.iter().any(|s| s == ns)
     }
 
-    /// Whether a pod in `pod_ns` may use a NAD in `nad_ns`: always without isolation;
-    /// with it, only its own namespace, `globalNamespaces` and the cluster NAD namespace
-    /// (as Multus adds `multusNamespace` to the non-isolated list).
+    /// The namespaces whose NADs any pod may name under `namespaceIsolation`: the
+    /// `globalNamespaces` list, or `default` when it is unset (Multus's
+    /// `NonIsolatedNamespaces`, whose default is `["default"]` and which a set
+    /// `globalNamespaces` replaces).
+    pub fn global_namespaces(&self) -> Vec<&str> {
+        if self.global_namespaces.is_empty() {
+            vec![DEFAULT_GLOBAL_NAMESPACE]
+        } else {
+            self.global_namespaces.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// Whether a pod in `pod_ns` may name a NAD of `nad_ns` in its annotations (the
+    /// networks and the default-network annotation): always without `namespaceIsolation`;
+    /// with it, only its own namespace and [`MetaConf::global_namespaces`], as Multus's
+    /// rule (pkg/k8sclient `GetNetworkDelegates`). `multusNamespace` is not special here:
+    /// it only holds the networks the configuration itself names (`clusterNetwork`,
+    /// `defaultNetworks`), which isolation never restricts.
     pub fn may_use(&self, pod_ns: &str, nad_ns: &str) -> bool {
-        !self.namespace_isolation
-            || pod_ns == nad_ns
-            || nad_ns == self.multus_namespace
-            || self.global_namespaces.iter().any(|g| g == nad_ns)
+        !self.namespace_isolation || pod_ns == nad_ns || self.global_namespaces().contains(&nad_ns)
     }
 }

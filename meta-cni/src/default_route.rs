@@ -19,14 +19,19 @@ pub fn apply(entry: &mut Entry, netns: &str) -> Result<bool> {
     };
     let gws = entry.attachments[d].default_route.clone();
     let ifname = entry.attachments[d].ifname.clone();
-    let ns = meta_netlink::Netns::open(netns)
-        .map_err(|e| Error::internal(format!("default-route: open netns: {e}")))?;
-    let mut nl = meta_netlink::Netlink::open(Some(&ns))
-        .map_err(|e| Error::internal(format!("default-route: netlink: {e}")))?;
+    // Every error names the network asking for the default route and its interface.
+    let ctx = format!(
+        "network {} ({ifname}): default-route",
+        entry.attachments[d].network
+    );
+    let err = |what: String| Error::internal(format!("{ctx}: {what}"));
+    let ns = meta_netlink::Netns::open(netns).map_err(|e| err(format!("open netns: {e}")))?;
+    let mut nl =
+        meta_netlink::Netlink::open(Some(&ns)).map_err(|e| err(format!("netlink: {e}")))?;
     let link = nl
         .link_by_name(&ifname)
-        .map_err(|e| Error::internal(format!("default-route: {e}")))?
-        .ok_or_else(|| Error::internal(format!("default-route: {ifname} not found in the pod")))?;
+        .map_err(|e| err(format!("look up {ifname}: {}", e.cause())))?
+        .ok_or_else(|| err(format!("{ifname} not found in the pod")))?;
     for v6 in [false, true] {
         let fam: Vec<_> = gws.iter().filter(|g| g.is_ipv6() == v6).collect();
         let Some(gw) = fam.first() else { continue };
@@ -35,7 +40,7 @@ pub fn apply(entry: &mut Entry, netns: &str) -> Result<bool> {
             .map_err(|_| Error::internal("literal"))?;
         for r in nl
             .routes(v6, None)
-            .map_err(|e| Error::internal(format!("default-route: {e}")))?
+            .map_err(|e| err(format!("list routes: {}", e.cause())))?
         {
             if r.dst.prefix_len() == 0 {
                 let spec = meta_netlink::RouteSpec {
@@ -47,9 +52,15 @@ pub fn apply(entry: &mut Entry, netns: &str) -> Result<bool> {
                 if let Err(e) = nl.route_del(&spec)
                     && !e.is_not_found()
                 {
-                    return Err(Error::internal(format!(
-                        "default-route: delete {}: {e}",
-                        r.dst
+                    let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+                    let dev = r
+                        .oif
+                        .map(|i| format!(" dev {}", device(&mut nl, entry, i)))
+                        .unwrap_or_default();
+                    return Err(err(format!(
+                        "delete the other default route {}{via}{dev}: {}",
+                        r.dst,
+                        e.cause()
                     )));
                 }
             }
@@ -61,7 +72,7 @@ pub fn apply(entry: &mut Entry, netns: &str) -> Result<bool> {
             ..Default::default()
         };
         nl.route_replace(&spec)
-            .map_err(|e| Error::internal(format!("default-route via {gw} dev {ifname}: {e}")))?;
+            .map_err(|e| err(format!("set {any} via {gw} dev {ifname}: {}", e.cause())))?;
         for (i, a) in entry.attachments.iter_mut().enumerate() {
             let Some(mut r) = a.cni_result() else {
                 continue;
@@ -75,4 +86,16 @@ pub fn apply(entry: &mut Entry, netns: &str) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// A pod interface by index, as a person reads it: its name and the network that made it
+/// (`eth0 (network cluster)`), else its name, else the index.
+fn device(nl: &mut meta_netlink::Netlink, entry: &Entry, index: u32) -> String {
+    match nl.link_by_index(index) {
+        Ok(Some(l)) => match entry.attachments.iter().find(|a| a.ifname == l.name) {
+            Some(a) => format!("{} (network {})", l.name, a.network),
+            None => l.name,
+        },
+        _ => format!("with index {index}"),
+    }
 }

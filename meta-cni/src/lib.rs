@@ -86,6 +86,7 @@ fn resolve_pod(args: &CmdArgs, src: &mut dyn Source) -> Result<Option<(PodCtx, O
     let Some(p) = args.env.args.k8s_pod() else {
         return Ok(None);
     };
+    plan::check_pod_namespace(&p.namespace, &p.name)?;
     let (annotations, uid) = match runtime_annotations(args)? {
         Some(a) => (a, p.uid.clone()),
         None if src.has_pods() => {

@@ -97,6 +97,48 @@ fn split_ref<'a>(r: &'a str, default_ns: &'a str) -> (&'a str, &'a str) {
     }
 }
 
+/// `namespaceIsolation`: a network the pod names (`what`, e.g. `networks[1]`) in the NAD
+/// namespace `nad_ns` for its interface `ifname` must be in the pod's namespace or a
+/// global one ([`MetaConf::may_use`]); else an invalid-configuration error (7) naming the
+/// network, the interface and the rule.
+fn check_isolation(
+    conf: &MetaConf,
+    pod: &PodCtx,
+    what: &str,
+    nad_ns: &str,
+    id: &str,
+    ifname: &str,
+) -> Result<()> {
+    if conf.may_use(&pod.namespace, nad_ns) {
+        return Ok(());
+    }
+    let globals = if conf.global_namespaces.is_empty() {
+        format!(
+            "{} (globalNamespaces unset)",
+            crate::config::DEFAULT_GLOBAL_NAMESPACE
+        )
+    } else {
+        conf.global_namespaces().join(", ")
+    };
+    Err(Error::config(format!(
+        "pod {}/{}: {what} {id} ({ifname}) refused by namespaceIsolation: the NAD's namespace \
+         {nad_ns:?} is neither the pod's namespace {:?} nor a global namespace [{globals}]; \
+         use a NAD of namespace {:?} or list {nad_ns:?} in globalNamespaces",
+        pod.namespace, pod.name, pod.namespace, pod.namespace
+    )))
+}
+
+/// The pod's own namespace (K8S_POD_NAMESPACE) must be a valid namespace name: networks
+/// without a namespace are looked up there, so an invalid one is the runtime's error,
+/// not the annotation's.
+pub fn check_pod_namespace(namespace: &str, name: &str) -> Result<()> {
+    meta_crd::validate::validate_namespace(namespace).map_err(|r| {
+        Error::env(format!(
+            "pod {namespace}/{name}: the pod's namespace {namespace:?} (K8S_POD_NAMESPACE in CNI_ARGS) is invalid: {r}"
+        ))
+    })
+}
+
 /// Resolves the cluster network: absolute path, NAD, or confDir entry.
 fn cluster_conflist(conf: &MetaConf, src: &mut dyn Source) -> Result<(String, Value)> {
     if let Some(cn) = conf.cluster_network.as_deref().filter(|s| !s.is_empty()) {
@@ -244,6 +286,9 @@ pub fn build(
     // eth0: the pod's default-network override, else the cluster network.
     let mut rc = runtime_rc.clone();
     rc.remove("io.kubernetes.cri.pod-annotations");
+    if let Some(p) = pod {
+        check_pod_namespace(&p.namespace, &p.name)?;
+    }
     let override_ = pod.and_then(|p| {
         p.annotations
             .get(meta_crd::DEFAULT_NETWORK_ANNOTATION)
@@ -253,14 +298,14 @@ pub fn build(
         let sel = meta_crd::parse_default_network(value, &conf.multus_namespace)
             .map_err(|e| Error::config(format!("pod {}/{}: {e}", p.namespace, p.name)))?;
         let el = sel.network;
-        if !conf.may_use(&p.namespace, &el.namespace) {
-            return Err(Error::config(format!(
-                "pod {}/{}: default-network {} is in another namespace and namespaceIsolation is on",
-                p.namespace,
-                p.name,
-                el.namespaced_name()
-            )));
-        }
+        check_isolation(
+            conf,
+            p,
+            "default-network",
+            &el.namespace,
+            &el.namespaced_name(),
+            runtime_ifname,
+        )?;
         let list = nad_conflist(conf, src, &el.namespace, &el.name)?;
         out.push(attach(
             el.namespaced_name(),
@@ -300,12 +345,15 @@ pub fn build(
         for (i, el) in sel.networks.iter().enumerate() {
             idx += 1;
             let id = el.namespaced_name();
-            if !conf.may_use(&pod.namespace, &el.namespace) {
-                return Err(Error::config(format!(
-                    "pod {}/{}: networks[{i}] {id}: namespaceIsolation forbids NADs of namespace {:?}",
-                    pod.namespace, pod.name, el.namespace
-                )));
-            }
+            let ifname = el.interface.clone().unwrap_or_else(|| format!("net{idx}"));
+            check_isolation(
+                conf,
+                pod,
+                &format!("networks[{i}]"),
+                &el.namespace,
+                &id,
+                &ifname,
+            )?;
             let list = nad_conflist(conf, src, &el.namespace, &el.name).map_err(|e| {
                 e.context(format!("pod {}/{}: networks[{i}]", pod.namespace, pod.name))
             })?;
@@ -319,7 +367,6 @@ pub fn build(
                     )));
                 }
             }
-            let ifname = el.interface.clone().unwrap_or_else(|| format!("net{idx}"));
             let mut a = attach(id, ifname, list, caps, false);
             a.cni_args = el.cni_args.clone();
             a.default_route = el.default_route.clone();
@@ -512,11 +559,26 @@ mod tests {
 
     #[test]
     fn isolation() {
-        let p = pod("ns1", &[(NETS, "ns2/c")]);
+        let p = pod("ns1", &[(NETS, "a, ns2/c")]);
         let e = plan(json!({"namespaceIsolation": true}), Some(p.clone())).unwrap_err();
         assert_eq!(e.code, 7);
+        // The cause (isolation and the rule), the network, its interface, the element.
+        assert_eq!(
+            e.msg,
+            "pod ns1/p: networks[1] ns2/c (net2) refused by namespaceIsolation: the NAD's \
+             namespace \"ns2\" is neither the pod's namespace \"ns1\" nor a global namespace \
+             [default (globalNamespaces unset)]; use a NAD of namespace \"ns1\" or list \"ns2\" \
+             in globalNamespaces"
+        );
+        let e = plan(
+            json!({"namespaceIsolation": true, "globalNamespaces": "ns3, ns4"}),
+            Some(pod("ns1", &[(NETS, "ns2/c@data0")])),
+        )
+        .unwrap_err();
         assert!(
-            e.msg.contains("namespaceIsolation") && e.msg.contains("networks[0]"),
+            e.msg
+                .contains("networks[0] ns2/c (data0) refused by namespaceIsolation")
+                && e.msg.contains("[ns3, ns4]"),
             "{}",
             e.msg
         );
@@ -527,16 +589,126 @@ mod tests {
             )
             .is_ok()
         );
-        // The cluster NAD namespace is always usable.
+        // multusNamespace is not open to what a pod names (Multus's rule)...
         let p = pod("ns1", &[(NETS, "kube-system/dflt")]);
-        assert!(plan(json!({"namespaceIsolation": true}), Some(p)).is_ok());
-        let p = pod("ns1", &[(DEFNET, "ns2/c")]);
+        let e = plan(json!({"namespaceIsolation": true}), Some(p)).unwrap_err();
         assert!(
-            plan(json!({"namespaceIsolation": true}), Some(p))
-                .unwrap_err()
-                .msg
-                .contains("default-network")
+            e.msg.contains("kube-system/dflt (net1) refused"),
+            "{}",
+            e.msg
         );
+        // ... but the networks the configuration names are never restricted.
+        let p = pod("ns1", &[(NETS, "a")]);
+        let a = plan(
+            json!({"namespaceIsolation": true, "clusterNetwork": "kube-system/other-cluster",
+                   "defaultNetworks": ["dflt", "ns2/c"]}),
+            Some(p),
+        )
+        .unwrap();
+        assert_eq!(
+            names(&a),
+            vec![
+                ("vxlan".into(), "eth0".into()),
+                ("kube-system/dflt".into(), "net1".into()),
+                ("ns2/c".into(), "net2".into()),
+                ("ns1/a".into(), "net3".into()),
+            ]
+        );
+        // The default-network annotation is the pod's too: the same rule, on eth0.
+        let p = pod("ns1", &[(DEFNET, "ns2/c")]);
+        let e = plan(json!({"namespaceIsolation": true}), Some(p)).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.msg
+                .contains("default-network ns2/c (eth0) refused by namespaceIsolation"),
+            "{}",
+            e.msg
+        );
+        let p = pod("ns1", &[(DEFNET, "other-cluster")]);
+        let e = plan(json!({"namespaceIsolation": true}), Some(p.clone())).unwrap_err();
+        assert!(
+            e.msg.contains("kube-system/other-cluster (eth0)"),
+            "{}",
+            e.msg
+        );
+        assert!(
+            plan(
+                json!({"namespaceIsolation": true, "globalNamespaces": "kube-system"}),
+                Some(p)
+            )
+            .is_ok()
+        );
+    }
+
+    /// The fixture table shared with tests/e2e.rs (the same verdicts against a real API
+    /// server).
+    #[test]
+    fn isolation_table() {
+        let table: Value =
+            serde_json::from_str(include_str!("../tests/fixtures/isolation.json")).unwrap();
+        let cases = table["cases"].as_array().unwrap();
+        assert!(cases.len() >= 20);
+        let (d, mut f) = world();
+        for ns in ["test", "default", "kube-system", "other"] {
+            f.0.insert(
+                (ns.into(), "net1".into()),
+                NadConfig::Conf(conf_map(
+                    json!({"cniVersion": "1.0.0", "name": "net1", "type": "bridge"}),
+                )),
+            );
+        }
+        for c in cases {
+            let mut extra = json!({});
+            for k in ["namespaceIsolation", "globalNamespaces"] {
+                if let Some(v) = c.get(k) {
+                    extra[k] = v.clone();
+                }
+            }
+            let pod_ns = c["pod"].as_str().unwrap();
+            let network = c["network"].as_str().unwrap();
+            let p = pod(pod_ns, &[(NETS, network)]);
+            let got = build(
+                &meta(d.path(), extra),
+                "eth0",
+                &Map::new(),
+                Some(&p),
+                &mut f,
+            );
+            let id = if network.contains('/') {
+                network.to_string()
+            } else {
+                format!("{pod_ns}/{network}")
+            };
+            if c["allowed"].as_bool().unwrap() {
+                let a = got.unwrap_or_else(|e| panic!("{c}: refused: {}", e.msg));
+                assert_eq!(names(&a)[1], (id, "net1".to_string()), "{c}");
+            } else {
+                let e = got.err().unwrap_or_else(|| panic!("{c}: allowed"));
+                assert_eq!(e.code, 7, "{c}");
+                assert!(
+                    e.msg.contains(&format!(
+                        "networks[0] {id} (net1) refused by namespaceIsolation"
+                    )),
+                    "{c}: {}",
+                    e.msg
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_pod_namespace_is_named_as_such() {
+        let p = pod("Bad_NS", &[(NETS, "a")]);
+        let e = plan(json!({}), Some(p)).unwrap_err();
+        assert_eq!(e.code, 4, "{}", e.msg);
+        assert!(
+            e.msg.starts_with(
+                "pod Bad_NS/p: the pod's namespace \"Bad_NS\" (K8S_POD_NAMESPACE in CNI_ARGS) is invalid"
+            ),
+            "{}",
+            e.msg
+        );
+        assert!(!e.msg.contains("networks[0]"), "{}", e.msg);
     }
 
     #[test]

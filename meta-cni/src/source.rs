@@ -160,17 +160,26 @@ pub struct KubeSource {
     timeout: Duration,
 }
 
-/// Maps a kube error: not-found is `Ok(None)` for reads; overload, server errors, timeouts
-/// and connection failures are "try again later" (11); the rest name the cause.
-fn kube_err(what: &str, e: kube::Error) -> Error {
+/// Maps a kube error of the request `what`, which needs the RBAC permission `perm` (e.g.
+/// `get pods in namespace ns1`): not-found is `Ok(None)` for reads; overload, server
+/// errors, timeouts and connection failures are "try again later" (11); a 403 names the
+/// missing permission, a 401 the credentials; the rest name the cause.
+fn kube_err(what: &str, perm: &str, e: kube::Error) -> Error {
     match &e {
         kube::Error::Api(s) => {
             let c = s.code;
             if c == 429 || c >= 500 {
                 Error::try_again(format!("{what}: API server answered {c}: {}", s.message))
-            } else if c == 401 || c == 403 {
+            } else if c == 403 {
                 Error::internal(format!(
-                    "{what}: API server answered {c} ({}); check meta-cni's kubeconfig and its RBAC (deploy/rbac.yaml)",
+                    "{what}: API server answered 403 ({}): meta-cni's credentials lack the permission \
+                     to {perm}; grant it (deploy/rbac.yaml's ClusterRole meta-cni-plugin does)",
+                    s.message
+                ))
+            } else if c == 401 {
+                Error::internal(format!(
+                    "{what}: API server answered 401 ({}): the credentials of meta-cni's kubeconfig \
+                     are not accepted (expired or revoked token?)",
                     s.message
                 ))
             } else {
@@ -213,11 +222,12 @@ impl KubeSource {
     fn run<T>(
         &self,
         what: &str,
+        perm: &str,
         fut: impl std::future::Future<Output = std::result::Result<T, kube::Error>>,
     ) -> Result<T> {
         self.rt.block_on(async {
             match tokio::time::timeout(self.timeout, fut).await {
-                Ok(r) => r.map_err(|e| kube_err(what, e)),
+                Ok(r) => r.map_err(|e| kube_err(what, perm, e)),
                 Err(_) => Err(Error::new(
                     code::TRY_AGAIN_LATER,
                     format!(
@@ -234,7 +244,11 @@ impl Source for KubeSource {
     fn pod(&mut self, ns: &str, name: &str) -> Result<Option<PodInfo>> {
         use k8s_openapi::api::core::v1::Pod;
         let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), ns);
-        let pod = self.run(&format!("get pod {ns}/{name}"), api.get_opt(name))?;
+        let pod = self.run(
+            &format!("get pod {ns}/{name}"),
+            &format!("get pods in namespace {ns}"),
+            api.get_opt(name),
+        )?;
         Ok(pod.map(|p| PodInfo {
             annotations: p.metadata.annotations.unwrap_or_default(),
             uid: p.metadata.uid,
@@ -246,6 +260,7 @@ impl Source for KubeSource {
             kube::Api::namespaced(self.client.clone(), ns);
         let nad = self.run(
             &format!("get NetworkAttachmentDefinition {ns}/{name}"),
+            &format!("get network-attachment-definitions.k8s.cni.cncf.io in namespace {ns}"),
             api.get_opt(name),
         )?;
         match nad {
@@ -274,8 +289,11 @@ impl Source for KubeSource {
         let patch = serde_json::json!({"metadata": meta});
         let pp = kube::api::PatchParams::default();
         let what = format!("patch network-status of pod {ns}/{name}");
+        let perm = format!("patch pods/status in namespace {ns}");
         let merge = kube::api::Patch::Merge(&patch);
-        let fut = api.patch(name, &pp, &merge);
+        // Through the status subresource: RBAC then needs `patch` on `pods/status` only,
+        // never on `pods` (which would let the plugin's credentials rewrite pods' specs).
+        let fut = api.patch_status(name, &pp, &merge);
         self.rt.block_on(async {
             match tokio::time::timeout(self.timeout, fut).await {
                 // The UID precondition failed: the pod was deleted and recreated
@@ -289,7 +307,7 @@ impl Source for KubeSource {
                         s.message
                     )))
                 }
-                Ok(r) => r.map(|_| ()).map_err(|e| kube_err(&what, e)),
+                Ok(r) => r.map(|_| ()).map_err(|e| kube_err(&what, &perm, e)),
                 Err(_) => Err(Error::try_again(format!(
                     "{what}: the API server did not answer within {:?}",
                     self.timeout
@@ -300,5 +318,55 @@ impl Source for KubeSource {
 
     fn has_pods(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status {
+                code,
+                message: message.into(),
+                ..Default::default()
+            }
+            .boxed(),
+        )
+    }
+
+    #[test]
+    fn api_errors_name_the_permission_or_retry() {
+        let e = kube_err(
+            "patch network-status of pod ns1/p",
+            "patch pods/status in namespace ns1",
+            api(403, "forbidden"),
+        );
+        assert_eq!(e.code, code::INTERNAL);
+        assert_eq!(
+            e.msg,
+            "patch network-status of pod ns1/p: API server answered 403 (forbidden): meta-cni's \
+             credentials lack the permission to patch pods/status in namespace ns1; grant it \
+             (deploy/rbac.yaml's ClusterRole meta-cni-plugin does)"
+        );
+        let e = kube_err(
+            "get pod ns1/p",
+            "get pods in namespace ns1",
+            api(401, "Unauthorized"),
+        );
+        assert!(
+            e.msg.contains("credentials of meta-cni's kubeconfig"),
+            "{}",
+            e.msg
+        );
+        assert!(!e.msg.contains("permission"), "{}", e.msg);
+        for c in [429, 500, 503] {
+            assert_eq!(
+                kube_err("w", "p", api(c, "busy")).code,
+                code::TRY_AGAIN_LATER
+            );
+        }
+        assert_eq!(kube_err("w", "p", api(422, "invalid")).code, code::INTERNAL);
     }
 }

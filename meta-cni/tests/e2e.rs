@@ -8,8 +8,12 @@
 //!   network-status on the Pod object, then StopPodSandbox + RemovePodSandbox leave
 //!   nothing, and every DEL containerd makes (also those with CNI_NETNS="") succeeds.
 //! - `api_server_paths`: meta-cni run directly, without runtime annotations, so it GETs
-//!   the pod; RBAC denials; UID mismatch; a hung and a stopped API server; DEL from the
-//!   journal with the API server down; a missing NAD.
+//!   the pod; RBAC denials (the token patches pods/status, never pods; credentials
+//!   without `patch pods/status` or `get` NADs get an error naming that permission); UID
+//!   mismatch; a hung and a stopped API server; DEL from the journal with the API server
+//!   down; a missing NAD.
+//! - `namespace_isolation_table`: the verdicts of `fixtures/isolation.json` (Multus's
+//!   rule) with pods and NADs in four namespaces of the real API server.
 
 mod e2e_support;
 
@@ -279,6 +283,51 @@ fn api_server_paths() {
         e.pod_annotations("api-a")
             .contains_key(meta_crd::NETWORKS_ANNOTATION)
     );
+    // network-status goes through the pods/status subresource: the token may patch a
+    // pod's status annotations, but not the pod itself (labels, annotations, spec).
+    let pod_path = "/api/v1/namespaces/e2e/pods/api-a";
+    for patch in [
+        json!({"metadata": {"labels": {"e2e-probe": "1"}}}),
+        json!({"metadata": {"annotations": {"e2e/probe": "1"}}}),
+        json!({"spec": {"activeDeadlineSeconds": 5}}),
+    ] {
+        assert_eq!(e.sa_patch(pod_path, &patch), 403, "PATCH pods {patch}");
+    }
+    let status_path = format!("{pod_path}/status");
+    let probe = json!({"metadata": {"annotations": {"e2e/status-probe": "1"}}});
+    assert_eq!(e.sa_patch(&status_path, &probe), 200, "PATCH pods/status");
+    assert_eq!(
+        e.pod_annotations("api-a")
+            .get("e2e/status-probe")
+            .map(String::as_str),
+        Some("1")
+    );
+    // What pods/status does and does not protect (the API server's pod status strategy
+    // keeps spec, ownerReferences and deletionTimestamp from the stored object): a spec
+    // change through it is dropped, but labels can be set through it too, so the README
+    // says exactly that (only an admission check can narrow it to network-status).
+    let get_pod = || {
+        e.rt.block_on(
+            kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(e.admin.clone(), NS)
+                .get("api-a"),
+        )
+        .unwrap()
+    };
+    let spec = json!({"spec": {"activeDeadlineSeconds": 5}});
+    assert_eq!(e.sa_patch(&status_path, &spec), 200);
+    assert_eq!(get_pod().spec.unwrap().active_deadline_seconds, None);
+    let label = json!({"metadata": {"labels": {"e2e-probe": "1"}}});
+    assert_eq!(e.sa_patch(&status_path, &label), 200);
+    assert_eq!(
+        get_pod()
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("e2e-probe")
+            .map(String::as_str),
+        Some("1"),
+        "pods/status lets labels through (documented in README's RBAC section)"
+    );
 
     // Checks that a failed ADD of `cid` in pod netns `p` left nothing (attachment A stays).
     let only_a_left = |e: &E2e, cid: &str, p: usize, pod: &str| {
@@ -326,6 +375,54 @@ fn api_server_paths() {
     );
     assert_eq!(e.network_status("api-r"), None, "the new pod was patched");
     only_a_left(&e, "cid-r", 1, "api-r");
+
+    // 2c. Credentials without `patch pods/status` (patch on pods instead, the old RBAC):
+    // the ADD fails naming the missing permission and leaves nothing; without `get` on
+    // NADs, the same for that permission.
+    let no_status = e.kubeconfig_with_rules(
+        "meta-cni-no-status",
+        json!([
+            {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}
+        ]),
+    );
+    let uid_p = e.create_pod("api-p", Some("blue"));
+    let conf_p = e.conf(json!({"kubeconfig": no_status}));
+    let r = e.run("ADD", "cid-p", 1, "api-p", &uid_p, &conf_p);
+    eprintln!("no pods/status permission: {}", r.err_msg());
+    assert!(
+        r.err_msg()
+            .contains("patch network-status of pod e2e/api-p: API server answered 403")
+            && r.err_msg().contains(
+                "meta-cni's credentials lack the permission to patch pods/status in namespace e2e"
+            ),
+        "{}",
+        r.stdout
+    );
+    only_a_left(&e, "cid-p", 1, "api-p");
+    e.run("DEL", "cid-p", 1, "api-p", &uid_p, &conf_p).ok();
+    only_a_left(&e, "cid-p", 1, "api-p");
+    let no_nads = e.kubeconfig_with_rules(
+        "meta-cni-no-nads",
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+               {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]}]),
+    );
+    let r = e.run(
+        "ADD",
+        "cid-p",
+        1,
+        "api-p",
+        &uid_p,
+        &e.conf(json!({"kubeconfig": no_nads})),
+    );
+    assert!(
+        r.err_msg().contains(
+            "lack the permission to get network-attachment-definitions.k8s.cni.cncf.io in namespace e2e"
+        ),
+        "{}",
+        r.stdout
+    );
+    only_a_left(&e, "cid-p", 1, "api-p");
 
     // 3. UID mismatch: the pod was recreated under the runtime's feet → try again (11).
     let wrong = "00000000-0000-4000-8000-000000000000";
@@ -413,4 +510,77 @@ fn api_server_paths() {
         "timings: setup {:?} (kube-apiserver {:?}); {timings:?}",
         e.timings.total, e.timings.apiserver_start
     );
+}
+
+/// The namespace-isolation table of `tests/fixtures/isolation.json` (also meta-cni's unit
+/// test), against the real API server: pods in `test`, `default`, `kube-system`, `other`
+/// naming NAD `net1` of those namespaces, with isolation on/off and `globalNamespaces`
+/// unset or set; every allowed case attaches net1 and is deleted again, every refused one
+/// is code 7 naming the network and the interface, and leaves nothing.
+#[test]
+fn namespace_isolation_table() {
+    let mut e = E2e::setup(1);
+    let table: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/isolation.json")).unwrap();
+    let cases = table["cases"].as_array().unwrap();
+    for ns in ["test", "other"] {
+        e.create_namespace(ns);
+    }
+    let ipam = e.w.path("ipam-iso");
+    for ns in ["test", "default", "kube-system", "other"] {
+        e.create_nad(
+            ns,
+            "net1",
+            &json!({"cniVersion": "1.0.0", "name": "net1", "type": "bridge", "bridge": "e2eiso0",
+                    "ipam": {"type": "host-local", "subnet": "10.73.0.0/24", "dataDir": ipam}}),
+        );
+    }
+    e.ipam.push(("iso", ipam));
+    let netns = e.w.pod(0);
+    let (mut allowed, mut refused) = (0, 0);
+    for (i, c) in cases.iter().enumerate() {
+        let mut extra = json!({});
+        for k in ["namespaceIsolation", "globalNamespaces"] {
+            if let Some(v) = c.get(k) {
+                extra[k] = v.clone();
+            }
+        }
+        let conf = e.conf(extra);
+        let pod_ns = c["pod"].as_str().unwrap();
+        let network = c["network"].as_str().unwrap();
+        let id = if network.contains('/') {
+            network.to_string()
+        } else {
+            format!("{pod_ns}/{network}")
+        };
+        let name = format!("iso-{i}");
+        let cid = format!("cid-iso-{i}");
+        let uid = e.create_pod_in(pod_ns, &name, Some(network));
+        let r = e.run_as("ADD", &cid, &netns, pod_ns, &name, &uid, &conf);
+        if c["allowed"].as_bool().unwrap() {
+            allowed += 1;
+            r.ok();
+            assert_eq!(
+                link_names(e.w.pods[0].netns()),
+                vec!["eth0", "lo", "net1"],
+                "{c}"
+            );
+            e.run_as("DEL", &cid, &netns, pod_ns, &name, &uid, &conf)
+                .ok();
+        } else {
+            refused += 1;
+            assert_eq!(r.err_code(), 7, "{c}: {}", r.stdout);
+            assert!(
+                r.err_msg().contains(&format!(
+                    "pod {pod_ns}/{name}: networks[0] {id} (net1) refused by namespaceIsolation"
+                )),
+                "{c}: {}",
+                r.err_msg()
+            );
+            e.run_as("DEL", &cid, &netns, pod_ns, &name, &uid, &conf)
+                .ok();
+        }
+        e.assert_clean(&[0], &c.to_string());
+    }
+    eprintln!("isolation table: {allowed} allowed, {refused} refused, as Multus's rule says");
 }

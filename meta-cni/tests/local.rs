@@ -255,8 +255,13 @@ fn namespace_isolation() {
     let conf = e.conf("ns2/other-net", json!({"namespaceIsolation": true}));
     let r = e.run("ADD", "iso", 0, "ns1", &conf);
     assert_eq!(r.err_code(), 7);
+    // The cause, the network and its interface.
     assert!(
-        r.err_msg().contains("namespaceIsolation"),
+        r.err_msg().starts_with(
+            "pod ns1/pod0: networks[0] ns2/other-net (net1) refused by namespaceIsolation: \
+             the NAD's namespace \"ns2\" is neither the pod's namespace \"ns1\" nor a global \
+             namespace [default (globalNamespaces unset)]"
+        ),
         "{}",
         r.err_msg()
     );
@@ -336,6 +341,59 @@ fn default_route_moves_to_the_chosen_network() {
     assert_eq!(st[1]["gateway"], json!(["10.61.0.1"]));
     e.run("DEL", "dr", 0, "ns1", &conf).ok();
     e.assert_clean(0, "default-route");
+}
+
+/// A default-route the kernel refuses (a gateway not reachable from the interface): the
+/// error names the network and the interface (never the kernel's interface index), and the
+/// ADD is rolled back.
+#[test]
+fn default_route_error_names_network_and_interface() {
+    let e = setup(1);
+    let conf = e.conf(
+        r#"[{"name": "br-net", "namespace": "ns1", "default-route": ["10.99.0.1"]}]"#,
+        json!({}),
+    );
+    let r = e.run("ADD", "drx", 0, "ns1", &conf);
+    let msg = r.err_msg();
+    assert!(
+        msg.starts_with(
+            "network ns1/br-net (net1): default-route: set 0.0.0.0/0 via 10.99.0.1 dev net1: \
+             Network is unreachable (errno 101)"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !msg.split("dev ")
+            .skip(1)
+            .any(|w| w.starts_with(|c: char| c.is_ascii_digit())),
+        "an interface index: {msg}"
+    );
+    e.assert_clean(0, "default-route refused");
+    e.run("DEL", "drx", 0, "ns1", &conf).ok();
+    e.assert_clean(0, "default-route refused, DEL");
+}
+
+/// A pod whose own namespace (K8S_POD_NAMESPACE) is invalid: the error says so, instead of
+/// blaming a `networks[0].namespace` the user never wrote.
+#[test]
+fn invalid_pod_namespace_is_blamed_on_the_pod() {
+    let e = setup(1);
+    let conf = e.conf("br-net", json!({}));
+    let r = e.run("ADD", "badns", 0, "Bad_NS", &conf);
+    assert_eq!(r.err_code(), 4, "{}", r.stdout);
+    let msg = r.err_msg();
+    assert!(
+        msg.starts_with(
+            "pod Bad_NS/pod0: the pod's namespace \"Bad_NS\" (K8S_POD_NAMESPACE in CNI_ARGS) is invalid"
+        ),
+        "{msg}"
+    );
+    assert!(!msg.contains("networks[0]"), "{msg}");
+    e.assert_clean(0, "invalid pod namespace");
+    // DEL still succeeds (cluster network only).
+    e.run("DEL", "badns", 0, "Bad_NS", &conf).ok();
+    e.assert_clean(0, "invalid pod namespace, DEL");
 }
 
 #[test]

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 /// Turns a netlink error into a CNI error (code 999) with context.
 pub fn nl(ctx: impl std::fmt::Display) -> impl FnOnce(meta_netlink::Error) -> Error {
-    internal(ctx)
+    // `ctx` describes the request with names; the error's own request label would add the
+    // kernel's interface index (`dev 3`), so only the kernel's answer follows.
+    move |e| Error::internal(format!("{ctx}: {}", e.cause()))
 }
 
 /// Turns any error (firewall, I/O, ...) into a CNI error (code 999) with context.
@@ -328,10 +330,13 @@ pub fn configure_iface<N: NetlinkOps + ?Sized>(
             Ok(()) => {}
             Err(e) if e.is_exists() => {}
             Err(e) => {
-                return Err(nl(format!(
-                    "failed to add route {} via {:?} dev {ifname}",
-                    r.dst, spec.gw
-                ))(e));
+                // The kernel's answer only: its request label names the device by index.
+                let via = spec.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+                return Err(Error::internal(format!(
+                    "failed to add route {}{via} dev {ifname}: {}",
+                    r.dst,
+                    e.cause()
+                )));
             }
         }
     }

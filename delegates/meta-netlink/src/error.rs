@@ -123,6 +123,17 @@ impl Error {
         )
     }
 
+    /// The kernel's answer without the request label (whose `dev` is an interface index):
+    /// for callers that describe the request themselves, with interface names.
+    pub fn cause(&self) -> String {
+        match self {
+            Error::Netlink { errno, message, .. } => {
+                format!("{} (errno {errno}){}", errno_desc(*errno), ext_msg(message))
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The positive errno behind this error, when there is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
@@ -145,6 +156,28 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cause_drops_the_request_label() {
+        let e = Error::Netlink {
+            op: "route_replace 0.0.0.0/0 via 10.99.0.1 dev 3".into(),
+            errno: 101,
+            message: "Nexthop has invalid gateway".into(),
+        };
+        assert_eq!(
+            e.cause(),
+            "Network is unreachable (errno 101): Nexthop has invalid gateway"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("route_replace 0.0.0.0/0 via 10.99.0.1 dev 3: ")
+        );
+        assert_eq!(
+            Error::netlink("route_del x dev 4", 19).cause(),
+            "No such device (errno 19)"
+        );
+        assert_eq!(Error::NotFound("eth9".into()).cause(), "eth9: not found");
+    }
 
     #[test]
     fn classification() {

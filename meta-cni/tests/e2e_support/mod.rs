@@ -322,23 +322,50 @@ impl E2e {
         self.api = None;
     }
 
+    /// Creates namespace `ns` (admin).
+    pub fn create_namespace(&self, ns: &str) {
+        let o: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        self.rt
+            .block_on(Api::<Namespace>::all(self.admin.clone()).create(&PostParams::default(), &o))
+            .unwrap_or_else(|e| panic!("create namespace {ns}: {e}"));
+    }
+
+    /// Creates NAD `ns/name` with CNI configuration `config` (admin).
+    pub fn create_nad(&self, ns: &str, name: &str, config: &Value) {
+        let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(self.admin.clone(), ns);
+        let nad = NetworkAttachmentDefinition::new(
+            name,
+            NetworkAttachmentDefinitionSpec {
+                config: Some(config.to_string()),
+            },
+        );
+        self.rt
+            .block_on(nads.create(&PostParams::default(), &nad))
+            .unwrap_or_else(|e| panic!("create NAD {ns}/{name}: {e}"));
+    }
+
     /// Creates pod `name` in [`NS`] with the networks annotation (none when `networks` is
     /// None); returns its UID. Nothing schedules it.
     pub fn create_pod(&self, name: &str, networks: Option<&str>) -> String {
+        self.create_pod_in(NS, name, networks)
+    }
+
+    /// Like [`E2e::create_pod`], in namespace `ns`.
+    pub fn create_pod_in(&self, ns: &str, name: &str, networks: Option<&str>) -> String {
         let mut annotations = serde_json::Map::new();
         if let Some(n) = networks {
             annotations.insert(meta_crd::NETWORKS_ANNOTATION.into(), json!(n));
         }
         let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": NS, "annotations": annotations},
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
             "spec": {"containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
         }))
         .unwrap();
-        let api: Api<Pod> = Api::namespaced(self.admin.clone(), NS);
+        let api: Api<Pod> = Api::namespaced(self.admin.clone(), ns);
         let created = self
             .rt
             .block_on(api.create(&PostParams::default(), &pod))
-            .unwrap_or_else(|e| panic!("create pod {NS}/{name}: {e}"));
+            .unwrap_or_else(|e| panic!("create pod {ns}/{name}: {e}"));
         created.metadata.uid.expect("pod uid")
     }
 
@@ -391,6 +418,79 @@ impl E2e {
         }
     }
 
+    /// A raw merge-patch request (`application/merge-patch+json`) with the
+    /// ServiceAccount's token: the HTTP status code.
+    pub fn sa_patch(&self, path: &str, body: &Value) -> u16 {
+        let req = http::Request::builder()
+            .method("PATCH")
+            .uri(path)
+            .header("Content-Type", "application/merge-patch+json")
+            .body(body.to_string().into_bytes())
+            .unwrap();
+        match self.rt.block_on(self.sa.request_text(req)) {
+            Ok(_) => 200,
+            Err(kube::Error::Api(s)) => s.code,
+            Err(e) => panic!("PATCH {path}: {e}"),
+        }
+    }
+
+    /// A kubeconfig for meta-cni (server = the forwarder in the node namespace) with the
+    /// token of a new ServiceAccount `kube-system/<sa>` bound to a new ClusterRole of
+    /// `rules` (RBAC rules as JSON).
+    pub fn kubeconfig_with_rules(&self, sa: &str, rules: Value) -> PathBuf {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+        let pp = PostParams::default();
+        let token = self.rt.block_on(async {
+            let o: ServiceAccount = serde_json::from_value(
+                json!({"metadata": {"name": sa, "namespace": "kube-system"}}),
+            )
+            .unwrap();
+            let sas: Api<ServiceAccount> = Api::namespaced(self.admin.clone(), "kube-system");
+            sas.create(&pp, &o).await.expect("create ServiceAccount");
+            let role: ClusterRole =
+                serde_json::from_value(json!({"metadata": {"name": sa}, "rules": rules})).unwrap();
+            Api::<ClusterRole>::all(self.admin.clone())
+                .create(&pp, &role)
+                .await
+                .expect("create ClusterRole");
+            let binding: ClusterRoleBinding = serde_json::from_value(json!({
+                "metadata": {"name": sa},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
+                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": "kube-system"}]
+            }))
+            .unwrap();
+            Api::<ClusterRoleBinding>::all(self.admin.clone())
+                .create(&pp, &binding)
+                .await
+                .expect("create ClusterRoleBinding");
+            let tr = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences: Some(vec![meta_tests::apiserver::SA_ISSUER.to_string()]),
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            sas.create_token_request(sa, &pp, &tr)
+                .await
+                .expect("TokenRequest")
+                .status
+                .expect("TokenRequest status")
+                .token
+                .expect("TokenRequest token")
+        });
+        let api = self.api.as_ref().expect("API server running");
+        let kc = self.w.path(&format!("{sa}.kubeconfig"));
+        kubeconfig_with_server(
+            &api.kubeconfig_for_token(&token),
+            &kc,
+            self.fwd.as_ref().expect("forwarder").addr(),
+        );
+        kc
+    }
+
     /// meta-cni's configuration for direct runs (no runtimeConfig: the pod is looked up
     /// in the API server), with `extra` keys merged in.
     pub fn conf(&self, extra: Value) -> Value {
@@ -433,8 +533,23 @@ impl E2e {
         uid: &str,
         conf: &Value,
     ) -> Run {
+        self.run_as(verb, cid, netns, NS, name, uid, conf)
+    }
+
+    /// Like [`E2e::run_netns`] for a pod of namespace `ns`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_as(
+        &self,
+        verb: &str,
+        cid: &str,
+        netns: &str,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        conf: &Value,
+    ) -> Run {
         let args = format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE={NS};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={cid};K8S_POD_UID={uid}"
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={cid};K8S_POD_UID={uid}"
         );
         let path = format!("{}:{REFERENCE_DIR}", self.bin.display());
         let inv = Invocation {
