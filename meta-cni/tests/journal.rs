@@ -435,3 +435,80 @@ fn fsyncs(what: &str, extra: Value) {
     del(&e, 0, "fs1", &conf);
     e.assert_clean(0, "after the traced ADD");
 }
+
+/// Every verb first sweeps the journal's temp files older than a minute (both naming
+/// patterns); a fresh one (a live writer's) and other files stay.
+#[test]
+fn stale_temp_files_are_swept_by_any_verb() {
+    let e = setup(1);
+    let mut conf = e.conf("", json!({}));
+    conf["cniVersion"] = json!("1.1.0");
+    let old = std::time::SystemTime::now() - Duration::from_secs(120);
+    for (name, t) in [
+        (".tmp-dead:eth0.77", Some(old)),
+        ("dead2:eth0.tmp.78", Some(old)),
+        (".tmp-live:eth0.79", None),
+        (".not-ours", Some(old)),
+    ] {
+        let f = std::fs::File::create(e.cache.join(name)).expect("create");
+        if let Some(t) = t {
+            f.set_modified(t).expect("mtime");
+        }
+    }
+    let r = e.run("STATUS", "sw", 0, "ns1", &conf);
+    assert_eq!(r.code, 0, "STATUS: {} {}", r.stdout, r.stderr);
+    let left: Vec<_> = dir_contents(&e.cache).into_keys().collect();
+    assert_eq!(left, vec![".not-ours", ".tmp-live:eth0.79"]);
+}
+
+/// Runs `verb` for sandbox `cid` of pod `name` in pod namespace `netns`.
+fn run_sandbox(e: &Env, verb: &str, cid: &str, netns: usize, name: &str, conf: &Value) -> Run {
+    let path = e.w.pod(netns);
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME={name}");
+    let inv = Invocation {
+        verb,
+        container_id: cid,
+        netns: &path,
+        ifname: "eth0",
+        args: &args,
+        path: REFERENCE_DIR,
+        ..Default::default()
+    };
+    run_in(
+        e.w.node.netns(),
+        &meta_bin(),
+        &inv,
+        conf.to_string().as_bytes(),
+    )
+}
+
+/// GC removes what DEL would, the local network-status file of a collected pod included,
+/// but keeps the file while a valid attachment of the same pod remains (the pod's new
+/// sandbox wrote it).
+#[test]
+fn gc_removes_the_status_files_of_collected_pods_only() {
+    let e = setup(3);
+    let mut conf = e.conf("ns1/br-net", json!({}));
+    conf["cniVersion"] = json!("1.1.0");
+    run_sandbox(&e, "ADD", "old0", 0, "pod0", &conf).ok();
+    run_sandbox(&e, "ADD", "one", 1, "pod1", &conf).ok();
+    run_sandbox(&e, "ADD", "new0", 2, "pod0", &conf).ok();
+    let status = |pod: &str| e.cache.join(format!("status/ns1/{pod}.json"));
+    assert!(status("pod0").exists() && status("pod1").exists());
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "new0", "ifname": "eth0"}]);
+    let r = run_sandbox(&e, "GC", "", 0, "pod0", &gc);
+    assert_eq!(r.code, 0, "GC: {} {}", r.stdout, r.stderr);
+    assert_eq!(link_names(e.w.pods[0].netns()), vec!["lo"]);
+    assert_eq!(link_names(e.w.pods[1].netns()), vec!["lo"]);
+    assert!(!status("pod1").exists(), "pod1's status file left");
+    assert!(
+        status("pod0").exists(),
+        "the live sandbox's status file went"
+    );
+    let mut left: Vec<_> = dir_contents(&e.cache).into_keys().collect();
+    left.retain(|f| !f.starts_with("new0:"));
+    assert_eq!(left, vec!["status/ns1/pod0.json"]);
+    run_sandbox(&e, "DEL", "new0", 2, "pod0", &conf).ok();
+    e.assert_clean(2, "after the DEL of the live sandbox");
+}
