@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-PKGS=(containernetworking-plugins golang-go golang-github-appc-cni-dev nftables iptables iproute2 util-linux iputils-ping iperf3 jq containerd runc gcc libc6-dev)
+PKGS=(containernetworking-plugins golang-go golang-github-appc-cni-dev nftables iptables iproute2 util-linux iputils-ping iperf3 jq containerd runc gcc libc6-dev strace)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,10 @@
 //! The durable per-attachment journal: the plan is written before the first delegate runs,
 //! each result is recorded as it lands, and DEL/GC work from it alone (no API server, netns
-//! may be gone). One file per (container ID, runtime ifname), written atomically (temp +
-//! fsync + rename) under an exclusive flock on a sibling lock file.
+//! may be gone). One file per (container ID, runtime ifname) under an exclusive flock on a
+//! sibling lock file: the plan written atomically (temp + fdatasync + rename + directory
+//! fsync), each later change appended as one line and fdatasync'd (see [`Journal`]).
+//! Temp files are named after their slot, so DEL and GC of the slot remove one a kill -9
+//! left, and every verb first sweeps those older than [`STALE_TEMP`].
 
 use cni_core::{CniResult, Env, Error, Result, Version};
 use serde::{Deserialize, Serialize};
@@ -102,8 +105,9 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The format version this build writes.
-    pub const VERSION: u32 = 1;
+    /// The format version this build writes (2: base line + update lines; 1, one
+    /// document, is still read).
+    pub const VERSION: u32 = 2;
 
     /// The entry an ADD journals before its first delegate runs: the invocation (container
     /// ID, runtime ifname, netns and CNI_ARGS, all DEL and GC need), the pod, and the plan.
@@ -121,9 +125,36 @@ impl Entry {
 }
 
 /// An open, locked journal slot for one (container ID, ifname).
+///
+/// On disk (format 2) the entry is one line of JSON (the plan, written atomically with a
+/// temp file and rename), followed by one line per later [`Journal::store`] that changed
+/// attachments (`{"set": [{"index", "state", "result"}, ...]}`), each appended with one
+/// `write` and made durable with one `fdatasync`: a rewrite by rename would need the
+/// directory synced as well, an append to an existing name does not. A line without its
+/// newline is a write a crash (kill -9) cut short: it was never durable, so it never
+/// counted, and is ignored. Format 1 (one pretty-printed document) is still read.
 pub struct Journal {
     path: PathBuf,
+    dir: PathBuf,
+    container_id: String,
+    ifname: String,
+    /// The entry as it is on disk, and the file to append to, once this handle stored one.
+    written: Option<(Entry, File)>,
     _lock: nix::fcntl::Flock<File>,
+}
+
+/// One appended line: the attachments a store changed, applied together.
+#[derive(Debug, Serialize, Deserialize)]
+struct Update {
+    set: Vec<AttachmentUpdate>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AttachmentUpdate {
+    index: usize,
+    state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<Value>,
 }
 
 fn io(ctx: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
@@ -136,13 +167,81 @@ fn file_name(container_id: &str, ifname: &str) -> String {
     format!("{container_id}:{ifname}.json")
 }
 
+/// The lock file's name of an entry.
+fn lock_name(container_id: &str, ifname: &str) -> String {
+    format!("{}.lock", file_name(container_id, ifname))
+}
+
+/// A temp file's name: `.tmp-<containerID>:<ifname>.<pid>`. Named after its slot so that
+/// DEL and GC of that slot find (and remove) one a kill -9 left; the leading dot keeps it
+/// out of [`list`]'s entries.
+fn temp_name(container_id: &str, ifname: &str) -> String {
+    format!(".tmp-{container_id}:{ifname}.{}", std::process::id())
+}
+
+/// The slot (container ID, ifname) of a temp file name: ours (`.tmp-<cid>:<ifname>.<pid>`)
+/// or the one earlier versions wrote (`<cid>:<ifname>.tmp.<pid>`). `None` for anything
+/// else. Ifnames may contain dots; the pid is the digits after the last one.
+fn temp_slot(name: &str) -> Option<(&str, &str)> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let stem = if let Some(rest) = name.strip_prefix(".tmp-") {
+        let (stem, pid) = rest.rsplit_once('.')?;
+        digits(pid).then_some(stem)?
+    } else {
+        let (stem, pid) = name.rsplit_once(".tmp.")?;
+        digits(pid).then_some(stem)?
+    };
+    stem.split_once(':')
+}
+
+/// The slot a file of the cache dir belongs to, and what it is.
+fn slot_of(name: &str) -> Option<(&str, &str)> {
+    if let Some(stem) = name.strip_suffix(".json") {
+        return stem.split_once(':');
+    }
+    if let Some(stem) = name.strip_suffix(".json.lock") {
+        return stem.split_once(':');
+    }
+    temp_slot(name)
+}
+
+/// Parses an entry file (format 2: base line + update lines; or format 1: one document).
+fn parse(bytes: &[u8]) -> std::result::Result<Entry, String> {
+    if let Ok(e) = serde_json::from_slice::<Entry>(bytes) {
+        return Ok(e);
+    }
+    let mut lines = bytes.split_inclusive(|b| *b == b'\n');
+    let base = lines.next().unwrap_or_default();
+    let mut e: Entry = serde_json::from_slice(base).map_err(|e| e.to_string())?;
+    if !base.ends_with(b"\n") {
+        return Err("unterminated entry".into());
+    }
+    for (n, line) in lines.enumerate() {
+        if !line.ends_with(b"\n") {
+            tracing::warn!("journal: ignoring an update cut short by a crash");
+            break;
+        }
+        let u: Update =
+            serde_json::from_slice(line).map_err(|err| format!("update {}: {err}", n + 1))?;
+        for s in u.set {
+            let a = e
+                .attachments
+                .get_mut(s.index)
+                .ok_or_else(|| format!("update {}: no attachment {}", n + 1, s.index))?;
+            a.state = s.state;
+            a.result = s.result;
+        }
+    }
+    Ok(e)
+}
+
 impl Journal {
     /// Opens (creating the directory) and locks the slot; blocks while another invocation
     /// for the same attachment holds it.
     pub fn open(dir: &Path, container_id: &str, ifname: &str) -> Result<Journal> {
         std::fs::create_dir_all(dir).map_err(io(format!("create cache dir {}", dir.display())))?;
         let path = dir.join(file_name(container_id, ifname));
-        let lock_path = dir.join(format!("{}.lock", file_name(container_id, ifname)));
+        let lock_path = dir.join(lock_name(container_id, ifname));
         // The lock file is removed with the entry; a waiter that then wins the flock holds
         // an unlinked file, so it checks that it locked the file now at the path, and
         // otherwise tries again.
@@ -164,13 +263,20 @@ impl Journal {
                 _ => continue,
             }
         };
-        Ok(Journal { path, _lock: lock })
+        Ok(Journal {
+            path,
+            dir: dir.to_path_buf(),
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+            written: None,
+            _lock: lock,
+        })
     }
 
     /// The entry, if any. A corrupt file is an error naming it (never silently dropped).
     pub fn load(&self) -> Result<Option<Entry>> {
         match std::fs::read(&self.path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            Ok(b) => parse(&b).map(Some).map_err(|e| {
                 Error::decode(format!("corrupt journal {}: {e}", self.path.display()))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -178,43 +284,85 @@ impl Journal {
         }
     }
 
-    /// Writes the entry atomically (temp file, fsync, rename, fsync dir).
-    pub fn store(&self, e: &Entry) -> Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = self
-            .path
-            .with_extension(format!("tmp.{}", std::process::id()));
-        let data = serde_json::to_vec_pretty(e)
-            .map_err(|e| Error::internal(format!("serialize journal: {e}")))?;
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            File::open(dir)?.sync_all()
+    /// Makes `e` the durable entry. The first store of this handle (or one that changes
+    /// more than attachment states and results) writes the whole entry: temp file,
+    /// fdatasync, rename, fsync of the directory (a new name) — 2 syncs. Every later one
+    /// appends the changed attachments as one line — 1 fdatasync; none when nothing
+    /// changed.
+    pub fn store(&mut self, e: &Entry) -> Result<()> {
+        let set = match &self.written {
+            Some((old, _)) => changes(old, e),
+            None => None,
         };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(format!("write journal {}: {e}", self.path.display()))
-        })
+        match set {
+            Some(set) if set.is_empty() => Ok(()),
+            Some(set) => self.append(e, set),
+            None => self.rewrite(e),
+        }
     }
 
-    /// Removes the entry (and its lock file; the flock we hold keeps others out until we
-    /// drop it, and a new opener recreates it).
+    fn rewrite(&mut self, e: &Entry) -> Result<()> {
+        self.written = None;
+        let tmp = self.dir.join(temp_name(&self.container_id, &self.ifname));
+        let mut data = serde_json::to_vec(e)
+            .map_err(|e| Error::internal(format!("serialize journal: {e}")))?;
+        data.push(b'\n');
+        let write = || -> std::io::Result<File> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &self.path)?;
+            File::open(&self.dir)?.sync_all()?;
+            Ok(f)
+        };
+        let f = write().map_err(|err| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(format!("write journal {}: {err}", self.path.display()))
+        })?;
+        self.written = Some((e.clone(), f));
+        Ok(())
+    }
+
+    fn append(&mut self, e: &Entry, set: Vec<AttachmentUpdate>) -> Result<()> {
+        let Some((_, f)) = &mut self.written else {
+            return self.rewrite(e);
+        };
+        let mut line = serde_json::to_vec(&Update { set })
+            .map_err(|e| Error::internal(format!("serialize journal: {e}")))?;
+        line.push(b'\n');
+        let res = f.write_all(&line).and_then(|_| f.sync_data());
+        if let Err(err) = res {
+            self.written = None;
+            return Err(Error::io(format!(
+                "append to journal {}: {err}",
+                self.path.display()
+            )));
+        }
+        if let Some((old, _)) = &mut self.written {
+            *old = e.clone();
+        }
+        Ok(())
+    }
+
+    /// Removes the entry, any temp file of this slot a killed writer left, and the lock
+    /// file (the flock we hold keeps others out until we drop it, and a new opener
+    /// recreates it).
     pub fn remove(self) -> Result<()> {
         match std::fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(format!("remove {}", self.path.display()))(e)),
         }
-        let lock = self.path.with_file_name(format!(
-            "{}.lock",
-            self.path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-        ));
-        let _ = std::fs::remove_file(lock);
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for de in rd.flatten() {
+                let name = de.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if temp_slot(name) == Some((&self.container_id, &self.ifname)) {
+                    let _ = std::fs::remove_file(de.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_file(self.dir.join(lock_name(&self.container_id, &self.ifname)));
         Ok(())
     }
 
@@ -224,7 +372,77 @@ impl Journal {
     }
 }
 
-/// All (container ID, ifname) with an entry in `dir`.
+/// The attachment updates that turn `old` into `new`, or `None` when more than
+/// attachment states and results differ (the entry is then rewritten).
+fn changes(old: &Entry, new: &Entry) -> Option<Vec<AttachmentUpdate>> {
+    fn header(e: &Entry) -> (u32, &str, &str, &str, &str, Option<&PodRef>, usize) {
+        (
+            e.version,
+            &e.container_id,
+            &e.ifname,
+            &e.netns,
+            &e.cni_args,
+            e.pod.as_ref(),
+            e.attachments.len(),
+        )
+    }
+    if header(old) != header(new) {
+        return None;
+    }
+    let mut set = Vec::new();
+    for (i, (o, n)) in old.attachments.iter().zip(&new.attachments).enumerate() {
+        let mut o2 = o.clone();
+        o2.state = n.state;
+        o2.result = n.result.clone();
+        if o2 != *n {
+            return None;
+        }
+        if o.state != n.state || o.result != n.result {
+            set.push(AttachmentUpdate {
+                index: i,
+                state: n.state,
+                result: n.result.clone(),
+            });
+        }
+    }
+    Some(set)
+}
+
+/// How old a temp file must be before [`sweep_stale_temps`] takes it for a killed
+/// writer's: a live writer renames its temp file within milliseconds.
+pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes temp files of the journal's own pattern older than `older_than` from `dir`
+/// (one readdir; run at the start of every verb). Returns how many went. Errors are
+/// ignored: this is hygiene, never a reason to fail a verb.
+pub fn sweep_stale_temps(dir: &Path, older_than: std::time::Duration) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut n = 0;
+    for de in rd.flatten() {
+        let name = de.file_name();
+        if name.to_str().and_then(temp_slot).is_none() {
+            continue;
+        }
+        let old = de
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age >= older_than);
+        if old && std::fs::remove_file(de.path()).is_ok() {
+            tracing::debug!("removed stale journal temp file {}", de.path().display());
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Every (container ID, ifname) with a file in `dir`: an entry, or only the lock file or a
+/// temp file a kill -9 left before the plan was durable (then nothing of it was attached;
+/// opening and removing the slot cleans it).
 pub fn list(dir: &Path) -> Result<Vec<(String, String)>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -234,13 +452,12 @@ pub fn list(dir: &Path) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for de in rd.flatten() {
         let name = de.file_name().to_string_lossy().to_string();
-        if let Some(stem) = name.strip_suffix(".json")
-            && let Some((cid, ifn)) = stem.split_once(':')
-        {
+        if let Some((cid, ifn)) = slot_of(&name) {
             out.push((cid.to_string(), ifn.to_string()));
         }
     }
     out.sort();
+    out.dedup();
     Ok(out)
 }
 
@@ -250,7 +467,7 @@ mod tests {
 
     fn entry() -> Entry {
         Entry {
-            version: 1,
+            version: Entry::VERSION,
             container_id: "c1".into(),
             ifname: "eth0".into(),
             netns: "/run/netns/x".into(),
@@ -277,7 +494,7 @@ mod tests {
     #[test]
     fn roundtrip_list_remove() {
         let d = tempfile::tempdir().unwrap();
-        let j = Journal::open(d.path(), "c1", "eth0").unwrap();
+        let mut j = Journal::open(d.path(), "c1", "eth0").unwrap();
         assert_eq!(j.load().unwrap(), None);
         j.store(&entry()).unwrap();
         assert_eq!(j.load().unwrap(), Some(entry()));
@@ -337,5 +554,193 @@ mod tests {
         drop(j);
         rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         t.join().unwrap();
+    }
+
+    fn result() -> CniResult {
+        CniResult::from_value(&serde_json::json!({"cniVersion": "1.1.0",
+            "ips": [{"address": "10.0.0.2/24"}]}))
+        .unwrap()
+    }
+
+    fn names(d: &Path) -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn later_stores_append_one_line_each_and_load_applies_them() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path(), "c1", "eth0").unwrap();
+        let mut e = entry();
+        e.attachments.push(e.attachments[0].clone());
+        e.attachments[1].ifname = "net2".into();
+        j.store(&e).unwrap();
+        // nothing changed: nothing written
+        j.store(&e).unwrap();
+        assert_eq!(
+            std::fs::read(j.path())
+                .unwrap()
+                .split(|b| *b == b'\n')
+                .count(),
+            2
+        );
+        e.attachments[0].record(&result());
+        j.store(&e).unwrap();
+        assert_eq!(j.load().unwrap().as_ref(), Some(&e));
+        e.attachments[1].record(&result());
+        e.attachments[0].result = Some(serde_json::json!({"cniVersion": "1.1.0"}));
+        j.store(&e).unwrap();
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(j.load().unwrap().as_ref(), Some(&e));
+        // Anything but states and results changed: rewritten as one line.
+        e.netns = "/run/netns/y".into();
+        j.store(&e).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(j.path()).unwrap().lines().count(),
+            1
+        );
+        assert_eq!(j.load().unwrap(), Some(e));
+        assert_eq!(names(d.path()), vec!["c1:eth0.json", "c1:eth0.json.lock"]);
+    }
+
+    #[test]
+    fn an_update_cut_short_is_ignored_a_bad_complete_one_is_corrupt() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path(), "c1", "eth0").unwrap();
+        let mut e = entry();
+        j.store(&e).unwrap();
+        let planned = e.clone();
+        e.attachments[0].record(&result());
+        j.store(&e).unwrap();
+        let full = std::fs::read(j.path()).unwrap();
+        // kill -9 inside the append: the line lacks its newline (and maybe more)
+        for cut in [1, 10, full.len() - planned_len(&planned) - 1] {
+            std::fs::write(j.path(), &full[..full.len() - cut]).unwrap();
+            assert_eq!(j.load().unwrap(), Some(planned.clone()), "cut {cut}");
+        }
+        let mut bad = full[..planned_len(&planned)].to_vec();
+        bad.extend_from_slice(b"{\"set\": 7}\n");
+        std::fs::write(j.path(), &bad).unwrap();
+        assert_eq!(j.load().unwrap_err().code, 6);
+        let mut bad = full[..planned_len(&planned)].to_vec();
+        bad.extend_from_slice(b"{\"set\": [{\"index\": 5, \"state\": \"added\"}]}\n");
+        std::fs::write(j.path(), &bad).unwrap();
+        assert_eq!(j.load().unwrap_err().code, 6);
+    }
+
+    fn planned_len(e: &Entry) -> usize {
+        serde_json::to_vec(e).unwrap().len() + 1
+    }
+
+    #[test]
+    fn format_1_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let mut e = entry();
+        e.version = 1;
+        std::fs::write(
+            d.path().join("c1:eth0.json"),
+            serde_json::to_vec_pretty(&e).unwrap(),
+        )
+        .unwrap();
+        let j = Journal::open(d.path(), "c1", "eth0").unwrap();
+        assert_eq!(j.load().unwrap(), Some(e));
+    }
+
+    #[test]
+    fn temp_names_belong_to_their_slot() {
+        assert_eq!(temp_slot(".tmp-c1:eth0.123"), Some(("c1", "eth0")));
+        assert_eq!(temp_slot(".tmp-c1:eth0.5.123"), Some(("c1", "eth0.5")));
+        assert_eq!(
+            temp_slot("c1:eth0.tmp.77"),
+            Some(("c1", "eth0")),
+            "format 1"
+        );
+        assert_eq!(temp_slot("c1:eth0.5.tmp.77"), Some(("c1", "eth0.5")));
+        for other in [
+            ".tmp-c1:eth0.",
+            ".tmp-c1:eth0.12a",
+            ".tmp-c1eth0.1",
+            "c1:eth0.json",
+            "c1:eth0.json.lock",
+            ".meta-ipam-tmp-1",
+            "c1:eth0.tmp.",
+            "status",
+        ] {
+            assert_eq!(temp_slot(other), None, "{other}");
+        }
+        let name = temp_name("c1", "eth0");
+        assert_eq!(temp_slot(&name), Some(("c1", "eth0")));
+    }
+
+    #[test]
+    fn remove_and_list_cover_temps_and_orphan_locks() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            ".tmp-c1:eth0.41",
+            "c1:eth0.tmp.42",
+            ".tmp-c1:eth0.5.43",
+            ".tmp-c2:eth0.44",
+            "c3:eth0.json.lock",
+            "unrelated",
+        ] {
+            std::fs::write(d.path().join(f), b"{").unwrap();
+        }
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            list(d.path()).unwrap(),
+            vec![
+                pair("c1", "eth0"),
+                pair("c1", "eth0.5"),
+                pair("c2", "eth0"),
+                pair("c3", "eth0")
+            ]
+        );
+        let mut j = Journal::open(d.path(), "c1", "eth0").unwrap();
+        j.store(&entry()).unwrap();
+        j.remove().unwrap();
+        Journal::open(d.path(), "c3", "eth0")
+            .unwrap()
+            .remove()
+            .unwrap();
+        assert_eq!(
+            names(d.path()),
+            vec![".tmp-c1:eth0.5.43", ".tmp-c2:eth0.44", "unrelated"]
+        );
+    }
+
+    #[test]
+    fn sweep_removes_only_old_temp_files() {
+        let d = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        for (f, t) in [
+            (".tmp-c1:eth0.1", Some(old)),
+            ("c1:eth0.tmp.2", Some(old)),
+            (".tmp-c2:eth0.3", None),
+            ("c4:eth0.json", Some(old)),
+            ("c4:eth0.json.lock", Some(old)),
+            (".meta-ipam-tmp-9", Some(old)),
+        ] {
+            let file = File::create(d.path().join(f)).unwrap();
+            if let Some(t) = t {
+                file.set_modified(t).unwrap();
+            }
+        }
+        assert_eq!(sweep_stale_temps(d.path(), STALE_TEMP), 2);
+        assert_eq!(
+            names(d.path()),
+            vec![
+                ".meta-ipam-tmp-9",
+                ".tmp-c2:eth0.3",
+                "c4:eth0.json",
+                "c4:eth0.json.lock"
+            ]
+        );
+        assert_eq!(sweep_stale_temps(&d.path().join("missing"), STALE_TEMP), 0);
     }
 }

@@ -211,6 +211,23 @@ fn resolve_without_journal(conf: &MetaConf, args: &CmdArgs) -> (Vec<Attachment>,
     }
 }
 
+/// The configuration of a verb; every verb starts by sweeping temp files killed journal
+/// writers left (one readdir of the cache dir).
+fn load_conf(args: &CmdArgs) -> Result<MetaConf> {
+    let conf = MetaConf::load(args)?;
+    journal::sweep_stale_temps(&conf.cache_dir, journal::STALE_TEMP);
+    Ok(conf)
+}
+
+/// What DEL and GC remove once an attachment's delegates are deleted: the pod's local
+/// network-status file and the journal slot (entry, temp files, lock).
+fn forget(conf: &MetaConf, journal: Journal, pod: Option<&PodRef>) -> Result<()> {
+    if let Some(p) = pod {
+        network_status::clear_local(conf, p)?;
+    }
+    journal.remove()
+}
+
 fn check_ready(conf: &MetaConf, code_: u32) -> Result<()> {
     if let Some(f) = &conf.readiness_indicator_file
         && !f.exists()
@@ -244,7 +261,7 @@ impl Plugin for MetaPlugin {
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
         // Configuration; the cluster network must be ready.
-        let conf = MetaConf::load(args)?;
+        let conf = load_conf(args)?;
         check_ready(&conf, code::TRY_AGAIN_LATER)?;
         // The pod and its networks.
         let mut src = make_source(&conf)?;
@@ -257,7 +274,7 @@ impl Plugin for MetaPlugin {
             src.as_mut(),
         )?;
         // The plan goes to the journal before anything is attached.
-        let journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
+        let mut journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
         delete_leftover(&conf, args, &journal)?;
         let pod = pod.map(|(p, uid)| PodRef {
             namespace: p.namespace,
@@ -266,23 +283,26 @@ impl Plugin for MetaPlugin {
         });
         let mut entry = Entry::planned(&args.env, pod, plan);
         journal.store(&entry)?;
-        // Attach in order, each result journaled as it lands; then default-route and
-        // network-status. Any failure rolls back the attempted attachments.
+        // Attach in order, each result durable before the next attachment starts; the last
+        // one is journaled together with the default-route adjustments, before
+        // network-status and the return. Any failure rolls back the attempted attachments.
         let run = runner(&conf, args, &args.env.netns);
         let mut attempted = 0;
+        let n = entry.attachments.len();
         let attached = (|| -> Result<()> {
-            for i in 0..entry.attachments.len() {
+            for i in 0..n {
                 attempted = i + 1;
                 let a = &entry.attachments[i];
                 let r = run
                     .add(a)
                     .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
                 entry.attachments[i].record(&r);
-                journal.store(&entry)?;
+                if i + 1 < n {
+                    journal.store(&entry)?;
+                }
             }
-            if default_route::apply(&mut entry, &args.env.netns)? {
-                journal.store(&entry)?;
-            }
+            default_route::apply(&mut entry, &args.env.netns)?;
+            journal.store(&entry)?;
             network_status::publish(src.as_mut(), &entry)
         })();
         if let Err(e) = attached {
@@ -298,7 +318,7 @@ impl Plugin for MetaPlugin {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        let conf = MetaConf::load(args)?;
+        let conf = load_conf(args)?;
         let journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
         // What to delete: the journal's attachments, else what resolves now.
         let (attachments, pod, journaled) = match journal.load()? {
@@ -315,10 +335,7 @@ impl Plugin for MetaPlugin {
                 errs.join("; ")
             )));
         }
-        if let Some(p) = &pod {
-            network_status::clear_local(&conf, p)?;
-        }
-        journal.remove()?;
+        forget(&conf, journal, pod.as_ref())?;
         // Only a journaled pod's network-status is cleared in the API server (its UID is
         // known).
         if journaled && let Some(p) = &pod {
@@ -328,7 +345,7 @@ impl Plugin for MetaPlugin {
     }
 
     fn check(&self, args: &CmdArgs) -> Result<()> {
-        let conf = MetaConf::load(args)?;
+        let conf = load_conf(args)?;
         let journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
         let entry = journal.load()?.ok_or_else(|| {
             Error::internal(format!(
@@ -351,7 +368,7 @@ impl Plugin for MetaPlugin {
     }
 
     fn status(&self, args: &CmdArgs) -> Result<()> {
-        let conf = MetaConf::load(args)?;
+        let conf = load_conf(args)?;
         check_ready(&conf, code::NOT_AVAILABLE)?;
         let mut src = make_source(&conf)?;
         let plan = plan::build(&conf, "eth0", &Map::new(), None, src.as_mut())?;
@@ -364,7 +381,7 @@ impl Plugin for MetaPlugin {
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<()> {
-        let conf = MetaConf::load(args)?;
+        let conf = load_conf(args)?;
         let valid: HashSet<(String, String)> = args
             .conf
             .gc_valid_attachments()?
@@ -372,23 +389,38 @@ impl Plugin for MetaPlugin {
             .map(|a| (a.container_id, a.ifname))
             .collect();
         let mut errs = Vec::new();
-        // Journal entries the runtime no longer knows: delete their attachments.
-        for (cid, ifname) in journal::list(&conf.cache_dir)? {
-            if valid.contains(&(cid.clone(), ifname.clone())) {
+        let slots = journal::list(&conf.cache_dir)?;
+        // Pods with a valid attachment keep their network-status file.
+        let mut live_pods = HashSet::new();
+        for (cid, ifname) in slots.iter().filter(|s| valid.contains(*s)) {
+            if let Some(p) = Journal::open(&conf.cache_dir, cid, ifname)?
+                .load()?
+                .and_then(|e| e.pod)
+            {
+                live_pods.insert((p.namespace, p.name));
+            }
+        }
+        // Slots the runtime no longer knows: delete their attachments, then remove what
+        // DEL would (status file, entry, temp files, lock). A slot with only a lock or a
+        // temp file (killed before its plan was durable) had nothing attached.
+        for (cid, ifname) in slots.iter().filter(|s| !valid.contains(*s)) {
+            let j = Journal::open(&conf.cache_dir, cid, ifname)?;
+            let Some(entry) = j.load()? else {
+                j.remove()?;
+                continue;
+            };
+            let mut run = runner(&conf, args, &entry.netns);
+            run.container_id = cid.clone();
+            run.args_raw = entry.cni_args.clone();
+            let e = delete_in_reverse(&run, &entry.attachments);
+            if !e.is_empty() {
+                errs.extend(e);
                 continue;
             }
-            let j = Journal::open(&conf.cache_dir, &cid, &ifname)?;
-            if let Some(entry) = j.load()? {
-                let mut run = runner(&conf, args, &entry.netns);
-                run.container_id = cid.clone();
-                run.args_raw = entry.cni_args.clone();
-                let e = delete_in_reverse(&run, &entry.attachments);
-                if e.is_empty() {
-                    j.remove()?;
-                } else {
-                    errs.extend(e);
-                }
-            }
+            let pod = entry
+                .pod
+                .filter(|p| !live_pods.contains(&(p.namespace.clone(), p.name.clone())));
+            forget(&conf, j, pod.as_ref())?;
         }
         // Every known network's plugins get the attachments still valid for them.
         let mut networks: BTreeMap<String, (Attachment, Vec<(String, String)>)> = BTreeMap::new();
