@@ -62,8 +62,12 @@ fn main() {
         });
     }
     // The modes alternate every iteration, so they all see the same machine load.
+    // The starting mode rotates every round, so that none always runs right after
+    // another one's DEL.
+    let n = modes.len();
     for i in 0..iters + 3 {
-        for m in modes.iter_mut() {
+        for k in 0..n {
+            let m = &mut modes[(i + k) % n];
             let cid = format!("bench{i}");
             let netns = e.w.pod(0);
             let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod0";
