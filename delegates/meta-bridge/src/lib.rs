@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use meta_delegate::link::BridgeSpec;
 use meta_delegate::{
     DelegateType, Handles, Undo, Unimplemented, about, check_veth_on_bridge, configure_iface,
-    del_link_and_ipam, internal, ipam, mac_string, nl, open_netns, set_iface_sysctls, transaction,
+    del_link_and_ipam, internal, ipam, mac_string, nl, set_iface_sysctls, transaction,
     valid_attachments, veth_on_bridge,
 };
 use meta_firewall::{Firewall, Nftables};
@@ -340,10 +340,7 @@ impl Plugin for Bridge {
 
     fn check(&self, args: &CmdArgs) -> Result<()> {
         let r = config::load(args)?;
-        let env = &args.env;
-        let prev = ipam::check_prev(args)?;
-        let pod = open_netns(&env.netns)?;
-        ipam::check(args)?;
+        let (prev, pod) = ipam::check_start(args)?;
         let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
         let mut podnl =
             Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
