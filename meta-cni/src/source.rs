@@ -136,10 +136,13 @@ impl Source for LocalSource {
 
     fn clear_network_status(&mut self, ns: &str, name: &str) -> Result<()> {
         let p = Self::status_path(&self.status_dir, ns, name);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("remove {}: {e}", p.display()))),
+        // The temp file too: a kill -9 between write and rename leaves it behind.
+        for f in [p.with_extension("tmp"), p.clone()] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}: {e}", f.display()))),
+            }
         }
         if let Some(d) = p.parent() {
             let _ = std::fs::remove_dir(d); // only when empty
