@@ -340,30 +340,18 @@ impl Plugin for Bridge {
 
     fn check(&self, args: &CmdArgs) -> Result<()> {
         let r = config::load(args)?;
-        let (prev, pod) = ipam::check_start(args)?;
-        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
-        let mut podnl =
-            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+        let (prev, pod) = ipam::check_start(args, args)?;
+        let Handles {
+            mut host,
+            pod: mut podnl,
+            ..
+        } = Handles::from_netns(pod)?;
         // The bridge.
         let br_if = prev
             .interfaces
             .iter()
             .find(|i| i.name == r.conf.bridge && i.sandbox.is_empty());
-        let br = host
-            .link_by_name(&r.conf.bridge)
-            .map_err(nl("failed to look up bridge"))?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "CNI created bridge {} in host namespace was not found",
-                    r.conf.bridge
-                ))
-            })?;
-        if br.kind.as_deref() != Some("bridge") {
-            return Err(Error::internal(format!(
-                "interface {} does not have link type of bridge",
-                br.name
-            )));
-        }
+        let br = meta_delegate::link::check_bridge(&mut host, &r.conf.bridge)?;
         if let Some(b) = br_if
             && !b.mac.is_empty()
             && b.mac != mac_string(&br)

@@ -102,7 +102,11 @@ pub struct Handles {
 impl Handles {
     /// Opens the pod namespace `netns` (code 3 when it does not exist) and both handles.
     pub fn open(netns: &str) -> Result<Handles> {
-        let ns = open_netns(netns)?;
+        Self::from_netns(open_netns(netns)?)
+    }
+
+    /// Both handles for an already opened pod namespace.
+    pub fn from_netns(ns: Netns) -> Result<Handles> {
         Ok(Handles {
             host: meta_netlink::Netlink::open(None).map_err(nl("failed to open netlink"))?,
             pod: meta_netlink::Netlink::open(Some(&ns))

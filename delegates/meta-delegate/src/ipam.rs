@@ -86,19 +86,19 @@ pub fn del(args: &CmdArgs) -> Result<()> {
 }
 
 /// The start of a CHECK of an attachment in a pod: the prevResult (code 7 when there is
-/// none), the pod namespace (code 3 when it is gone), then IPAM's CHECK of the allocation.
-pub fn check_start(args: &CmdArgs) -> Result<(CniResult, meta_netlink::Netns)> {
-    let prev = check_prev(args)?;
-    let pod = crate::open_netns(&args.env.netns)?;
-    check(args)?;
-    Ok((prev, pod))
-}
-
-/// The prevResult every delegate's CHECK starts from (code 7 when there is none).
-pub fn check_prev(args: &CmdArgs) -> Result<CniResult> {
-    args.conf
+/// none), the pod namespace (code 3 when it is gone), then IPAM's CHECK of the allocation
+/// (`ipam_args`: the invocation, or the configuration IPAM really ran with).
+pub fn check_start(
+    args: &CmdArgs,
+    ipam_args: &CmdArgs,
+) -> Result<(CniResult, meta_netlink::Netns)> {
+    let prev = args
+        .conf
         .prev_result()?
-        .ok_or_else(|| Error::config("Required prevResult missing"))
+        .ok_or_else(|| Error::config("Required prevResult missing"))?;
+    let pod = crate::open_netns(&args.env.netns)?;
+    check(ipam_args)?;
+    Ok((prev, pod))
 }
 
 /// CHECK: the allocation of the prevResult's IPs still exists.

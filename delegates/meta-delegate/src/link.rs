@@ -60,6 +60,25 @@ pub fn ensure_bridge<N: NetlinkOps + ?Sized>(
     Ok((br, created))
 }
 
+/// CHECK: the bridge `name` still exists on the node and is a bridge (the reference
+/// plugins' wording).
+pub fn check_bridge<N: NetlinkOps + ?Sized>(h: &mut N, name: &str) -> Result<LinkInfo> {
+    let br = h
+        .link_by_name(name)
+        .map_err(nl("failed to look up bridge"))?
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "CNI created bridge {name} in host namespace was not found"
+            ))
+        })?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(Error::internal(format!(
+            "interface {name} does not have link type of bridge"
+        )));
+    }
+    Ok(br)
+}
+
 /// The interface of the node's (or pod's) default route, as the reference plugins pick a
 /// master when none is configured.
 pub fn default_route_iface<N: NetlinkOps + ?Sized>(h: &mut N) -> Result<Option<LinkInfo>> {

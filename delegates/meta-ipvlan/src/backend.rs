@@ -9,19 +9,6 @@ use meta_netlink::{Netlink, NetlinkOps, Netns};
 
 pub use meta_delegate::PodSysctl;
 
-/// The real pod sysctls: `/proc/sys` read and written from a thread inside the namespace.
-#[derive(Debug, Clone)]
-pub struct NetnsSysctl(pub Netns);
-
-impl PodSysctl for NetnsSysctl {
-    fn get(&mut self, key: &str) -> meta_netlink::Result<String> {
-        self.0.sysctl_get(key)
-    }
-    fn set(&mut self, key: &str, value: &str) -> meta_netlink::Result<()> {
-        self.0.sysctl_set(key, value)
-    }
-}
-
 /// IPAM as the delegate uses it (one method per verb).
 pub trait IpamOps {
     /// Validates the IPAM configuration before anything touches the kernel.
@@ -104,7 +91,8 @@ impl Backend for Kernel {
         Netlink::open(Some(pod)).map_err(nl("failed to open netlink in the pod"))
     }
     fn pod_sysctl(&self, pod: &Netns) -> Box<dyn PodSysctl> {
-        Box::new(NetnsSysctl(pod.clone()))
+        // The kit's PodSysctl for Netns: /proc/sys written from a thread inside it.
+        Box::new(pod.clone())
     }
     fn ipam(&self) -> &dyn IpamOps {
         &DelegateIpam

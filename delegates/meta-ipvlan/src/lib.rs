@@ -35,7 +35,7 @@ pub mod backend;
 pub mod config;
 pub mod testing;
 
-pub use backend::{Backend, DelegateIpam, IpamOps, Kernel, NetnsSysctl, PodSysctl};
+pub use backend::{Backend, DelegateIpam, IpamOps, Kernel, PodSysctl};
 pub use config::{IpvlanConf, Resolved};
 
 use cni_core::{CmdArgs, CniResult, Error, Interface, Plugin, Result, code};

@@ -325,7 +325,7 @@ impl Plugin for Macvlan {
     fn check(&self, args: &CmdArgs) -> Result<()> {
         let r = config::load(args)?;
         let env = &args.env;
-        let (prev, pod) = ipam::check_start(args)?;
+        let (prev, pod) = ipam::check_start(args, args)?;
         let (mut podnl, mut host) = open_handles(&r, &pod)?;
         let master = master_of(host.as_mut(), &mut podnl, &r)?;
         let (_, cont) = check_container_link(args, &prev, &mut podnl, "macvlan")?;

@@ -3,7 +3,7 @@
 
 use cni_core::{CmdArgs, CniResult, Error, Interface, NetConf, Result};
 use ipnet::IpNet;
-use meta_delegate::{VethPair, mac_string, nl};
+use meta_delegate::{VethPair, mac_string};
 use meta_netlink::{LinkInfo, Mac, Netlink, NetlinkOps};
 use serde_json::{Value, json};
 use std::net::IpAddr;
@@ -132,32 +132,6 @@ pub(crate) fn first_host(net: &IpNet) -> IpAddr {
         IpAddr::V4(n) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(n).wrapping_add(1))),
         IpAddr::V6(n) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(n).wrapping_add(1))),
     }
-}
-
-/// CHECK of the pod side: the container veth of the prevResult, its host peer on
-/// `bridge`, the IPs and routes.
-pub(crate) fn check_pod_side(
-    args: &CmdArgs,
-    prev: &CniResult,
-    host: &mut Netlink,
-    podnl: &mut Netlink,
-    bridge: &LinkInfo,
-) -> Result<()> {
-    meta_delegate::check_veth_on_bridge(args, prev, host, podnl, bridge)
-}
-
-/// Looks up a bridge for CHECK.
-pub(crate) fn check_bridge(host: &mut Netlink, name: &str) -> Result<LinkInfo> {
-    let br = host
-        .link_by_name(name)
-        .map_err(nl("failed to look up bridge"))?
-        .ok_or_else(|| Error::internal(format!("bridge {name} was not found")))?;
-    if br.kind.as_deref() != Some("bridge") {
-        return Err(Error::internal(format!(
-            "interface {name} does not have link type of bridge"
-        )));
-    }
-    Ok(br)
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ impl Plugin for Vxlan {
         let r = config::load(args)?;
         match &r.mode {
             Mode::Primary(pr) => self.primary_check(args, pr),
-            Mode::Secondary(s) => self.secondary_check(args, &r, s),
+            Mode::Secondary(s) => self.secondary_check(args, s),
         }
     }
 

@@ -12,15 +12,16 @@
 
 use crate::Vxlan;
 use crate::common::{
-    PLACEHOLDER_RANGE, apply_dns, check_bridge, check_pod_side, ensure_bridge, first_host,
-    interfaces, refresh_macs, with_node_ipam,
+    PLACEHOLDER_RANGE, apply_dns, ensure_bridge, first_host, interfaces, refresh_macs,
+    with_node_ipam,
 };
 use crate::config::{Primary, Resolved};
 use cni_core::{CmdArgs, CniResult, Error, Result, Route, code};
 use ipnet::IpNet;
+use meta_delegate::link::check_bridge;
 use meta_delegate::{
-    Handles, Undo, configure_iface, internal, ipam, nl, open_netns, set_iface_sysctls, transaction,
-    veth_on_bridge,
+    Handles, Undo, check_veth_on_bridge, configure_iface, internal, ipam, nl, set_iface_sysctls,
+    transaction, veth_on_bridge,
 };
 use meta_netlink::{LinkInfo, Mac, Netlink, NetlinkOps, SCOPE_LINK};
 use meta_overlay::{SubnetFile, read_subnet_file};
@@ -254,19 +255,16 @@ impl Vxlan {
     }
 
     pub(crate) fn primary_check(&self, args: &CmdArgs, p: &Primary) -> Result<()> {
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::config("Required prevResult missing"))?;
-        let pod = open_netns(&args.env.netns)?;
         let node = node_settings(p)?;
         let iargs = with_node_ipam(args, node.subnet)?;
-        ipam::check(&iargs)?;
-        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
-        let mut podnl =
-            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+        let (prev, pod) = ipam::check_start(args, &iargs)?;
+        let Handles {
+            mut host,
+            pod: mut podnl,
+            ..
+        } = Handles::from_netns(pod)?;
         let br = check_bridge(&mut host, &p.bridge)?;
-        check_pod_side(args, &prev, &mut host, &mut podnl, &br)?;
+        check_veth_on_bridge(args, &prev, &mut host, &mut podnl, &br)?;
         // The gateway of each address is on the bridge.
         let have: Vec<IpAddr> = host
             .addrs(Some(br.index))

@@ -11,13 +11,12 @@
 //! recorded in `<stateDir>/vni-<vni>.json` when it creates it.
 
 use crate::Vxlan;
-use crate::common::{
-    apply_dns, check_bridge, check_pod_side, ensure_bridge, interfaces, overlay_err, refresh_macs,
-};
+use crate::common::{apply_dns, ensure_bridge, interfaces, overlay_err, refresh_macs};
 use crate::config::{Resolved, Secondary};
 use cni_core::{CmdArgs, CniResult, Error, Result, code};
+use meta_delegate::link::check_bridge;
 use meta_delegate::{
-    Handles, Undo, configure_iface, ipam, nl, open_netns, set_iface_sysctls, transaction,
+    Handles, Undo, check_veth_on_bridge, configure_iface, ipam, nl, set_iface_sysctls, transaction,
     veth_on_bridge,
 };
 use meta_netlink::{Netlink, NetlinkOps};
@@ -145,23 +144,13 @@ impl Vxlan {
         meta_delegate::del_link_and_ipam(args, args)
     }
 
-    pub(crate) fn secondary_check(
-        &self,
-        args: &CmdArgs,
-        r: &Resolved,
-        s: &Secondary,
-    ) -> Result<()> {
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::config("Required prevResult missing"))?;
-        let pod = open_netns(&args.env.netns)?;
-        if r.ipam_type.is_some() {
-            ipam::check(args)?;
-        }
-        let mut host = Netlink::open(None).map_err(nl("failed to open netlink"))?;
-        let mut podnl =
-            Netlink::open(Some(&pod)).map_err(nl("failed to open netlink in the pod"))?;
+    pub(crate) fn secondary_check(&self, args: &CmdArgs, s: &Secondary) -> Result<()> {
+        let (prev, pod) = ipam::check_start(args, args)?;
+        let Handles {
+            mut host,
+            pod: mut podnl,
+            ..
+        } = Handles::from_netns(pod)?;
         let br = check_bridge(&mut host, &s.bridge)?;
         let name = segment_device_name(s.vni);
         let dev = host
@@ -184,7 +173,7 @@ impl Vxlan {
                 br.name
             )));
         }
-        check_pod_side(args, &prev, &mut host, &mut podnl, &br)
+        check_veth_on_bridge(args, &prev, &mut host, &mut podnl, &br)
     }
 
     pub(crate) fn secondary_status(
