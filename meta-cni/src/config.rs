@@ -23,8 +23,7 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<St
     })
 }
 
-/// The global namespace when `globalNamespaces` is unset (Multus's default).
-pub const DEFAULT_GLOBAL_NAMESPACE: &str = "default";
+pub use meta_crd::pod::DEFAULT_GLOBAL_NAMESPACE;
 
 fn d_system() -> Vec<String> {
     vec!["kube-system".into()]
@@ -168,25 +167,13 @@ impl MetaConf {
         self.system_namespaces.iter().any(|s| s == ns)
     }
 
-    /// The namespaces whose NADs any pod may name under `namespaceIsolation`: the
-    /// `globalNamespaces` list, or `default` when it is unset (Multus's
-    /// `NonIsolatedNamespaces`, whose default is `["default"]` and which a set
-    /// `globalNamespaces` replaces).
-    pub fn global_namespaces(&self) -> Vec<&str> {
-        if self.global_namespaces.is_empty() {
-            vec![DEFAULT_GLOBAL_NAMESPACE]
-        } else {
-            self.global_namespaces.iter().map(String::as_str).collect()
+    /// `namespaceIsolation` and `globalNamespaces` as the rule the plugin and the
+    /// webhook share ([`meta_crd::Isolation`]: the pod's own namespace and the global
+    /// ones, `default` when `globalNamespaces` is unset, as Multus).
+    pub fn isolation(&self) -> meta_crd::Isolation {
+        meta_crd::Isolation {
+            enabled: self.namespace_isolation,
+            global_namespaces: self.global_namespaces.clone(),
         }
-    }
-
-    /// Whether a pod in `pod_ns` may name a NAD of `nad_ns` in its annotations (the
-    /// networks and the default-network annotation): always without `namespaceIsolation`;
-    /// with it, only its own namespace and [`MetaConf::global_namespaces`], as Multus's
-    /// rule (pkg/k8sclient `GetNetworkDelegates`). `multusNamespace` is not special here:
-    /// it only holds the networks the configuration itself names (`clusterNetwork`,
-    /// `defaultNetworks`), which isolation never restricts.
-    pub fn may_use(&self, pod_ns: &str, nad_ns: &str) -> bool {
-        !self.namespace_isolation || pod_ns == nad_ns || self.global_namespaces().contains(&nad_ns)
     }
 }

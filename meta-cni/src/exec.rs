@@ -5,28 +5,14 @@
 //! any CNI version, the legacy 0.1.0/0.2.0 (or no `cniVersion`) included.
 
 use crate::journal::Attachment;
-use cni_core::registry::{self, DelegateType};
 use cni_core::{
     CmdArgs, CniArgs, CniResult, ConfList, Env, Error, NetConf, Result, Verb, Version, invoke,
 };
 use meta_netlink::NetlinkOps;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 
-/// The delegate types that run in-process: one line per bundled delegate. Each delegate
-/// crate exports its [`DelegateType`] (CNI type names, reference fields it does not
-/// implement, constructor).
-pub const BUNDLED: &[&DelegateType] = &[
-    &meta_bridge::DELEGATE,
-    &meta_macvlan::DELEGATE,
-    &meta_ipvlan::DELEGATE,
-    &meta_vxlan::DELEGATE,
-];
-
-/// The bundled delegate that serves `plugin_type`, if any.
-pub fn bundled(plugin_type: &str) -> Option<&'static DelegateType> {
-    registry::find(BUNDLED, plugin_type)
-}
+pub use meta_bundle::{DELEGATES as BUNDLED, bundled};
 
 /// Runs attachments for one pod.
 pub struct Runner {
@@ -40,24 +26,6 @@ pub struct Runner {
     pub bin_dirs: Vec<PathBuf>,
     /// Bundled types to exec anyway.
     pub force_exec: Vec<String>,
-}
-
-fn merge_args_cni(m: &mut Map<String, Value>, cni_args: &Map<String, Value>) {
-    let args = m.entry("args").or_insert_with(|| Value::Object(Map::new()));
-    if !args.is_object() {
-        *args = Value::Object(Map::new());
-    }
-    if let Some(a) = args.as_object_mut() {
-        let cni = a.entry("cni").or_insert_with(|| Value::Object(Map::new()));
-        if !cni.is_object() {
-            *cni = Value::Object(Map::new());
-        }
-        if let Some(c) = cni.as_object_mut() {
-            for (k, v) in cni_args {
-                c.insert(k.clone(), v.clone());
-            }
-        }
-    }
 }
 
 impl Runner {
@@ -87,7 +55,7 @@ impl Runner {
     ) -> Result<NetConf> {
         let mut c = list.plugin_conf(i, prev, &a.cap_args)?;
         if let Some(ca) = &a.cni_args {
-            merge_args_cni(c.raw_mut(), ca);
+            meta_bundle::merge_args_cni(c.raw_mut(), ca);
         }
         Ok(c)
     }
@@ -96,36 +64,9 @@ impl Runner {
     fn run_one(&self, verb: Verb, ifname: &str, conf: NetConf) -> Result<Option<CniResult>> {
         let t = conf.plugin_type().to_string();
         let env = self.env(verb, ifname)?;
-        let forced = self.force_exec.iter().any(|f| f == &t) || invoke::forced_exec(&t);
-        if let (Some(d), false) = (bundled(&t), forced) {
-            // Refused at ADD only: DEL, CHECK, STATUS and GC must work on any config.
-            // (A reference field the delegate does not implement is refused rather than
-            // silently ignored; `forceExec` runs the reference binary instead.)
-            if verb == Verb::Add
-                && let Some((field, value)) = d.unimplemented_field(&conf)
-            {
-                return Err(Error::unsupported_field(
-                    field,
-                    format!(
-                        "{value} is not implemented by the bundled {t} delegate; set \"forceExec\": [\"{t}\"] in the meta-cni configuration to run the {t} binary from binDir instead"
-                    ),
-                ));
-            }
-            let legacy = conf.version().is_legacy();
-            if conf.version() < verb.min_version()
-                && !(legacy && matches!(verb, Verb::Add | Verb::Del))
-            {
+        if let Some(d) = meta_bundle::in_process(&t, &self.force_exec) {
+            let Some(conf) = meta_bundle::in_process_conf(d, verb, conf)? else {
                 return Ok(None); // the verb does not exist in this network's version
-            }
-            // A legacy (0.1.0/0.2.0) network: the bundled delegates speak 0.3.0 and later,
-            // and their result is canonical anyway (converted for the next plugin of the
-            // list and for the status).
-            let conf = if legacy {
-                let mut raw = conf.raw().clone();
-                raw.insert("cniVersion".into(), Version::V0_3_0.as_str().into());
-                NetConf::from_map(raw)?
-            } else {
-                conf
             };
             tracing::debug!("{} {t} ({}): in-process", verb.as_str(), ifname);
             let args = CmdArgs {
@@ -156,9 +97,7 @@ impl Runner {
         Self::list(a).is_ok_and(|l| {
             l.plugins().iter().all(|p| {
                 let t = p.get("type").and_then(Value::as_str).unwrap_or("");
-                bundled(t).is_some()
-                    && !self.force_exec.iter().any(|f| f == t)
-                    && !invoke::forced_exec(t)
+                meta_bundle::in_process(t, &self.force_exec).is_some()
             })
         })
     }
@@ -208,6 +147,22 @@ impl Runner {
                 0
             }
         }
+    }
+
+    /// ADD's pre-kernel checks of every plugin of `a` (see [`meta_bundle::check_list`]):
+    /// run on every attachment of the plan before anything is journaled or attached, so a
+    /// bad configuration fails with nothing to roll back, with the message the webhook
+    /// gives. Types that are exec'd check themselves when they run.
+    pub fn check_config(&self, a: &Attachment) -> Result<()> {
+        let env = self.env(Verb::Add, &a.ifname)?;
+        meta_bundle::check_list(
+            &a.conf,
+            &a.cap_args,
+            a.cni_args.as_ref(),
+            &self.force_exec,
+            &env,
+        )
+        .map(|_| ())
     }
 
     /// ADD through the list; the last plugin's result.

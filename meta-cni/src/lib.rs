@@ -273,6 +273,13 @@ impl Plugin for MetaPlugin {
             pod.as_ref().map(|(p, _)| p),
             src.as_mut(),
         )?;
+        // ADD's configuration checks for every network before anything is journaled or
+        // attached (the admission webhook runs the same ones).
+        let run = runner(&conf, args, &args.env.netns);
+        for a in &plan {
+            run.check_config(a)
+                .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
+        }
         // The plan goes to the journal before anything is attached.
         let mut journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
         delete_leftover(&conf, args, &journal)?;
@@ -286,7 +293,6 @@ impl Plugin for MetaPlugin {
         // Attach in order, each result durable before the next attachment starts; the last
         // one is journaled together with the default-route adjustments, before
         // network-status and the return. Any failure rolls back the attempted attachments.
-        let run = runner(&conf, args, &args.env.netns);
         let mut attempted = 0;
         let n = entry.attachments.len();
         let attached = (|| -> Result<()> {

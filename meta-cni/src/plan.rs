@@ -6,7 +6,7 @@ use crate::config::MetaConf;
 use crate::journal::{Attachment, State};
 use crate::source::Source;
 use cni_core::{Error, Result};
-use meta_crd::{NadConfig, NetworkSelectionElement};
+use meta_crd::NadConfig;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,23 +22,7 @@ pub struct PodCtx {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// A single configuration turned into a list, as libcni's `ConfListFromConf` does.
-pub fn as_conflist(conf: Map<String, Value>) -> Value {
-    if conf.contains_key("plugins") {
-        return Value::Object(conf);
-    }
-    let mut list = Map::new();
-    list.insert(
-        "cniVersion".into(),
-        conf.get("cniVersion").cloned().unwrap_or(Value::Null),
-    );
-    list.insert(
-        "name".into(),
-        conf.get("name").cloned().unwrap_or(Value::Null),
-    );
-    list.insert("plugins".into(), Value::Array(vec![Value::Object(conf)]));
-    Value::Object(list)
-}
+pub use meta_bundle::as_conflist;
 
 /// Finds a configuration in `dir` whose network name (or file stem) is `name`: `.conflist`,
 /// `.conf` and `.json` files in name order, like libcni's `LoadConfList`.
@@ -99,7 +83,7 @@ fn split_ref<'a>(r: &'a str, default_ns: &'a str) -> (&'a str, &'a str) {
 
 /// `namespaceIsolation`: a network the pod names (`what`, e.g. `networks[1]`) in the NAD
 /// namespace `nad_ns` for its interface `ifname` must be in the pod's namespace or a
-/// global one ([`MetaConf::may_use`]); else an invalid-configuration error (7) naming the
+/// global one ([`meta_crd::Isolation`]); else an invalid-configuration error (7) naming the
 /// network, the interface and the rule.
 fn check_isolation(
     conf: &MetaConf,
@@ -109,23 +93,9 @@ fn check_isolation(
     id: &str,
     ifname: &str,
 ) -> Result<()> {
-    if conf.may_use(&pod.namespace, nad_ns) {
-        return Ok(());
-    }
-    let globals = if conf.global_namespaces.is_empty() {
-        format!(
-            "{} (globalNamespaces unset)",
-            crate::config::DEFAULT_GLOBAL_NAMESPACE
-        )
-    } else {
-        conf.global_namespaces().join(", ")
-    };
-    Err(Error::config(format!(
-        "pod {}/{}: {what} {id} ({ifname}) refused by namespaceIsolation: the NAD's namespace \
-         {nad_ns:?} is neither the pod's namespace {:?} nor a global namespace [{globals}]; \
-         use a NAD of namespace {:?} or list {nad_ns:?} in globalNamespaces",
-        pod.namespace, pod.name, pod.namespace, pod.namespace
-    )))
+    conf.isolation()
+        .check((&pod.namespace, &pod.name), what, nad_ns, id, ifname)
+        .map_err(Error::config)
 }
 
 /// The pod's own namespace (K8S_POD_NAMESPACE) must be a valid namespace name: networks
@@ -198,63 +168,6 @@ fn cluster_conflist(conf: &MetaConf, src: &mut dyn Source) -> Result<(String, Va
             "delegates[0] must be a CNI configuration object",
         )),
     }
-}
-
-/// Capability names the runtime uses for each selection field.
-fn capability_args(el: &NetworkSelectionElement) -> Result<Map<String, Value>> {
-    let mut m = Map::new();
-    let to = |v: &dyn erased::Ser| v.to_value();
-    if !el.ips.is_empty() {
-        m.insert("ips".into(), to(&el.ips)?);
-    }
-    if let Some(mac) = &el.mac {
-        m.insert("mac".into(), to(mac)?);
-    }
-    if !el.port_mappings.is_empty() {
-        m.insert("portMappings".into(), to(&el.port_mappings)?);
-    }
-    if let Some(b) = &el.bandwidth {
-        m.insert("bandwidth".into(), to(b)?);
-    }
-    if let Some(d) = &el.device_id {
-        m.insert("deviceID".into(), Value::String(d.clone()));
-    }
-    if let Some(g) = &el.infiniband_guid {
-        m.insert("infinibandGUID".into(), to(g)?);
-    }
-    Ok(m)
-}
-
-mod erased {
-    use cni_core::{Error, Result};
-    pub trait Ser {
-        fn to_value(&self) -> Result<serde_json::Value>;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_value(&self) -> Result<serde_json::Value> {
-            serde_json::to_value(self).map_err(|e| Error::internal(format!("serialize: {e}")))
-        }
-    }
-}
-
-/// The capabilities declared by any plugin of a list.
-fn declared_caps(list: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in list
-        .get("plugins")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(c) = p.get("capabilities").and_then(Value::as_object) {
-            out.extend(
-                c.iter()
-                    .filter(|(_, v)| v.as_bool() == Some(true))
-                    .map(|(k, _)| k.clone()),
-            );
-        }
-    }
-    out
 }
 
 /// Builds the plan. `runtime_rc` is the runtime's own runtimeConfig (given to the cluster
@@ -357,38 +270,27 @@ pub fn build(
             let list = nad_conflist(conf, src, &el.namespace, &el.name).map_err(|e| {
                 e.context(format!("pod {}/{}: networks[{i}]", pod.namespace, pod.name))
             })?;
-            let caps = capability_args(el)?;
-            let declared = declared_caps(&list);
-            for cap in caps.keys() {
-                if !declared.contains(cap) {
-                    return Err(Error::config(format!(
-                        "pod {}/{}: networks[{i}] {id} requests {cap:?} but no plugin of that network declares the {cap:?} capability",
-                        pod.namespace, pod.name
-                    )));
-                }
-            }
+            let caps =
+                meta_crd::pod::capability_args(el).map_err(|e| Error::internal(e.to_string()))?;
+            meta_crd::pod::check_capabilities((&pod.namespace, &pod.name), i, &id, &caps, &list)
+                .map_err(Error::config)?;
             let mut a = attach(id, ifname, list, caps, false);
             a.cni_args = el.cni_args.clone();
             a.default_route = el.default_route.clone();
             out.push(a);
         }
     }
-    // Interface names must be unique in the pod.
-    let mut seen = std::collections::HashSet::new();
-    for a in &out {
-        if !seen.insert(a.ifname.as_str()) {
-            return Err(Error::config(format!(
-                "pod {}/{}: interface name {:?} is used twice (network {})",
-                pod.namespace, pod.name, a.ifname, a.network
-            )));
-        }
-    }
-    if out.iter().filter(|a| !a.default_route.is_empty()).count() > 1 {
-        return Err(Error::config(format!(
-            "pod {}/{}: more than one network asks for default-route",
-            pod.namespace, pod.name
-        )));
-    }
+    // Interface names unique in the pod, default-route on one network at most.
+    let planned: Vec<_> = out
+        .iter()
+        .map(|a| meta_crd::pod::PlannedInterface {
+            ifname: &a.ifname,
+            network: &a.network,
+            default_route: !a.default_route.is_empty(),
+        })
+        .collect();
+    meta_crd::pod::check_interfaces((&pod.namespace, &pod.name), &planned)
+        .map_err(Error::config)?;
     Ok(out)
 }
 

@@ -8,6 +8,8 @@
 //!   annotation parsers, with validation errors that name the element and the field.
 //! - [`status`]: the `k8s.v1.cni.cncf.io/network-status` annotation, written byte for byte as
 //!   Multus writes it, and built from a CNI result summary.
+//! - [`pod`]: the pod-level rules the plugin's ADD and the webhook share (namespace
+//!   isolation, requested capabilities, interface names across the pod).
 //! - [`validate`]: the name, interface, MAC and IP validators the parsers use.
 //!
 //! This crate knows no delegate crate (see ARCHITECTURE.md); it links kube for the derive
@@ -17,6 +19,7 @@
 
 pub mod error;
 pub mod nad;
+pub mod pod;
 pub mod selection;
 pub mod status;
 pub mod validate;
@@ -26,6 +29,7 @@ pub use nad::{
     NadConfig, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, config_from_spec, crd,
     crd_yaml, effective_config,
 };
+pub use pod::Isolation;
 pub use selection::{
     Bandwidth, DEFAULT_NETWORK_ANNOTATION, DefaultNetworkSelection, NETWORKS_ANNOTATION,
     NetworkSelection, NetworkSelectionElement, ParseWarning, PortMapping, SelectionFormat,

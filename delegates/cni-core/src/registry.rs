@@ -52,6 +52,12 @@ pub struct DelegateType {
     pub unimplemented: &'static [Unimplemented],
     /// A fresh instance of the plugin.
     pub make: fn() -> Box<dyn Plugin>,
+    /// ADD's checks of a configuration that need no kernel, no file and no IPAM state:
+    /// the very parser and validation that ADD runs first, so an admission webhook (or
+    /// the meta plugin before it touches anything) gets the verdict and the message ADD
+    /// would give. `chained` = an earlier plugin of the list will give this one a
+    /// `prevResult` that is not in `args` yet.
+    pub validate: fn(&CmdArgs, bool) -> Result<()>,
 }
 
 impl DelegateType {
@@ -65,6 +71,21 @@ impl DelegateType {
         self.unimplemented
             .iter()
             .find_map(|u| u.given(conf).map(|v| (u.field, v)))
+    }
+
+    /// ADD's refusal of a reference field this delegate does not implement (code 2,
+    /// naming the field, the value and the way out: `forceExec`).
+    pub fn refuse_unimplemented(&self, conf: &NetConf) -> Result<()> {
+        let Some((field, value)) = self.unimplemented_field(conf) else {
+            return Ok(());
+        };
+        let t = conf.plugin_type();
+        Err(crate::Error::unsupported_field(
+            field,
+            format!(
+                "{value} is not implemented by the bundled {t} delegate; set \"forceExec\": [\"{t}\"] in the meta-cni configuration to run the {t} binary from binDir instead"
+            ),
+        ))
     }
 }
 

@@ -28,7 +28,15 @@ pub const DELEGATE: DelegateType = DelegateType {
         Unimplemented::except("ipMasqBackend", &["nftables"]),
     ],
     make: || Box::new(Bridge::default()),
+    validate: |args, _chained| validated(args).map(|_| ()),
 };
+
+/// ADD's checks before the kernel: the configuration and its bundled IPAM.
+fn validated(args: &CmdArgs) -> Result<config::Resolved> {
+    let r = config::load(args)?;
+    ipam::validate(args)?;
+    Ok(r)
+}
 
 /// The bridge plugin. The firewall backend is only used for `ipMasq` and `macspoofchk`.
 pub struct Bridge {
@@ -313,8 +321,7 @@ impl Plugin for Bridge {
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
-        let r = config::load(args)?;
-        ipam::validate(args)?;
+        let r = validated(args)?;
         let mut h = Handles::open(&args.env.netns)?;
         transaction(&mut h, |h, undo| self.add_steps(args, &r, h, undo))
     }

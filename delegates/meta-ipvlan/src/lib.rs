@@ -51,7 +51,25 @@ pub const DELEGATE: DelegateType = DelegateType {
     names: &["ipvlan", "meta-ipvlan"],
     unimplemented: &[],
     make: || Box::new(Ipvlan::new()),
+    validate: |args, chained| validated(args, &meta_delegate::ipam::validate, chained).map(|_| ()),
 };
+
+/// ADD's checks before the kernel: the configuration, addresses to use (from IPAM, or
+/// from the prevResult an earlier plugin gives when `chained`), and a bundled IPAM.
+fn validated(
+    args: &CmdArgs,
+    ipam_validate: &dyn Fn(&CmdArgs) -> Result<()>,
+    chained: bool,
+) -> Result<config::Resolved> {
+    let r = config::load(args)?;
+    if !(chained && r.prev.is_none()) {
+        r.require_addresses()?;
+    }
+    if r.ipam_type.is_some() {
+        ipam_validate(args)?;
+    }
+    Ok(r)
+}
 
 /// The words every ADD error caused by a kernel without ipvlan support contains.
 pub const UNSUPPORTED_MSG: &str = "ipvlan unsupported by this kernel";
@@ -423,11 +441,7 @@ impl<B: Backend> Plugin for Ipvlan<B> {
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
-        let r = config::load(args)?;
-        r.require_addresses()?;
-        if r.ipam_type.is_some() {
-            self.backend.ipam().validate(args)?;
-        }
+        let r = validated(args, &|a| self.backend.ipam().validate(a), false)?;
         let pod_ns = self.backend.open_pod(&args.env.netns)?;
         let mut node = self.backend.node_nl()?;
         let mut pod = self.backend.pod_nl(&pod_ns)?;

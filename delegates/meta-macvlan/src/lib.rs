@@ -38,7 +38,15 @@ pub const DELEGATE: DelegateType = DelegateType {
     names: &["macvlan", "meta-macvlan"],
     unimplemented: &[Unimplemented::field("bcqueuelen")],
     make: || Box::new(Macvlan),
+    validate: |args, _chained| validated(args).map(|_| ()),
 };
+
+/// ADD's checks before the kernel: the configuration and its bundled IPAM.
+fn validated(args: &CmdArgs) -> Result<config::Resolved> {
+    let r = config::load(args)?;
+    ipam::validate(args)?;
+    Ok(r)
+}
 
 /// The macvlan plugin.
 #[derive(Debug, Default, Clone, Copy)]
@@ -306,8 +314,7 @@ impl Plugin for Macvlan {
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
-        let r = config::load(args)?;
-        ipam::validate(args)?;
+        let r = validated(args)?;
         let pod = open_netns(&args.env.netns)?;
         let mut handles = open_handles(&r, &pod)?;
         transaction(&mut handles, |h, undo| {

@@ -51,7 +51,17 @@ pub const DELEGATE: DelegateType = DelegateType {
     names: &["vxlan", "meta-vxlan"],
     unimplemented: &[],
     make: || Box::new(Vxlan::default()),
+    validate: validate_add,
 };
+
+/// ADD's checks that need no node state: the configuration, and a secondary segment's
+/// bundled IPAM (the primary's IPAM range is the node's subnet, known on the node only).
+fn validate_add(args: &CmdArgs, _chained: bool) -> Result<()> {
+    match config::load(args)?.mode {
+        Mode::Primary(_) => Ok(()),
+        Mode::Secondary(_) => meta_delegate::ipam::validate(args),
+    }
+}
 
 impl Plugin for Vxlan {
     fn about(&self) -> String {
