@@ -208,7 +208,10 @@ fn admit_nad(settings: &Settings, world: &dyn World, req: &Request) -> Decision 
         Ok(n) => n,
         Err(e) => {
             return Decision::deny(
-                format!("not a NetworkAttachmentDefinition: {e}"),
+                format!(
+                    "NetworkAttachmentDefinition {}/{}: not a NetworkAttachmentDefinition object: {e}",
+                    req.namespace, req.name
+                ),
                 Vec::new(),
             );
         }
@@ -327,13 +330,29 @@ fn differences(
         }
     };
     cmp("port", a.port.to_string(), b.port.to_string());
-    cmp("mtu", format!("{:?}", a.mtu), format!("{:?}", b.mtu));
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "unset".into());
+    cmp(
+        "mtu",
+        opt(a.mtu.map(|m| m.to_string())),
+        opt(b.mtu.map(|m| m.to_string())),
+    );
     cmp(
         "bridge",
         format!("{:?}", a.bridge),
         format!("{:?}", b.bridge),
     );
-    cmp("peers", format!("{:?}", a.peers), format!("{:?}", b.peers));
+    let peers = |p: &Option<Vec<std::net::IpAddr>>| {
+        opt(p.as_ref().map(|p| {
+            format!(
+                "[{}]",
+                p.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }))
+    };
+    cmp("peers", peers(&a.peers), peers(&b.peers));
     cmp("learning", a.learning.to_string(), b.learning.to_string());
     cmp(
         "underlayInterface",

@@ -747,6 +747,12 @@ fn parse_element(ctx: &mut ElemCtx<'_>, item: &Value) -> Result<NetworkSelection
         let s = ctx.string("ipam-claim-reference", v)?;
         if !s.is_empty() {
             validate_dns1123_subdomain(s).map_err(|r| ctx.err("ipam-claim-reference", r))?;
+            if !el.ips.is_empty() {
+                return Err(ctx.err(
+                    "ipam-claim-reference",
+                    "cannot be used together with \"ips\": the IPAMClaim decides the addresses; drop one of them",
+                ));
+            }
             el.ipam_claim_reference = Some(s.to_string());
         }
     }

@@ -118,6 +118,8 @@ pub enum Note {
         plugin_type: String,
         /// Whether it is an `ipam.type` (of the plugin `of`).
         ipam_of: Option<String>,
+        /// A bundled type that `forceExec` sends to its binary.
+        forced: bool,
     },
 }
 
@@ -126,7 +128,16 @@ impl std::fmt::Display for Note {
         match self {
             Note::NeedsBinary {
                 plugin_type,
+                forced: true,
+                ..
+            } => write!(
+                f,
+                "plugin type {plugin_type:?} is bundled but listed in forceExec: every node needs the {plugin_type} binary in binDir or on CNI_PATH"
+            ),
+            Note::NeedsBinary {
+                plugin_type,
                 ipam_of: None,
+                ..
             } => write!(
                 f,
                 "plugin type {plugin_type:?} is not bundled with meta-cni: every node needs the {plugin_type} binary in binDir or on CNI_PATH"
@@ -134,6 +145,7 @@ impl std::fmt::Display for Note {
             Note::NeedsBinary {
                 plugin_type,
                 ipam_of: Some(of),
+                ..
             } => write!(
                 f,
                 "IPAM type {plugin_type:?} (of plugin {of}) is not bundled with meta-cni: every node needs the {plugin_type} binary in binDir or on CNI_PATH"
@@ -181,6 +193,7 @@ pub fn check_list(
         let t = c.plugin_type().to_string();
         let Some(d) = in_process(&t, force_exec) else {
             notes.push(Note::NeedsBinary {
+                forced: bundled(&t).is_some(),
                 plugin_type: t,
                 ipam_of: None,
             });
@@ -192,6 +205,7 @@ pub fn check_list(
             notes.push(Note::NeedsBinary {
                 plugin_type: ipam.to_string(),
                 ipam_of: Some(t.clone()),
+                forced: false,
             });
         }
         let checked = in_process_conf(d, Verb::Add, c).and_then(|c| match c {
