@@ -12,6 +12,7 @@ pub mod bench;
 pub mod containerd;
 pub mod contract;
 pub mod cri;
+pub mod kubectl;
 #[cfg(feature = "kube")]
 pub mod kube;
 
