@@ -1,1 +1,3 @@
-//! The validating admission webhook. Filled by a later issue.
+//! The validating admission webhook of meta-cni: NADs and pods' network annotations.
+
+pub mod access;
