@@ -17,8 +17,8 @@ fn deploy_dir() -> PathBuf {
 }
 
 fn load_yaml(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
         .unwrap_or_else(|e| panic!("{}: invalid YAML: {e}", path.display()));
     docs.into_iter().filter(|d| !d.is_null()).collect()
@@ -45,7 +45,11 @@ fn bundle() -> Vec<Value> {
     let mut objs = Vec::new();
     for r in k["resources"].as_array().expect("resources list") {
         let p = dir.join(r.as_str().expect("resource path"));
-        assert!(p.is_file(), "{}: resources are plain files here", p.display());
+        assert!(
+            p.is_file(),
+            "{}: resources are plain files here",
+            p.display()
+        );
         objs.extend(load_yaml(&p));
     }
     objs
@@ -80,7 +84,10 @@ fn webhook_sa(objs: &[Value]) -> (&Value, String, String) {
     let d = find(objs, "Deployment", "meta-cni-webhook");
     let ns = s(&d["metadata"]["namespace"]).to_string();
     let sa = s(&d["spec"]["template"]["spec"]["serviceAccountName"]).to_string();
-    assert!(!ns.is_empty() && !sa.is_empty(), "Deployment without namespace or SA");
+    assert!(
+        !ns.is_empty() && !sa.is_empty(),
+        "Deployment without namespace or SA"
+    );
     find(objs, "ServiceAccount", &sa);
     (d, ns, sa)
 }
@@ -103,7 +110,8 @@ fn bound_grants(objs: &[Value], ns: &str, sa: &str) -> BTreeSet<Grant> {
             if s(&x["kind"]) == "Group" {
                 let g = s(&x["name"]);
                 assert!(
-                    !g.starts_with("system:serviceaccounts") && !g.starts_with("system:authenticated"),
+                    !g.starts_with("system:serviceaccounts")
+                        && !g.starts_with("system:authenticated"),
                     "{kind} {} binds group {g}, which includes the webhook's ServiceAccount",
                     s(&b["metadata"]["name"])
                 );
@@ -125,7 +133,11 @@ fn bound_grants(objs: &[Value], ns: &str, sa: &str) -> BTreeSet<Grant> {
         let rk = s(&b["roleRef"]["kind"]);
         let role = find(objs, rk, s(&b["roleRef"]["name"]));
         if rk == "Role" {
-            assert_eq!(s(&role["metadata"]["namespace"]), ns, "Role in another namespace");
+            assert_eq!(
+                s(&role["metadata"]["namespace"]),
+                ns,
+                "Role in another namespace"
+            );
         }
         assert!(
             role.get("aggregationRule").is_none(),
@@ -133,7 +145,10 @@ fn bound_grants(objs: &[Value], ns: &str, sa: &str) -> BTreeSet<Grant> {
             s(&role["metadata"]["name"])
         );
         for rule in role["rules"].as_array().expect("rules") {
-            assert!(rule.get("nonResourceURLs").is_none(), "nonResourceURLs: {rule}");
+            assert!(
+                rule.get("nonResourceURLs").is_none(),
+                "nonResourceURLs: {rule}"
+            );
             let mut names = strings(&rule["resourceNames"]);
             names.sort();
             for g in strings(&rule["apiGroups"]) {
@@ -235,7 +250,10 @@ fn deployment_runs_two_hardened_replicas_with_https_probes() {
     let c = &cs[0];
     // the DaemonSet's image, binaries under /usr/local/bin
     let ds = find(&objs, "DaemonSet", "meta-cni");
-    assert_eq!(c["image"], ds["spec"]["template"]["spec"]["containers"][0]["image"]);
+    assert_eq!(
+        c["image"],
+        ds["spec"]["template"]["spec"]["containers"][0]["image"]
+    );
     assert_eq!(strings(&c["command"]), ["/usr/local/bin/meta-cni-webhook"]);
     let sc = &c["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
@@ -323,7 +341,9 @@ fn webhook_configuration_fails_closed_for_nads_open_for_pods_and_skips_system_na
         // and nothing else (a namespace without labels is still validated).
         let sel = &h["namespaceSelector"];
         assert!(sel.get("matchLabels").is_none(), "{name}: {sel}");
-        let exprs = sel["matchExpressions"].as_array().expect("matchExpressions");
+        let exprs = sel["matchExpressions"]
+            .as_array()
+            .expect("matchExpressions");
         assert_eq!(exprs.len(), 1, "{name}: {sel}");
         assert_eq!(exprs[0]["key"], "kubernetes.io/metadata.name", "{name}");
         assert_eq!(exprs[0]["operator"], "NotIn", "{name}");
@@ -361,9 +381,15 @@ fn webhook_configuration_fails_closed_for_nads_open_for_pods_and_skips_system_na
                 assert_eq!(h["failurePolicy"], "Ignore", "{name}");
                 assert_eq!(
                     resources,
-                    ["pods", "pods/status"].map(String::from).into_iter().collect()
+                    ["pods", "pods/status"]
+                        .map(String::from)
+                        .into_iter()
+                        .collect()
                 );
-                assert_eq!(ops, ["CREATE", "UPDATE"].map(String::from).into_iter().collect());
+                assert_eq!(
+                    ops,
+                    ["CREATE", "UPDATE"].map(String::from).into_iter().collect()
+                );
                 seen.insert("pods");
             }
             other => panic!("{name}: unexpected apiGroups {other:?}"),

@@ -46,10 +46,7 @@ pub fn kubectl() -> PathBuf {
         return PathBuf::from(BINARY);
     }
     let script = fetch_script();
-    eprintln!(
-        "kubectl v{VERSION} missing: running {}",
-        script.display()
-    );
+    eprintln!("kubectl v{VERSION} missing: running {}", script.display());
     let out = Command::new("bash")
         .arg(&script)
         .stdin(Stdio::null())

@@ -12,9 +12,9 @@ pub mod bench;
 pub mod containerd;
 pub mod contract;
 pub mod cri;
-pub mod kubectl;
 #[cfg(feature = "kube")]
 pub mod kube;
+pub mod kubectl;
 
 use meta_netlink::{NamedNetns, Netlink, NetlinkOps, Netns};
 use serde_json::Value;
