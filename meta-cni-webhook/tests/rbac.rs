@@ -397,3 +397,120 @@ fn webhook_configuration_fails_closed_for_nads_open_for_pods_and_skips_system_na
     }
     assert_eq!(seen, BTreeSet::from(["nads", "pods"]));
 }
+
+/// deploy/cert-manager/ (a kustomize Component; kubectl 1.20's kustomize cannot build it,
+/// so its files are read here): the same admission flags as the bundle, the certificate
+/// from files instead of the Secret, the CA injected from its Certificate, and the RBAC of
+/// [`API_ACCESS`] minus the Secret and the webhook configuration.
+#[test]
+fn cert_manager_component_matches_the_bundle() {
+    let objs = bundle();
+    let (d, ns, sa) = webhook_sa(&objs);
+    let dir = deploy_dir().join("cert-manager");
+    let k = &load_yaml(&dir.join("kustomization.yaml"))[0];
+    assert_eq!(k["kind"], "Component");
+    let mut comp = Vec::new();
+    for r in k["resources"].as_array().into_iter().flatten() {
+        comp.extend(load_yaml(&dir.join(s(r))));
+    }
+    let mut patches = Vec::new();
+    for p in k["patches"].as_array().expect("patches") {
+        let docs = load_yaml(&dir.join(s(&p["path"])));
+        assert_eq!(docs.len(), 1, "{p}: one object per patch file");
+        patches.extend(docs);
+    }
+    let patch = |kind: &str, name: &str| find(&patches, kind, name);
+
+    // The Certificate the CA comes from, for the Service's name.
+    let cert = find(&comp, "Certificate", "meta-cni-webhook");
+    assert_eq!(s(&cert["metadata"]["namespace"]), ns);
+    let secret = s(&cert["spec"]["secretName"]);
+    assert!(
+        strings(&cert["spec"]["dnsNames"]).contains(&format!("meta-cni-webhook.{ns}.svc")),
+        "{cert}"
+    );
+    let vwc = patch("ValidatingWebhookConfiguration", WEBHOOK_CONFIG);
+    assert_eq!(
+        s(&vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]),
+        format!("{ns}/meta-cni-webhook")
+    );
+
+    // The flags: the bundle's, with the certificate files for the Secret and the caBundle.
+    let base: Vec<String> = strings(&d["spec"]["template"]["spec"]["containers"][0]["args"]);
+    let dp = patch("Deployment", "meta-cni-webhook");
+    let c = &dp["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["name"],
+        d["spec"]["template"]["spec"]["containers"][0]["name"]
+    );
+    let args = strings(&c["args"]);
+    let self_provisioned = [
+        "--cert-secret",
+        "--namespace",
+        "--service-name",
+        "--webhook-config-name",
+    ];
+    let keep = |a: &&String| {
+        !self_provisioned
+            .iter()
+            .chain(&["--tls-cert-file", "--tls-private-key-file"])
+            .any(|f| a.starts_with(&format!("{f}=")))
+    };
+    assert_eq!(
+        args.iter().filter(keep).collect::<Vec<_>>(),
+        base.iter().filter(keep).collect::<Vec<_>>(),
+        "deploy/cert-manager/deployment-patch.yaml's flags differ from deploy/webhook.yaml's"
+    );
+    for f in self_provisioned {
+        assert_eq!(arg(&args, f), None, "{f} in cert-manager mode");
+    }
+    let mount = s(&c["volumeMounts"][0]["mountPath"]);
+    assert_eq!(
+        arg(&args, "--tls-cert-file"),
+        Some(format!("{mount}/tls.crt").as_str())
+    );
+    assert_eq!(
+        arg(&args, "--tls-private-key-file"),
+        Some(format!("{mount}/tls.key").as_str())
+    );
+    let vols = dp["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes");
+    assert!(
+        vols.iter()
+            .any(|v| v["name"] == c["volumeMounts"][0]["name"]
+                && s(&v["secret"]["secretName"]) == secret),
+        "{vols:?}"
+    );
+
+    // RBAC: the Role (the Secret) goes, the ClusterRole keeps the reads only.
+    for kind in ["Role", "RoleBinding"] {
+        assert_eq!(
+            patch(kind, "meta-cni-webhook")["$patch"],
+            "delete",
+            "{kind}"
+        );
+    }
+    let mut objs2: Vec<Value> = objs
+        .iter()
+        .filter(|o| !matches!(s(&o["kind"]), "Role" | "RoleBinding" | "ClusterRole"))
+        .cloned()
+        .collect();
+    let base_cr = find(&objs, "ClusterRole", "meta-cni-webhook");
+    let mut cr = base_cr.clone();
+    cr["rules"] = patch("ClusterRole", "meta-cni-webhook")["rules"].clone();
+    objs2.push(cr);
+    objs2.extend(
+        objs.iter()
+            .filter(|o| {
+                s(&o["kind"]) == "ClusterRole" && s(&o["metadata"]["name"]) != "meta-cni-webhook"
+            })
+            .cloned(),
+    );
+    let bound = bound_grants(&objs2, &ns, &sa);
+    let expected: BTreeSet<Grant> = access_grants()
+        .into_iter()
+        .filter(|g| g.1 != "secrets" && g.1 != "validatingwebhookconfigurations")
+        .collect();
+    assert_eq!(bound, expected);
+}
