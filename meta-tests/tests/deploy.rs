@@ -142,6 +142,12 @@ fn bundle_applies_with_kubectl_1_20_dry_run_and_for_real_then_deletes() {
         assert!(objects.iter().any(|x| x == o), "{o} not in {objects:?}");
     }
 
+    // The PodDisruptionBudget's apiVersion: 1.20 serves policy/v1beta1 only.
+    let o = must(&api, &["api-versions"], None);
+    let versions: Vec<&str> = o.stdout.lines().collect();
+    assert!(versions.contains(&"policy/v1beta1"), "{o}");
+    assert!(!versions.contains(&"policy/v1"), "{o}");
+
     // A server dry run cannot create the webhook's namespace for the objects in it (nothing
     // of a dry run is stored): on a fresh cluster it fails on exactly that, and nothing else.
     let o = kubectl(&api, &["apply", "-k", &dir, "--dry-run=server"], None);
