@@ -65,12 +65,16 @@ case "$CAND" in
     ;;
 esac
 
+# The unpacked tree is moved into place from the cache's file system; the download goes
+# to a directory that apt's sandbox user (_apt) can write.
 WORK="$(mktemp -d "$CACHE_DIR/.kubectl-fetch.XXXXXX")"
-chmod 755 "$WORK" # apt-get download writes as user _apt
-trap 'rc=$?; rm -rf "$WORK"; [ $rc -eq 0 ] || echo "fetch.sh: FAILED (exit $rc)" >&2' EXIT
+DL="$(mktemp -d)"
+chmod 755 "$DL"
+chown _apt "$DL" 2>/dev/null || true
+trap 'rc=$?; rm -rf "$WORK" "$DL"; [ $rc -eq 0 ] || echo "fetch.sh: FAILED (exit $rc)" >&2' EXIT
 log "apt-get download kubernetes-client=$CAND"
-(cd "$WORK" && apt-get download -qq "kubernetes-client=$CAND" >&2) || die "apt-get download kubernetes-client failed"
-DEB="$(ls "$WORK"/kubernetes-client_*.deb 2>/dev/null | head -n1 || true)"
+(cd "$DL" && apt-get download -qq "kubernetes-client=$CAND" >&2) || die "apt-get download kubernetes-client failed"
+DEB="$(ls "$DL"/kubernetes-client_*.deb 2>/dev/null | head -n1 || true)"
 [ -n "$DEB" ] || die "apt-get download left no kubernetes-client_*.deb"
 dpkg-deb -x "$DEB" "$WORK/root" || die "dpkg-deb -x $DEB failed"
 [ -x "$WORK/root/usr/bin/kubectl" ] || die "$DEB has no usr/bin/kubectl"
