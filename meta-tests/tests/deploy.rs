@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 const WEBHOOK_NS: &str = "meta-cni-system";
 const WEBHOOK_SA: &str = "system:serviceaccount:meta-cni-system:meta-cni-webhook";
 const NAD_HOOK: &str = "nads.meta-cni.k8s.cni.cncf.io";
+const POD_HOOK: &str = "pods.meta-cni.k8s.cni.cncf.io";
 
 fn deploy_dir() -> String {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
@@ -234,6 +235,8 @@ fn bundle_applies_with_kubectl_1_20_dry_run_and_for_real_then_deletes() {
     let down = DownWebhook::start();
     let url = format!("https://127.0.0.1:{}/validate", down.port);
     let patch = json!([
+        {"op": "test", "path": "/webhooks/0/name", "value": NAD_HOOK},
+        {"op": "test", "path": "/webhooks/1/name", "value": POD_HOOK},
         {"op": "replace", "path": "/webhooks/0/clientConfig", "value": {"url": url}},
         {"op": "replace", "path": "/webhooks/1/clientConfig", "value": {"url": url}},
     ]);
