@@ -5,10 +5,12 @@
 //!   request;
 //! - [`world`]: what the checks know of the cluster;
 //! - [`review`]: AdmissionReview `admission.k8s.io/v1` decoding and encoding;
+//! - [`access`]: the API accesses it makes (deploy/'s RBAC is checked against it);
 //! - [`offline`]: `meta-cni-webhook validate FILE...`.
 
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod admission;
 pub mod error;
 pub mod offline;

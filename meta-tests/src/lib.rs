@@ -14,6 +14,7 @@ pub mod contract;
 pub mod cri;
 #[cfg(feature = "kube")]
 pub mod kube;
+pub mod kubectl;
 
 use meta_netlink::{NamedNetns, Netlink, NetlinkOps, Netns};
 use serde_json::Value;
