@@ -190,7 +190,7 @@ mod tests {
         for (b, want) in [
             (b"".to_vec(), "empty body"),
             (b"{".to_vec(), "EOF"),
-            (b"[]".to_vec(), "invalid type"),
+            (b"[]".to_vec(), "expected struct Review"),
             (body(json!({"kind": "AdmissionReview"})), "no apiVersion"),
             (
                 body(json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"})),
