@@ -70,6 +70,10 @@ pub fn decode(body: &[u8]) -> Result<Decoded> {
     if body.is_empty() {
         return Err(Error::Review("empty body".into()));
     }
+    // An object: serde would also read a struct from a JSON list of its fields.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::Review("the body is not a JSON object".into()));
+    }
     let r: Review = serde_json::from_slice(body).map_err(|e| Error::Review(e.to_string()))?;
     match r.api_version.as_deref() {
         Some("admission.k8s.io/v1") => {}
@@ -190,7 +194,8 @@ mod tests {
         for (b, want) in [
             (b"".to_vec(), "empty body"),
             (b"{".to_vec(), "EOF"),
-            (b"[]".to_vec(), "expected struct Review"),
+            (b"[]".to_vec(), "not a JSON object"),
+            (b"  ".to_vec(), "not a JSON object"),
             (body(json!({"kind": "AdmissionReview"})), "no apiVersion"),
             (
                 body(json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"})),
