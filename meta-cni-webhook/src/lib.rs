@@ -3,7 +3,7 @@
 //!
 //! - [`admission`]: the checks, pure functions of the settings, the known objects and one
 //!   request;
-//! - [`world`]: what the checks know of the cluster;
+//! - [`world`]: what the checks know of the cluster; [`cache`]: that, kept by watches;
 //! - [`review`]: AdmissionReview `admission.k8s.io/v1` decoding and encoding;
 //! - [`access`]: the API accesses it makes (deploy/'s RBAC is checked against it);
 //! - [`offline`]: `meta-cni-webhook validate FILE...`.
@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod cache;
 pub mod error;
 pub mod offline;
 pub mod review;
