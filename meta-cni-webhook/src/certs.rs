@@ -1,0 +1,664 @@
+//! Self-provisioning of the serving certificate (`--cert-secret`).
+//!
+//! The webhook makes its own CA and a serving certificate for its Service's DNS names
+//! (`<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`, `<svc>.<ns>.svc.cluster.local`, plus
+//! `--cert-dns-names` and `--cert-ip-addresses`), ECDSA P-256 both, and keeps them in a
+//! Secret of its namespace, so that restarts and replicas share them:
+//!
+//! | key       | content                                   |
+//! |-----------|-------------------------------------------|
+//! | `tls.crt` | the serving certificate, PEM              |
+//! | `tls.key` | its private key, PEM (PKCS#8)             |
+//! | `ca.crt`  | the CA certificate, PEM                   |
+//! | `ca.key`  | the CA's private key, PEM (PKCS#8)        |
+//!
+//! (type `kubernetes.io/tls` when the webhook creates it). [`Provisioner::ensure_secret`]
+//! creates the Secret when absent (a replica that loses the race, `409 Conflict`, takes
+//! the winner's), and replaces the serving certificate, keeping the CA, when less than a
+//! third of its lifetime is left, when it lacks one of the names, or when it does not
+//! parse; updates carry the `resourceVersion` they were computed from, so two replicas
+//! renewing at once converge on one certificate. [`Provisioner::ensure_ca_bundle`] writes
+//! the CA into `clientConfig.caBundle` of every webhook of the ValidatingWebhookConfiguration
+//! named by `--webhook-config-name` (one strategic merge patch keyed by webhook name, only
+//! when some caBundle differs). [`Provisioner::run`] repeats both every
+//! `--cert-check-interval` and at the renewal time, and swaps the served key in a
+//! [`CertStore`] when the Secret's changed, whoever changed it, with no restart.
+//!
+//! The CA lives [`CA_VALIDITY`]; a CA that would expire before a new serving certificate
+//! does is replaced with the pair.
+
+use crate::Error;
+use crate::tls::{CertStore, certified_key};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
+};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The Secret key of the serving certificate.
+pub const KEY_TLS_CRT: &str = "tls.crt";
+/// The Secret key of the serving certificate's private key.
+pub const KEY_TLS_KEY: &str = "tls.key";
+/// The Secret key of the CA certificate.
+pub const KEY_CA_CRT: &str = "ca.crt";
+/// The Secret key of the CA's private key.
+pub const KEY_CA_KEY: &str = "ca.key";
+/// How long a CA made by the webhook is valid: 10 years.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The field manager of the webhook's writes.
+pub const FIELD_MANAGER: &str = "meta-cni-webhook";
+
+/// How far before "now" a certificate's validity starts (clock skew between nodes): a
+/// tenth of the validity, at most 5 minutes.
+fn backdate(validity: Duration) -> Duration {
+    (validity / 10).min(Duration::from_secs(300))
+}
+
+/// A CA: its certificate and the key that signs with it.
+pub struct Authority {
+    cert_pem: String,
+    key_pem: String,
+    not_after: SystemTime,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate signed by an [`Authority`] and its private key, PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issued {
+    /// The certificate.
+    pub cert_pem: String,
+    /// Its private key (PKCS#8).
+    pub key_pem: String,
+}
+
+impl Authority {
+    /// A new self-signed CA named `common_name`, valid from now for `validity`.
+    pub fn generate(common_name: &str, validity: Duration) -> Result<Authority, Error> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = SystemTime::now();
+        let not_after = now + validity;
+        params.not_before = (now - backdate(validity)).into();
+        params.not_after = not_after.into();
+        let cert = params.self_signed(&key)?;
+        let cert_pem = cert.pem();
+        let key_pem = key.serialize_pem();
+        Authority::from_pem(&cert_pem, &key_pem)
+    }
+
+    /// The CA of `cert_pem` signing with `key_pem`.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, Error> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let der = first_der(cert_pem)?;
+        let validity = Validity::of(&der)?;
+        if key.subject_public_key_info() != validity.spki {
+            return Err(Error::Tls("the CA key is not the CA certificate's".into()));
+        }
+        let issuer = Issuer::from_ca_cert_der(&der, key)?;
+        Ok(Authority {
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            not_after: validity.not_after,
+            issuer,
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA's private key, PEM.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// When the CA expires.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
+    /// A new serving certificate (fresh key, `serverAuth`) for `dns_names` and `ips`, valid
+    /// from now for `validity`; its common name is the first DNS name.
+    pub fn issue(
+        &self,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        validity: Duration,
+    ) -> Result<Issued, Error> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            dns_names.first().map_or("meta-cni-webhook", String::as_str),
+        );
+        params.distinguished_name = dn;
+        params.subject_alt_names = dns_names
+            .iter()
+            .map(|n| Ok(SanType::DnsName(n.clone().try_into()?)))
+            .chain(ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now();
+        params.not_before = (now - backdate(validity)).into();
+        params.not_after = (now + validity).into();
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+fn first_der(pem: &str) -> Result<CertificateDer<'static>, Error> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| Error::Tls(format!("certificate PEM: {e}")))
+}
+
+/// What the webhook needs to know of a certificate.
+#[derive(Clone, Debug)]
+pub struct Validity {
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    /// The DNS names among its subject alternative names.
+    pub dns_names: Vec<String>,
+    /// The IP addresses among its subject alternative names.
+    pub ips: Vec<IpAddr>,
+    /// The raw subject (DER).
+    pub subject: Vec<u8>,
+    /// The raw issuer (DER).
+    pub issuer: Vec<u8>,
+    /// The SubjectPublicKeyInfo (DER).
+    pub spki: Vec<u8>,
+}
+
+fn time_of(t: x509_parser::time::ASN1Time) -> SystemTime {
+    let secs = t.timestamp();
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+impl Validity {
+    /// Parses a DER certificate.
+    pub fn of(der: &[u8]) -> Result<Validity, Error> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| Error::Tls(format!("certificate: {e}")))?;
+        let mut dns_names = Vec::new();
+        let mut ips = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(n) => {
+                        dns_names.push((*n).to_string())
+                    }
+                    x509_parser::extensions::GeneralName::IPAddress(b) => {
+                        if let Ok(a) = <[u8; 4]>::try_from(*b) {
+                            ips.push(IpAddr::from(a));
+                        } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
+                            ips.push(IpAddr::from(a));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(Validity {
+            not_before: time_of(cert.validity().not_before),
+            not_after: time_of(cert.validity().not_after),
+            dns_names,
+            ips,
+            subject: cert.subject().as_raw().to_vec(),
+            issuer: cert.issuer().as_raw().to_vec(),
+            spki: cert.public_key().raw.to_vec(),
+        })
+    }
+
+    /// Parses the first certificate of a PEM text.
+    pub fn of_pem(pem: &str) -> Result<Validity, Error> {
+        Validity::of(&first_der(pem)?)
+    }
+
+    /// When a certificate is renewed: once two thirds of its lifetime have passed.
+    pub fn renew_at(&self) -> SystemTime {
+        let life = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + life * 2 / 3
+    }
+}
+
+/// The four PEMs of the Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bundle {
+    /// The CA certificate.
+    pub ca_cert_pem: String,
+    /// The CA's private key.
+    pub ca_key_pem: String,
+    /// The serving certificate.
+    pub cert_pem: String,
+    /// The serving certificate's private key.
+    pub key_pem: String,
+}
+
+impl Bundle {
+    /// The bundle in a Secret; `None` when a key is missing or not UTF-8.
+    pub fn from_secret(secret: &Secret) -> Option<Bundle> {
+        let data = secret.data.as_ref()?;
+        let get = |k: &str| {
+            data.get(k)
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        };
+        Some(Bundle {
+            ca_cert_pem: get(KEY_CA_CRT)?,
+            ca_key_pem: get(KEY_CA_KEY)?,
+            cert_pem: get(KEY_TLS_CRT)?,
+            key_pem: get(KEY_TLS_KEY)?,
+        })
+    }
+
+    fn data(&self) -> BTreeMap<String, ByteString> {
+        [
+            (KEY_TLS_CRT, &self.cert_pem),
+            (KEY_TLS_KEY, &self.key_pem),
+            (KEY_CA_CRT, &self.ca_cert_pem),
+            (KEY_CA_KEY, &self.ca_key_pem),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
+        .collect()
+    }
+
+    /// The serving certificate and key for rustls.
+    pub fn certified_key(&self) -> Result<CertifiedKey, Error> {
+        certified_key(self.cert_pem.as_bytes(), self.key_pem.as_bytes())
+    }
+
+    /// The serving certificate's validity.
+    pub fn serving(&self) -> Result<Validity, Error> {
+        Validity::of_pem(&self.cert_pem)
+    }
+}
+
+/// Where and for what names the webhook provisions its certificate.
+#[derive(Clone, Debug)]
+pub struct ProvisionConfig {
+    /// The webhook's namespace (of the Secret and the Service).
+    pub namespace: String,
+    /// The Secret's name (`--cert-secret`).
+    pub secret_name: String,
+    /// The webhook's Service (`--service-name`).
+    pub service_name: String,
+    /// The ValidatingWebhookConfiguration whose caBundles to keep (`--webhook-config-name`).
+    pub webhook_config_name: Option<String>,
+    /// More DNS names (`--cert-dns-names`).
+    pub extra_dns_names: Vec<String>,
+    /// IP addresses (`--cert-ip-addresses`).
+    pub ip_addresses: Vec<IpAddr>,
+    /// The serving certificate's validity (`--cert-validity`).
+    pub validity: Duration,
+    /// How often to look at the Secret and the caBundles (`--cert-check-interval`).
+    pub check_interval: Duration,
+}
+
+impl ProvisionConfig {
+    /// The serving certificate's DNS names: the Service's four, then the extra ones.
+    pub fn dns_names(&self) -> Vec<String> {
+        let (s, n) = (&self.service_name, &self.namespace);
+        let mut names = vec![
+            format!("{s}.{n}.svc"),
+            s.clone(),
+            format!("{s}.{n}"),
+            format!("{s}.{n}.svc.cluster.local"),
+        ];
+        for extra in &self.extra_dns_names {
+            if !names.contains(extra) {
+                names.push(extra.clone());
+            }
+        }
+        names
+    }
+}
+
+/// What [`Provisioner::ensure_ca_bundle`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaBundle {
+    /// No `--webhook-config-name`.
+    NotConfigured,
+    /// The ValidatingWebhookConfiguration does not exist (yet).
+    Missing,
+    /// Every webhook already had the CA.
+    UpToDate,
+    /// The caBundle of this many webhooks was written.
+    Patched(usize),
+}
+
+/// Keeps the certificate Secret and the caBundles right; see the module doc.
+#[derive(Clone)]
+pub struct Provisioner {
+    secrets: Api<Secret>,
+    webhooks: Api<ValidatingWebhookConfiguration>,
+    cfg: ProvisionConfig,
+}
+
+/// How often a create or update that conflicts is retried in one
+/// [`Provisioner::ensure_secret`].
+const CONFLICT_RETRIES: usize = 8;
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+impl Provisioner {
+    /// A provisioner for `cfg`, talking through `client`.
+    pub fn new(client: kube::Client, cfg: ProvisionConfig) -> Provisioner {
+        Provisioner {
+            secrets: Api::namespaced(client.clone(), &cfg.namespace),
+            webhooks: Api::all(client),
+            cfg,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProvisionConfig {
+        &self.cfg
+    }
+
+    fn secret_ref(&self) -> String {
+        format!("Secret {}/{}", self.cfg.namespace, self.cfg.secret_name)
+    }
+
+    fn ca_name(&self) -> String {
+        format!(
+            "{}.{} webhook CA",
+            self.cfg.service_name, self.cfg.namespace
+        )
+    }
+
+    /// Why `b` must be replaced now (a serving certificate to renew, `Some(false)`; the
+    /// whole bundle, CA included, `Some(true)`), or `None` when it is good.
+    fn needs(&self, b: &Bundle, now: SystemTime) -> Option<(bool, String)> {
+        let ca = match Authority::from_pem(&b.ca_cert_pem, &b.ca_key_pem) {
+            Ok(ca) => ca,
+            Err(e) => return Some((true, format!("unusable CA: {e}"))),
+        };
+        if ca.not_after() < now + self.cfg.validity {
+            return Some((true, "the CA expires before a new certificate would".into()));
+        }
+        let leaf = match b.serving() {
+            Ok(v) => v,
+            Err(e) => return Some((false, format!("unusable serving certificate: {e}"))),
+        };
+        let ca_subject = Validity::of_pem(&b.ca_cert_pem)
+            .map(|v| v.subject)
+            .unwrap_or_default();
+        if leaf.issuer != ca_subject {
+            return Some((false, "serving certificate not issued by the CA".into()));
+        }
+        if let Err(e) = b.certified_key() {
+            return Some((false, format!("unusable serving key: {e}")));
+        }
+        if now >= leaf.renew_at() {
+            return Some((false, "less than a third of its lifetime left".into()));
+        }
+        if let Some(n) = self
+            .cfg
+            .dns_names()
+            .into_iter()
+            .find(|n| !leaf.dns_names.contains(n))
+        {
+            return Some((false, format!("lacks the DNS name {n}")));
+        }
+        if let Some(ip) = self
+            .cfg
+            .ip_addresses
+            .iter()
+            .find(|ip| !leaf.ips.contains(ip))
+        {
+            return Some((false, format!("lacks the IP address {ip}")));
+        }
+        None
+    }
+
+    fn issue_with(&self, ca: &Authority) -> Result<Bundle, Error> {
+        let leaf = ca.issue(
+            &self.cfg.dns_names(),
+            &self.cfg.ip_addresses,
+            self.cfg.validity,
+        )?;
+        Ok(Bundle {
+            ca_cert_pem: ca.cert_pem().to_string(),
+            ca_key_pem: ca.key_pem().to_string(),
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+        })
+    }
+
+    fn new_bundle(&self) -> Result<Bundle, Error> {
+        let ca = Authority::generate(&self.ca_name(), CA_VALIDITY)?;
+        self.issue_with(&ca)
+    }
+
+    /// Makes sure the Secret holds a usable, current bundle for the configured names and
+    /// returns it: creates the Secret when absent, renews the serving certificate (or, when
+    /// the CA is unusable or expiring, everything) when due. Conflicting writes by another
+    /// replica are re-read and re-judged, so replicas converge on one bundle.
+    pub async fn ensure_secret(&self) -> Result<Bundle, Error> {
+        let name = &self.cfg.secret_name;
+        for _ in 0..CONFLICT_RETRIES {
+            let existing = self
+                .secrets
+                .get_opt(name)
+                .await
+                .map_err(|e| Error::kube(format!("get {}", self.secret_ref()), e))?;
+            let Some(mut secret) = existing else {
+                let bundle = self.new_bundle()?;
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(self.cfg.namespace.clone()),
+                        labels: Some(BTreeMap::from([(
+                            "app.kubernetes.io/managed-by".to_string(),
+                            FIELD_MANAGER.to_string(),
+                        )])),
+                        ..ObjectMeta::default()
+                    },
+                    type_: Some("kubernetes.io/tls".into()),
+                    data: Some(bundle.data()),
+                    ..Secret::default()
+                };
+                match self.secrets.create(&post_params(), &secret).await {
+                    Ok(_) => {
+                        tracing::info!(
+                            secret = %self.secret_ref(),
+                            "created the webhook's CA and serving certificate"
+                        );
+                        return Ok(bundle);
+                    }
+                    Err(e) if is_status(&e, 409) => continue,
+                    Err(e) => {
+                        return Err(Error::kube(format!("create {}", self.secret_ref()), e));
+                    }
+                }
+            };
+            let current = Bundle::from_secret(&secret);
+            let now = SystemTime::now();
+            let (bundle, why) = match &current {
+                Some(b) => match self.needs(b, now) {
+                    None => return Ok(b.clone()),
+                    Some((false, why)) => {
+                        // `needs` said the CA is fine.
+                        let ca = Authority::from_pem(&b.ca_cert_pem, &b.ca_key_pem)?;
+                        (self.issue_with(&ca)?, why)
+                    }
+                    Some((true, why)) => (self.new_bundle()?, why),
+                },
+                None => (self.new_bundle()?, "missing or non-UTF-8 keys".to_string()),
+            };
+            // Keep whatever else the Secret holds; the resourceVersion read above makes a
+            // concurrent change a conflict.
+            secret
+                .data
+                .get_or_insert_with(BTreeMap::new)
+                .extend(bundle.data());
+            match self.secrets.replace(name, &post_params(), &secret).await {
+                Ok(_) => {
+                    tracing::info!(secret = %self.secret_ref(), %why, "renewed the serving certificate");
+                    return Ok(bundle);
+                }
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) => return Err(Error::kube(format!("update {}", self.secret_ref()), e)),
+            }
+        }
+        Err(Error::kube(
+            format!("write {}", self.secret_ref()),
+            kube::Error::Service(
+                format!("still conflicting after {CONFLICT_RETRIES} attempts").into(),
+            ),
+        ))
+    }
+
+    /// Writes `ca_pem` into `clientConfig.caBundle` of every webhook of the configured
+    /// ValidatingWebhookConfiguration that does not have it yet.
+    pub async fn ensure_ca_bundle(&self, ca_pem: &str) -> Result<CaBundle, Error> {
+        let Some(name) = &self.cfg.webhook_config_name else {
+            return Ok(CaBundle::NotConfigured);
+        };
+        let what = format!("ValidatingWebhookConfiguration {name}");
+        let Some(vwc) = self
+            .webhooks
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("get {what}"), e))?
+        else {
+            return Ok(CaBundle::Missing);
+        };
+        let want = ByteString(ca_pem.as_bytes().to_vec());
+        let stale: Vec<&str> = vwc
+            .webhooks
+            .iter()
+            .flatten()
+            .filter(|w| w.client_config.ca_bundle.as_ref() != Some(&want))
+            .map(|w| w.name.as_str())
+            .collect();
+        if stale.is_empty() {
+            return Ok(CaBundle::UpToDate);
+        }
+        // webhooks is a list merged by name: this touches caBundle and nothing else.
+        let patch = serde_json::json!({
+            "webhooks": stale.iter().map(|n| serde_json::json!({
+                "name": n,
+                "clientConfig": { "caBundle": &want },
+            })).collect::<Vec<_>>(),
+        });
+        self.webhooks
+            .patch(
+                name,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                },
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .map_err(|e| Error::kube(format!("patch caBundle of {what}"), e))?;
+        tracing::info!(%name, webhooks = stale.len(), "wrote the CA into caBundle");
+        Ok(CaBundle::Patched(stale.len()))
+    }
+
+    /// Keeps things right forever: every check interval, and at the serving certificate's
+    /// renewal time, [`Provisioner::ensure_secret`] and [`Provisioner::ensure_ca_bundle`];
+    /// serves a changed bundle from `store`. `current` is the bundle being served. Errors
+    /// are logged and retried on the next round.
+    pub async fn run(self, store: std::sync::Arc<CertStore>, mut current: Bundle) {
+        let mut failed = false;
+        loop {
+            let renew_in = current
+                .serving()
+                .ok()
+                .and_then(|v| v.renew_at().duration_since(SystemTime::now()).ok())
+                .unwrap_or_default();
+            // A little past the renewal time, so that the certificate is due then.
+            let mut wait = renew_in + Duration::from_millis(50);
+            if failed {
+                // Not hammering the API server while it fails.
+                wait = wait.max(Duration::from_secs(1));
+            }
+            tokio::time::sleep(wait.min(self.cfg.check_interval)).await;
+            failed = false;
+            match self.ensure_secret().await {
+                Ok(b) => {
+                    if b != current {
+                        match b.certified_key() {
+                            Ok(k) => {
+                                store.set(k);
+                                tracing::info!("serving the certificate of the Secret, reloaded");
+                                current = b;
+                            }
+                            Err(e) => tracing::warn!("certificate of the Secret not usable: {e}"),
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!("serving certificate: {e}");
+                }
+            }
+            match self.ensure_ca_bundle(&current.ca_cert_pem).await {
+                Ok(CaBundle::Missing) => tracing::warn!(
+                    name = self.cfg.webhook_config_name.as_deref().unwrap_or_default(),
+                    "ValidatingWebhookConfiguration not found; caBundle not written"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    }
+}

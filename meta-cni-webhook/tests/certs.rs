@@ -1,0 +1,371 @@
+//! Self-provisioning against a real kube-apiserver (`meta_tests::apiserver`): the Secret,
+//! the caBundle, replicas racing, renewal, and rotation while a client keeps requesting
+//! over TLS, verifying with the CA.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use meta_cni_webhook::certs::{
+    Bundle, CaBundle, KEY_CA_CRT, KEY_CA_KEY, KEY_TLS_CRT, KEY_TLS_KEY, ProvisionConfig,
+    Provisioner, Validity,
+};
+use meta_cni_webhook::serve::ServeOpts;
+use meta_tests::apiserver::ApiServer;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+const VWC: &str = "meta-cni-webhook";
+
+async fn namespace(client: &kube::Client, name: &str) {
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+/// A ValidatingWebhookConfiguration of two webhooks for a made-up resource, failurePolicy
+/// Ignore, no caBundle.
+async fn webhook_config(client: &kube::Client, name: &str) {
+    let hook = |n: &str| {
+        serde_json::json!({
+            "name": n,
+            "clientConfig": {"url": "https://127.0.0.1:9/validate"},
+            "rules": [{
+                "apiGroups": ["example.meta-cni.io"], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["widgets"],
+            }],
+            "failurePolicy": "Ignore",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+        })
+    };
+    let vwc: ValidatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "webhooks": [hook("nads.meta-cni.io"), hook("pods.meta-cni.io")],
+    }))
+    .unwrap();
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &vwc)
+        .await
+        .unwrap();
+}
+
+async fn ca_bundles(client: &kube::Client, name: &str) -> Vec<Option<String>> {
+    let vwc = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .get(name)
+        .await
+        .unwrap();
+    vwc.webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| {
+            w.client_config
+                .ca_bundle
+                .map(|b| String::from_utf8(b.0).unwrap())
+        })
+        .collect()
+}
+
+fn config(ns: &str, secret: &str) -> ProvisionConfig {
+    ProvisionConfig {
+        namespace: ns.into(),
+        secret_name: secret.into(),
+        service_name: "meta-cni-webhook".into(),
+        webhook_config_name: Some(VWC.into()),
+        extra_dns_names: vec!["localhost".into()],
+        ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        validity: Duration::from_secs(3600),
+        check_interval: Duration::from_secs(1),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn provisions_the_secret_and_the_ca_bundle() {
+    let api = ApiServer::start();
+    runtime().block_on(async {
+        let admin = meta_tests::kube::client_for(&api.admin_kubeconfig()).await;
+        let ns = "webhook-system";
+        namespace(&admin, ns).await;
+        webhook_config(&admin, VWC).await;
+        let secrets = Api::<Secret>::namespaced(admin.clone(), ns);
+
+        // Replicas starting together converge on one bundle, round after round.
+        for round in 0..4 {
+            let cfg = config(ns, &format!("race-{round}"));
+            let (p1, p2) = (
+                Provisioner::new(admin.clone(), cfg.clone()),
+                Provisioner::new(admin.clone(), cfg),
+            );
+            let (b1, b2) = tokio::join!(p1.ensure_secret(), p2.ensure_secret());
+            let (b1, b2) = (b1.unwrap(), b2.unwrap());
+            assert_eq!(b1, b2, "round {round}");
+            let stored = secrets.get(&format!("race-{round}")).await.unwrap();
+            assert_eq!(Bundle::from_secret(&stored).as_ref(), Some(&b1));
+        }
+
+        let cfg = config(ns, "webhook-certs");
+        let prov = Provisioner::new(admin.clone(), cfg.clone());
+        let bundle = prov.ensure_secret().await.unwrap();
+        let secret = secrets.get("webhook-certs").await.unwrap();
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        let keys: Vec<&String> = secret.data.as_ref().unwrap().keys().collect();
+        assert_eq!(keys, [KEY_CA_CRT, KEY_CA_KEY, KEY_TLS_CRT, KEY_TLS_KEY]);
+        let leaf = Validity::of_pem(&bundle.cert_pem).unwrap();
+        let ca = Validity::of_pem(&bundle.ca_cert_pem).unwrap();
+        for n in [
+            "meta-cni-webhook",
+            "meta-cni-webhook.webhook-system",
+            "meta-cni-webhook.webhook-system.svc",
+            "meta-cni-webhook.webhook-system.svc.cluster.local",
+            "localhost",
+        ] {
+            assert!(leaf.dns_names.iter().any(|d| d == n), "{n}: {leaf:?}");
+        }
+        assert_eq!(leaf.ips, [IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        assert_eq!(leaf.issuer, ca.subject);
+        assert!(leaf.not_after > SystemTime::now() + Duration::from_secs(3000));
+        assert!(ca.not_after > SystemTime::now() + Duration::from_secs(9 * 365 * 86400));
+        bundle.certified_key().unwrap();
+
+        // The caBundle of both webhooks, once.
+        assert_eq!(ca_bundles(&admin, VWC).await, [None, None]);
+        assert_eq!(
+            prov.ensure_ca_bundle(&bundle.ca_cert_pem).await.unwrap(),
+            CaBundle::Patched(2)
+        );
+        let want = Some(bundle.ca_cert_pem.clone());
+        assert_eq!(ca_bundles(&admin, VWC).await, [want.clone(), want.clone()]);
+        assert_eq!(
+            prov.ensure_ca_bundle(&bundle.ca_cert_pem).await.unwrap(),
+            CaBundle::UpToDate
+        );
+        // Nothing else of the configuration changed.
+        let vwc = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+            .get(VWC)
+            .await
+            .unwrap();
+        let hooks = vwc.webhooks.unwrap();
+        assert_eq!(hooks[0].failure_policy.as_deref(), Some("Ignore"));
+        assert_eq!(
+            hooks[1].client_config.url.as_deref(),
+            Some("https://127.0.0.1:9/validate")
+        );
+        assert_eq!(
+            hooks[1].rules.as_ref().unwrap()[0].resources.as_ref().unwrap(),
+            &["widgets".to_string()]
+        );
+        // A caBundle overwritten by hand (kubectl apply) is written back.
+        let patch = serde_json::json!({"webhooks": [
+            {"name": "pods.meta-cni.io", "clientConfig": {"caBundle": k8s_openapi::ByteString(b"stale".to_vec())}}
+        ]});
+        Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+            .patch(VWC, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .unwrap();
+        assert_eq!(
+            prov.ensure_ca_bundle(&bundle.ca_cert_pem).await.unwrap(),
+            CaBundle::Patched(1)
+        );
+        assert_eq!(ca_bundles(&admin, VWC).await, [want.clone(), want.clone()]);
+
+        // A restart takes the bundle as it is.
+        let again = Provisioner::new(admin.clone(), cfg.clone())
+            .ensure_secret()
+            .await
+            .unwrap();
+        assert_eq!(again, bundle);
+
+        // A new name: a new serving certificate from the same CA.
+        let mut more = cfg.clone();
+        more.extra_dns_names.push("webhook.example".into());
+        let renewed = Provisioner::new(admin.clone(), more)
+            .ensure_secret()
+            .await
+            .unwrap();
+        assert_eq!(renewed.ca_cert_pem, bundle.ca_cert_pem);
+        assert_eq!(renewed.ca_key_pem, bundle.ca_key_pem);
+        assert_ne!(renewed.cert_pem, bundle.cert_pem);
+        let leaf = Validity::of_pem(&renewed.cert_pem).unwrap();
+        assert!(leaf.dns_names.iter().any(|d| d == "webhook.example"));
+        assert_eq!(leaf.issuer, ca.subject);
+
+        // A Secret of garbage (e.g. left by something else) is rewritten whole, keeping
+        // its other keys.
+        let junk: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "junk", "namespace": ns},
+            "type": "Opaque",
+            "stringData": {"tls.crt": "nope", "other": "kept"},
+        }))
+        .unwrap();
+        secrets.create(&PostParams::default(), &junk).await.unwrap();
+        let fixed = Provisioner::new(admin.clone(), config(ns, "junk"))
+            .ensure_secret()
+            .await
+            .unwrap();
+        fixed.certified_key().unwrap();
+        let stored = secrets.get("junk").await.unwrap();
+        assert_eq!(Bundle::from_secret(&stored), Some(fixed));
+        assert_eq!(stored.type_.as_deref(), Some("Opaque"));
+        assert_eq!(
+            stored.data.unwrap().get("other").map(|b| b.0.clone()),
+            Some(b"kept".to_vec())
+        );
+
+        // No such configuration: nothing to write, no error.
+        let mut absent = cfg.clone();
+        absent.webhook_config_name = Some("absent".into());
+        assert_eq!(
+            Provisioner::new(admin.clone(), absent)
+                .ensure_ca_bundle(&bundle.ca_cert_pem)
+                .await
+                .unwrap(),
+            CaBundle::Missing
+        );
+    });
+}
+
+#[test]
+fn rotation_while_serving_fails_no_request() {
+    let api = ApiServer::start();
+    runtime().block_on(async {
+        let admin = meta_tests::kube::client_for(&api.admin_kubeconfig()).await;
+        let ns = "webhook-system";
+        namespace(&admin, ns).await;
+        webhook_config(&admin, VWC).await;
+        let secrets = Api::<Secret>::namespaced(admin.clone(), ns);
+
+        let mut opts = ServeOpts::new("127.0.0.1:0".parse().unwrap());
+        opts.cert_secret = Some("webhook-certs".into());
+        opts.namespace = Some(ns.into());
+        opts.webhook_config_name = Some(VWC.into());
+        opts.cert_dns_names = vec!["localhost".into()];
+        opts.cert_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        opts.cert_validity = Duration::from_secs(6);
+        opts.cert_check_interval = Duration::from_millis(500);
+        opts.kubeconfig = Some(api.admin_kubeconfig());
+        // Two replicas sharing the Secret.
+        let a = start(opts.clone(), TestHandler::new()).await;
+        let b = start(opts.clone(), TestHandler::new()).await;
+
+        // Serving once the first certificate is there.
+        let ca_pem = {
+            let mut found = None;
+            for _ in 0..600 {
+                if let Some(s) = secrets.get_opt("webhook-certs").await.unwrap() {
+                    found = Bundle::from_secret(&s);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            found.expect("the Secret was made").ca_cert_pem
+        };
+        let cfg = client(&ca_pem);
+        let mut up = false;
+        for _ in 0..600 {
+            let ra = get(a.addr, cfg.clone(), "/healthz").await;
+            let rb = get(b.addr, cfg.clone(), "/healthz").await;
+            if ra.is_ok_and(|r| r.status == 200) && rb.is_ok_and(|r| r.status == 200) {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "both replicas serve with the CA's certificate");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut loops = Vec::new();
+        let mut seen = Vec::new();
+        for addr in [a.addr, b.addr] {
+            let s = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+            seen.push(s.clone());
+            let (cfg, stop) = (cfg.clone(), stop.clone());
+            loops.push(tokio::spawn(async move {
+                let (mut ok, mut failures) = (0usize, Vec::new());
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let body = review("Pod", "CREATE", &format!("p{i}"));
+                    match post_review(addr, cfg.clone(), &body).await {
+                        Ok(r) if r.status == 200 => {
+                            ok += 1;
+                            let mut s = s.lock().unwrap();
+                            if !s.contains(&r.peer_cert) {
+                                s.push(r.peer_cert);
+                            }
+                        }
+                        Ok(r) => failures.push(format!("status {}", r.status)),
+                        Err(e) => failures.push(e),
+                    }
+                }
+                (ok, failures)
+            }));
+        }
+        // Until each replica has served three certificates (two renewals), 90 s at most.
+        let mut rotated = false;
+        for _ in 0..1800 {
+            if seen.iter().all(|s| s.lock().unwrap().len() >= 3) {
+                rotated = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
+        let mut total = 0;
+        for l in loops {
+            let (ok, failures) = l.await.unwrap();
+            assert!(
+                failures.is_empty(),
+                "{} failed: {failures:?}",
+                failures.len()
+            );
+            total += ok;
+        }
+        assert!(
+            rotated,
+            "certificates seen: {:?}",
+            seen.iter()
+                .map(|s| s.lock().unwrap().len())
+                .collect::<Vec<_>>()
+        );
+        assert!(total > 6, "{total} requests");
+
+        // The CA stayed; the caBundle is it.
+        let now = Bundle::from_secret(&secrets.get("webhook-certs").await.unwrap()).unwrap();
+        assert_eq!(now.ca_cert_pem, ca_pem);
+        assert_eq!(
+            ca_bundles(&admin, VWC).await,
+            [Some(ca_pem.clone()), Some(ca_pem.clone())]
+        );
+        // Every certificate served was one of the CA's, and the replicas served the same
+        // ones: whichever renewed, the other picked it up.
+        let (sa, sb) = (
+            seen[0].lock().unwrap().clone(),
+            seen[1].lock().unwrap().clone(),
+        );
+        let shared = sa.iter().filter(|c| sb.contains(c)).count();
+        assert!(
+            shared >= 2,
+            "{} of {} / {} shared",
+            shared,
+            sa.len(),
+            sb.len()
+        );
+        drop((a, b));
+    });
+}
