@@ -13,7 +13,7 @@
 //! Either way the server speaks HTTPS only ([`crate::server`]).
 
 use crate::Error;
-use crate::certs::{CaBundle, ProvisionConfig, Provisioner};
+use crate::certs::{CA_VALIDITY, CaBundle, ProvisionConfig, Provisioner};
 use crate::metrics::Metrics;
 use crate::server::{DEFAULT_MAX_REQUEST_BYTES, Handler, Server};
 use crate::tls::{CertFiles, CertStore, server_config, watch_files};
@@ -154,6 +154,12 @@ fn mode(opts: &ServeOpts) -> Result<Mode, Error> {
             if opts.cert_validity < Duration::from_secs(3) {
                 return Err(Error::Flags("--cert-validity must be at least 3s".into()));
             }
+            if opts.cert_validity > CA_VALIDITY / 3 {
+                return Err(Error::Flags(format!(
+                    "--cert-validity must be at most a third of the CA's {} days",
+                    CA_VALIDITY.as_secs() / 86400
+                )));
+            }
             Ok(Mode::Secret(ProvisionConfig {
                 namespace,
                 secret_name: secret.clone(),
@@ -253,4 +259,139 @@ pub async fn run_on(
     let served = server.serve(listener, shutdown).await;
     background.abort();
     served
+}
+
+/// Completes on SIGTERM or SIGINT: the `shutdown` of [`run`] in the binary.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install the SIGTERM handler; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        opts: ServeOpts,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeOpts, clap::Error> {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|c| c.opts)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("8760h"),
+            Ok(Duration::from_secs(8760 * 3600))
+        );
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5h",
+            "10 y",
+            "-1s",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn file_mode_flags() {
+        let o = parse(&["--tls-cert-file", "/c", "--tls-private-key-file", "/k"]).unwrap();
+        assert_eq!(o.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(o.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert!(matches!(mode(&o), Ok(Mode::Files(_))));
+        assert!(
+            parse(&["--tls-cert-file", "/c"]).is_err(),
+            "the key is needed"
+        );
+        assert!(parse(&["--tls-private-key-file", "/k"]).is_err());
+        assert!(parse(&[]).is_err(), "one mode is needed");
+        assert!(
+            parse(&[
+                "--tls-cert-file",
+                "/c",
+                "--tls-private-key-file",
+                "/k",
+                "--cert-secret",
+                "s"
+            ])
+            .is_err(),
+            "the modes exclude each other"
+        );
+    }
+
+    #[test]
+    fn self_provisioning_flags() {
+        let o = parse(&[
+            "--cert-secret",
+            "webhook-certs",
+            "--namespace",
+            "kube-system",
+            "--webhook-config-name",
+            "meta-cni",
+            "--cert-dns-names",
+            "a.example,b.example",
+            "--cert-ip-addresses",
+            "127.0.0.1,::1",
+            "--cert-validity",
+            "30d",
+            "--listen",
+            "127.0.0.1:9443",
+        ])
+        .unwrap();
+        let Ok(Mode::Secret(cfg)) = mode(&o) else {
+            panic!("self-provisioning");
+        };
+        assert_eq!(cfg.namespace, "kube-system");
+        assert_eq!(cfg.secret_name, "webhook-certs");
+        assert_eq!(cfg.webhook_config_name.as_deref(), Some("meta-cni"));
+        assert_eq!(cfg.validity, Duration::from_secs(30 * 86400));
+        assert_eq!(cfg.ip_addresses.len(), 2);
+        assert_eq!(
+            cfg.dns_names(),
+            [
+                "meta-cni-webhook.kube-system.svc",
+                "meta-cni-webhook",
+                "meta-cni-webhook.kube-system",
+                "meta-cni-webhook.kube-system.svc.cluster.local",
+                "a.example",
+                "b.example"
+            ]
+        );
+        let mut no_ns = o.clone();
+        no_ns.namespace = None;
+        assert!(matches!(mode(&no_ns), Err(Error::Flags(_))));
+        let mut long = o.clone();
+        long.cert_validity = Duration::from_secs(5 * 365 * 86400);
+        assert!(matches!(mode(&long), Err(Error::Flags(_))));
+        let mut short = o;
+        short.cert_validity = Duration::from_secs(1);
+        assert!(matches!(mode(&short), Err(Error::Flags(_))));
+        assert!(parse(&["--cert-secret", "s", "--cert-ip-addresses", "nope"]).is_err());
+    }
 }
