@@ -369,3 +369,107 @@ fn rotation_while_serving_fails_no_request() {
         drop((a, b));
     });
 }
+
+/// The API server itself as the client: it calls the webhook with the caBundle the webhook
+/// wrote, verifies the self-provisioned certificate (IP SAN 127.0.0.1), sends real
+/// AdmissionReviews and enforces the verdicts.
+#[test]
+fn the_api_server_calls_the_webhook_over_tls_with_the_written_ca_bundle() {
+    let api = ApiServer::start();
+    runtime().block_on(async {
+        let admin = meta_tests::kube::client_for(&api.admin_kubeconfig()).await;
+        let ns = "webhook-system";
+        namespace(&admin, ns).await;
+        let guarded = "guarded";
+        let ns_obj: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": guarded, "labels": {"meta-cni.io/test-webhook": "on"}}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(admin.clone())
+            .create(&PostParams::default(), &ns_obj)
+            .await
+            .unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // ConfigMaps of the labelled namespace only; failurePolicy Fail, so that an
+        // unreachable or distrusted webhook would show as an error.
+        let vwc: ValidatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": VWC},
+            "webhooks": [{
+                "name": "configmaps.meta-cni.io",
+                "clientConfig": {"url": format!("https://127.0.0.1:{}/validate", addr.port())},
+                "rules": [{
+                    "apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["CREATE"], "resources": ["configmaps"],
+                }],
+                "namespaceSelector": {"matchLabels": {"meta-cni.io/test-webhook": "on"}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 10,
+            }],
+        }))
+        .unwrap();
+        Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+            .create(&PostParams::default(), &vwc)
+            .await
+            .unwrap();
+
+        let mut opts = ServeOpts::new(addr);
+        opts.cert_secret = Some("webhook-certs".into());
+        opts.namespace = Some(ns.into());
+        opts.webhook_config_name = Some(VWC.into());
+        opts.cert_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        opts.kubeconfig = Some(api.admin_kubeconfig());
+        let handler = TestHandler::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(meta_cni_webhook::serve::run_on(
+            listener,
+            opts,
+            handler,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+
+        let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), guarded);
+        let cm = |name: &str| -> k8s_openapi::api::core::v1::ConfigMap {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap()
+        };
+        // Until the API server has the configuration and its caBundle, a create is either
+        // admitted without asking (the configuration not seen yet) or fails calling the
+        // webhook (certificate not trusted yet); then the webhook's verdict holds.
+        let mut last = String::new();
+        let mut denied = false;
+        for i in 0..300 {
+            match cms
+                .create(&PostParams::default(), &cm(&format!("deny-{i}")))
+                .await
+            {
+                Err(e) if e.to_string().contains("denied the request") => {
+                    let msg = e.to_string();
+                    assert!(msg.contains("configmaps.meta-cni.io"), "{msg}");
+                    denied = true;
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+                Ok(_) => last = "admitted".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(denied, "the webhook never decided; last: {last}");
+        cms.create(&PostParams::default(), &cm("fine"))
+            .await
+            .unwrap();
+        // Outside the selector nothing is asked.
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &cm("deny-elsewhere"))
+            .await
+            .unwrap();
+
+        let _ = tx.send(());
+        let ended = tokio::time::timeout(Duration::from_secs(20), served).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    });
+}
