@@ -9,11 +9,14 @@
 //!   error instead (`not_found`, `method_not_allowed`, `unsupported_media_type`,
 //!   `payload_too_large`, `empty_body`, `bad_body`, `timeout`, `invalid_review`, `internal`);
 //! - `meta_cni_webhook_tls_handshake_failures_total`: connections that did not complete a
-//!   TLS handshake (plaintext, old protocol versions, clients that distrust the certificate).
+//!   TLS handshake (plaintext, old protocol versions, clients that distrust the certificate);
+//! - `meta_cni_webhook_serving_certificate_expiry_timestamp_seconds`: when the certificate
+//!   being served expires (Unix time), e.g. to alert when renewal stalls.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -79,6 +82,7 @@ pub struct Metrics {
     duration: Histogram,
     rejected: Family<RejectLabels, Counter>,
     handshake_failures: Counter,
+    cert_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -115,7 +119,14 @@ impl Metrics {
             "Connections whose TLS handshake failed",
             handshake_failures.clone(),
         );
+        let cert_expiry = Gauge::default();
+        registry.register(
+            "serving_certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires, Unix time",
+            cert_expiry.clone(),
+        );
         Metrics {
+            cert_expiry,
             registry,
             requests,
             duration,
@@ -155,6 +166,16 @@ impl Metrics {
     /// Counts one failed TLS handshake.
     pub fn handshake_failed(&self) {
         self.handshake_failures.inc();
+    }
+
+    /// Records the certificate being served.
+    pub fn serving_cert(&self, cert: &crate::certs::Validity) {
+        let secs = cert
+            .not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.cert_expiry
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     /// The registry, to add more metrics before serving.

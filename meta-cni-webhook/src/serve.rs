@@ -131,6 +131,9 @@ enum Mode {
 }
 
 fn mode(opts: &ServeOpts) -> Result<Mode, Error> {
+    if opts.max_request_bytes == 0 {
+        return Err(Error::Flags("--max-request-bytes must not be 0".into()));
+    }
     if opts.cert_check_interval.is_zero() {
         return Err(Error::Flags("--cert-check-interval must not be 0".into()));
     }
@@ -203,7 +206,7 @@ async fn kube_client(opts: &ServeOpts) -> Result<kube::Client, Error> {
 pub async fn run(
     opts: ServeOpts,
     handler: Arc<dyn Handler>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future,
 ) -> Result<(), Error> {
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -223,7 +226,7 @@ pub async fn run_on(
     listener: TcpListener,
     opts: ServeOpts,
     handler: Arc<dyn Handler>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future,
 ) -> Result<(), Error> {
     let (store, background) = match mode(&opts)? {
         Mode::Files(files) => {
@@ -249,9 +252,10 @@ pub async fn run_on(
         }
     };
     let server = Server {
-        tls: server_config(store)?,
+        tls: server_config(store.clone())?,
         handler,
         metrics: Arc::new(Metrics::new()),
+        certs: store.clone(),
         max_request_bytes: opts.max_request_bytes,
         shutdown_grace: opts.shutdown_grace,
     };

@@ -16,7 +16,9 @@
 //! and nothing else.
 
 use crate::Error;
+use crate::certs::Validity;
 use crate::metrics::{Metrics, Rejection};
+use crate::tls::CertStore;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -69,6 +71,8 @@ pub struct Server {
     pub handler: Arc<dyn Handler>,
     /// Where requests are counted.
     pub metrics: Arc<Metrics>,
+    /// The certificate being served (its expiry is a metric).
+    pub certs: Arc<CertStore>,
     /// The largest request body accepted, in bytes.
     pub max_request_bytes: usize,
     /// How long, after shutdown is asked for, requests in flight may take to finish.
@@ -78,28 +82,26 @@ pub struct Server {
 struct Ctx {
     handler: Arc<dyn Handler>,
     metrics: Arc<Metrics>,
+    certs: Arc<CertStore>,
     max_request_bytes: usize,
 }
 
 impl Server {
     /// Accepts connections on `listener` until `shutdown` completes; then stops accepting,
     /// lets the requests in flight finish (at most [`Server::shutdown_grace`]) and returns.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), Error> {
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future) -> Result<(), Error> {
         let acceptor = TlsAcceptor::from(self.tls);
         let ctx = Arc::new(Ctx {
             handler: self.handler,
             metrics: self.metrics,
+            certs: self.certs,
             max_request_bytes: self.max_request_bytes,
         });
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
-                () = &mut shutdown => break,
+                _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -196,11 +198,21 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Resp {
         "/healthz" => text(StatusCode::OK, "ok"),
         "/readyz" if ctx.handler.ready() => text(StatusCode::OK, "ok"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        "/metrics" => respond(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ctx.metrics.encode(),
-        ),
+        "/metrics" => {
+            let served = ctx.certs.current();
+            if let Some(v) = served
+                .end_entity_cert()
+                .ok()
+                .and_then(|der| Validity::of(der).ok())
+            {
+                ctx.metrics.serving_cert(&v);
+            }
+            respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ctx.metrics.encode(),
+            )
+        }
         _ => reject(ctx, Rejection::NotFound, StatusCode::NOT_FOUND, "not found"),
     }
 }

@@ -409,12 +409,22 @@ async fn metrics_count_requests_by_kind_operation_and_verdict() {
             .starts_with("application/openmetrics-text")
     );
     let m = r.text();
+    let served = std::fs::read_to_string(pki.cert_path()).unwrap();
+    let expiry = meta_cni_webhook::certs::Validity::of_pem(&served)
+        .unwrap()
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry = format!("meta_cni_webhook_serving_certificate_expiry_timestamp_seconds {expiry}");
+    assert!(m.contains(&expiry), "{expiry} in\n{m}");
     for line in [
         "meta_cni_webhook_requests_total{kind=\"Pod\",operation=\"CREATE\",verdict=\"allowed\"} 2",
         "meta_cni_webhook_requests_total{kind=\"NetworkAttachmentDefinition\",operation=\"UPDATE\",verdict=\"denied\"} 1",
         "meta_cni_webhook_requests_total{kind=\"other\",operation=\"other\",verdict=\"allowed\"} 1",
         "meta_cni_webhook_request_duration_seconds_count 4",
         "# TYPE meta_cni_webhook_request_duration_seconds histogram",
+        "# TYPE meta_cni_webhook_serving_certificate_expiry_timestamp_seconds gauge",
         "# EOF",
     ] {
         assert!(m.contains(line), "{line} in\n{m}");
