@@ -47,8 +47,8 @@ pub struct ServeOpts {
     /// The webhook's namespace (of --cert-secret and of the Service).
     #[arg(long, env = "POD_NAMESPACE")]
     pub namespace: Option<String>,
-    /// The webhook's Service: the serving certificate is for <svc>, <svc>.<ns>,
-    /// <svc>.<ns>.svc and <svc>.<ns>.svc.cluster.local.
+    /// The webhook's Service: the self-provisioned serving certificate is for SVC, SVC.NS,
+    /// SVC.NS.svc and SVC.NS.svc.cluster.local.
     #[arg(long, default_value = "meta-cni-webhook")]
     pub service_name: String,
     /// The ValidatingWebhookConfiguration whose webhooks get the CA as caBundle
