@@ -187,6 +187,22 @@ fn first_der(pem: &str) -> Result<CertificateDer<'static>, Error> {
         .map_err(|e| Error::Tls(format!("certificate PEM: {e}")))
 }
 
+/// Whether the first certificate of `cert_pem` names the first of `ca_pem` as its issuer
+/// and carries its signature.
+pub fn issued_by(cert_pem: &str, ca_pem: &str) -> bool {
+    let (Ok(cert), Ok(ca)) = (first_der(cert_pem), first_der(ca_pem)) else {
+        return false;
+    };
+    let (Ok((_, cert)), Ok((_, ca))) = (
+        x509_parser::parse_x509_certificate(&cert),
+        x509_parser::parse_x509_certificate(&ca),
+    ) else {
+        return false;
+    };
+    cert.issuer().as_raw() == ca.subject().as_raw()
+        && cert.verify_signature(Some(ca.public_key())).is_ok()
+}
+
 /// What the webhook needs to know of a certificate.
 #[derive(Clone, Debug)]
 pub struct Validity {
@@ -357,6 +373,42 @@ impl ProvisionConfig {
     }
 }
 
+/// Why `b` must be replaced now (a serving certificate to renew, `Some(false)`; the
+/// whole bundle, CA included, `Some(true)`), or `None` when it is good.
+fn needs(cfg: &ProvisionConfig, b: &Bundle, now: SystemTime) -> Option<(bool, String)> {
+    let ca = match Authority::from_pem(&b.ca_cert_pem, &b.ca_key_pem) {
+        Ok(ca) => ca,
+        Err(e) => return Some((true, format!("unusable CA: {e}"))),
+    };
+    if ca.not_after() < now + cfg.validity {
+        return Some((true, "the CA expires before a new certificate would".into()));
+    }
+    let leaf = match b.serving() {
+        Ok(v) => v,
+        Err(e) => return Some((false, format!("unusable serving certificate: {e}"))),
+    };
+    if !issued_by(&b.cert_pem, &b.ca_cert_pem) {
+        return Some((false, "serving certificate not signed by the CA".into()));
+    }
+    if let Err(e) = b.certified_key() {
+        return Some((false, format!("unusable serving key: {e}")));
+    }
+    if now >= leaf.renew_at() {
+        return Some((false, "less than a third of its lifetime left".into()));
+    }
+    if let Some(n) = cfg
+        .dns_names()
+        .into_iter()
+        .find(|n| !leaf.dns_names.contains(n))
+    {
+        return Some((false, format!("lacks the DNS name {n}")));
+    }
+    if let Some(ip) = cfg.ip_addresses.iter().find(|ip| !leaf.ips.contains(ip)) {
+        return Some((false, format!("lacks the IP address {ip}")));
+    }
+    None
+}
+
 /// What [`Provisioner::ensure_ca_bundle`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaBundle {
@@ -410,51 +462,6 @@ impl Provisioner {
             "{}.{} webhook CA",
             self.cfg.service_name, self.cfg.namespace
         )
-    }
-
-    /// Why `b` must be replaced now (a serving certificate to renew, `Some(false)`; the
-    /// whole bundle, CA included, `Some(true)`), or `None` when it is good.
-    fn needs(&self, b: &Bundle, now: SystemTime) -> Option<(bool, String)> {
-        let ca = match Authority::from_pem(&b.ca_cert_pem, &b.ca_key_pem) {
-            Ok(ca) => ca,
-            Err(e) => return Some((true, format!("unusable CA: {e}"))),
-        };
-        if ca.not_after() < now + self.cfg.validity {
-            return Some((true, "the CA expires before a new certificate would".into()));
-        }
-        let leaf = match b.serving() {
-            Ok(v) => v,
-            Err(e) => return Some((false, format!("unusable serving certificate: {e}"))),
-        };
-        let ca_subject = Validity::of_pem(&b.ca_cert_pem)
-            .map(|v| v.subject)
-            .unwrap_or_default();
-        if leaf.issuer != ca_subject {
-            return Some((false, "serving certificate not issued by the CA".into()));
-        }
-        if let Err(e) = b.certified_key() {
-            return Some((false, format!("unusable serving key: {e}")));
-        }
-        if now >= leaf.renew_at() {
-            return Some((false, "less than a third of its lifetime left".into()));
-        }
-        if let Some(n) = self
-            .cfg
-            .dns_names()
-            .into_iter()
-            .find(|n| !leaf.dns_names.contains(n))
-        {
-            return Some((false, format!("lacks the DNS name {n}")));
-        }
-        if let Some(ip) = self
-            .cfg
-            .ip_addresses
-            .iter()
-            .find(|ip| !leaf.ips.contains(ip))
-        {
-            return Some((false, format!("lacks the IP address {ip}")));
-        }
-        None
     }
 
     fn issue_with(&self, ca: &Authority) -> Result<Bundle, Error> {
@@ -521,7 +528,7 @@ impl Provisioner {
             let current = Bundle::from_secret(&secret);
             let now = SystemTime::now();
             let (bundle, why) = match &current {
-                Some(b) => match self.needs(b, now) {
+                Some(b) => match needs(&self.cfg, b, now) {
                     None => return Ok(b.clone()),
                     Some((false, why)) => {
                         // `needs` said the CA is fine.
@@ -660,5 +667,153 @@ fn post_params() -> PostParams {
     PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn cfg() -> ProvisionConfig {
+        ProvisionConfig {
+            namespace: "ns".into(),
+            secret_name: "certs".into(),
+            service_name: "hook".into(),
+            webhook_config_name: None,
+            extra_dns_names: vec!["localhost".into()],
+            ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            validity: Duration::from_secs(3000),
+            check_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn bundle(ca: &Authority, cfg: &ProvisionConfig) -> Bundle {
+        let leaf = ca
+            .issue(&cfg.dns_names(), &cfg.ip_addresses, cfg.validity)
+            .unwrap();
+        Bundle {
+            ca_cert_pem: ca.cert_pem().into(),
+            ca_key_pem: ca.key_pem().into(),
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+        }
+    }
+
+    #[test]
+    fn an_issued_certificate_has_the_names_the_validity_and_the_signature() {
+        let c = cfg();
+        let ca = Authority::generate("hook.ns webhook CA", CA_VALIDITY).unwrap();
+        let b = bundle(&ca, &c);
+        let leaf = b.serving().unwrap();
+        assert_eq!(
+            leaf.dns_names,
+            [
+                "hook.ns.svc",
+                "hook",
+                "hook.ns",
+                "hook.ns.svc.cluster.local",
+                "localhost"
+            ]
+        );
+        assert_eq!(leaf.ips, [IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let life = leaf.not_after.duration_since(leaf.not_before).unwrap();
+        // 3000 s plus the 300 s backdating, to the second.
+        assert!((3299..=3301).contains(&life.as_secs()), "{life:?}");
+        assert!(issued_by(&b.cert_pem, &b.ca_cert_pem));
+        b.certified_key().unwrap();
+        assert_eq!(needs(&c, &b, SystemTime::now()), None);
+        // The CA reloaded from its PEMs signs the same way.
+        let again = Authority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
+        let b2 = bundle(&again, &c);
+        assert!(issued_by(&b2.cert_pem, &b.ca_cert_pem));
+    }
+
+    #[test]
+    fn renewal_is_due_when_a_third_of_the_lifetime_is_left() {
+        let c = cfg();
+        let ca = Authority::generate("hook.ns webhook CA", CA_VALIDITY).unwrap();
+        let b = bundle(&ca, &c);
+        let leaf = b.serving().unwrap();
+        let life = leaf.not_after.duration_since(leaf.not_before).unwrap();
+        assert_eq!(leaf.renew_at(), leaf.not_before + life * 2 / 3);
+        let before = leaf.renew_at() - Duration::from_secs(1);
+        assert_eq!(needs(&c, &b, before), None);
+        let (whole, why) = needs(&c, &b, leaf.renew_at()).unwrap();
+        assert!(!whole, "the CA is kept: {why}");
+    }
+
+    #[test]
+    fn what_makes_a_bundle_unusable() {
+        let c = cfg();
+        let ca = Authority::generate("hook.ns webhook CA", CA_VALIDITY).unwrap();
+        let good = bundle(&ca, &c);
+        let now = SystemTime::now();
+        // Another CA of the very same name: same issuer DN, not its signature.
+        let twin = Authority::generate("hook.ns webhook CA", CA_VALIDITY).unwrap();
+        let foreign = Bundle {
+            ca_cert_pem: good.ca_cert_pem.clone(),
+            ca_key_pem: good.ca_key_pem.clone(),
+            ..bundle(&twin, &c)
+        };
+        assert!(!issued_by(&foreign.cert_pem, &foreign.ca_cert_pem));
+        assert!(matches!(needs(&c, &foreign, now), Some((false, _))));
+        // A key that is not the certificate's.
+        let other = bundle(&ca, &c);
+        let mismatched = Bundle {
+            key_pem: other.key_pem,
+            ..good.clone()
+        };
+        assert!(matches!(needs(&c, &mismatched, now), Some((false, _))));
+        // A name added to the flags.
+        let mut more = c.clone();
+        more.extra_dns_names.push("hook.example".into());
+        assert!(matches!(needs(&more, &good, now), Some((false, w)) if w.contains("hook.example")));
+        let mut ip = c.clone();
+        ip.ip_addresses.push("10.0.0.1".parse().unwrap());
+        assert!(matches!(needs(&ip, &good, now), Some((false, w)) if w.contains("10.0.0.1")));
+        // A CA that ends before a new certificate would: everything anew.
+        let short = Authority::generate("short", Duration::from_secs(1000)).unwrap();
+        assert!(matches!(
+            needs(&c, &bundle(&short, &c), now),
+            Some((true, _))
+        ));
+        // Garbage.
+        let junk = Bundle {
+            ca_cert_pem: "junk".into(),
+            ..good.clone()
+        };
+        assert!(matches!(needs(&c, &junk, now), Some((true, _))));
+        let junk = Bundle {
+            cert_pem: "junk".into(),
+            ..good.clone()
+        };
+        assert!(matches!(needs(&c, &junk, now), Some((false, _))));
+        // A CA key that is not the CA certificate's.
+        assert!(Authority::from_pem(ca.cert_pem(), twin.key_pem()).is_err());
+    }
+
+    #[test]
+    fn a_secret_without_every_key_holds_no_bundle() {
+        let ca = Authority::generate("x", CA_VALIDITY).unwrap();
+        let b = bundle(&ca, &cfg());
+        let mut s = Secret {
+            data: Some(b.data()),
+            ..Secret::default()
+        };
+        assert_eq!(Bundle::from_secret(&s), Some(b));
+        s.data.as_mut().unwrap().remove(KEY_CA_KEY);
+        assert_eq!(Bundle::from_secret(&s), None);
+        s.data = None;
+        assert_eq!(Bundle::from_secret(&s), None);
+        let mut bad = Secret {
+            data: Some(bundle(&ca, &cfg()).data()),
+            ..Secret::default()
+        };
+        bad.data
+            .as_mut()
+            .unwrap()
+            .insert(KEY_TLS_CRT.into(), ByteString(vec![0xff, 0xfe]));
+        assert_eq!(Bundle::from_secret(&bad), None, "not UTF-8");
     }
 }
