@@ -11,6 +11,8 @@
 //! | `tls.key` | its private key, PEM (PKCS#8)             |
 //! | `ca.crt`  | the CA certificate, PEM                   |
 //! | `ca.key`  | the CA's private key, PEM (PKCS#8)        |
+//! | `ca-previous.crt` | after a CA rollover: the CA before, while it is valid |
+//! | `ca-rollover-since` | after a CA rollover: when it began, Unix seconds |
 //!
 //! (type `kubernetes.io/tls` when the webhook creates it). [`Provisioner::ensure_secret`]
 //! creates the Secret when absent (a replica that loses the race, `409 Conflict`, takes
@@ -24,8 +26,14 @@
 //! `--cert-check-interval` and at the renewal time, and swaps the served key in a
 //! [`CertStore`] when the Secret's changed, whoever changed it, with no restart.
 //!
-//! The CA lives [`CA_VALIDITY`]; a CA that would expire before a new serving certificate
-//! does is replaced with the pair.
+//! The CA lives `--ca-validity` ([`CA_VALIDITY`] by default). A CA that would expire before
+//! a new serving certificate does is rolled over in two steps, so that no client ever sees
+//! a certificate it cannot verify: first a new CA is made while the serving certificate of
+//! the old one stays, and the caBundle becomes both CAs; only after a grace period
+//! ([`ProvisionConfig::rollover_grace`], three check intervals: time for every replica and
+//! the API server to learn the new CA) does the new CA sign the served certificate. The old
+//! CA stays in the caBundle until it expires. (A CA that does not parse at all is replaced
+//! at once, with a new serving certificate.)
 
 use crate::Error;
 use crate::tls::{CertStore, certified_key};
@@ -54,7 +62,11 @@ pub const KEY_TLS_KEY: &str = "tls.key";
 pub const KEY_CA_CRT: &str = "ca.crt";
 /// The Secret key of the CA's private key.
 pub const KEY_CA_KEY: &str = "ca.key";
-/// How long a CA made by the webhook is valid: 10 years.
+/// The Secret key of the CA before the last rollover (while it is valid).
+pub const KEY_CA_PREVIOUS: &str = "ca-previous.crt";
+/// The Secret key of the time the last CA rollover began (Unix seconds, decimal).
+pub const KEY_ROLLOVER_SINCE: &str = "ca-rollover-since";
+/// How long a CA made by the webhook is valid by default: 10 years.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// The field manager of the webhook's writes.
 pub const FIELD_MANAGER: &str = "meta-cni-webhook";
@@ -281,7 +293,7 @@ impl Validity {
     }
 }
 
-/// The four PEMs of the Secret.
+/// What the Secret holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bundle {
     /// The CA certificate.
@@ -292,6 +304,10 @@ pub struct Bundle {
     pub cert_pem: String,
     /// The serving certificate's private key.
     pub key_pem: String,
+    /// After a CA rollover: the CA before (kept in the caBundle while it is valid).
+    pub previous_ca_pem: Option<String>,
+    /// After a CA rollover: when it began (Unix seconds).
+    pub rollover_since: Option<u64>,
 }
 
 impl Bundle {
@@ -307,19 +323,54 @@ impl Bundle {
             ca_key_pem: get(KEY_CA_KEY)?,
             cert_pem: get(KEY_TLS_CRT)?,
             key_pem: get(KEY_TLS_KEY)?,
+            previous_ca_pem: get(KEY_CA_PREVIOUS),
+            rollover_since: get(KEY_ROLLOVER_SINCE).and_then(|t| t.trim().parse().ok()),
         })
     }
 
-    fn data(&self) -> BTreeMap<String, ByteString> {
-        [
-            (KEY_TLS_CRT, &self.cert_pem),
-            (KEY_TLS_KEY, &self.key_pem),
-            (KEY_CA_CRT, &self.ca_cert_pem),
-            (KEY_CA_KEY, &self.ca_key_pem),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
-        .collect()
+    /// The Secret's data for this bundle: every key of the module doc, `None` for those to
+    /// remove.
+    fn data(&self) -> BTreeMap<String, Option<ByteString>> {
+        let b = |v: &String| Some(ByteString(v.clone().into_bytes()));
+        BTreeMap::from([
+            (KEY_TLS_CRT.to_string(), b(&self.cert_pem)),
+            (KEY_TLS_KEY.to_string(), b(&self.key_pem)),
+            (KEY_CA_CRT.to_string(), b(&self.ca_cert_pem)),
+            (KEY_CA_KEY.to_string(), b(&self.ca_key_pem)),
+            (
+                KEY_CA_PREVIOUS.to_string(),
+                self.previous_ca_pem.as_ref().and_then(b),
+            ),
+            (
+                KEY_ROLLOVER_SINCE.to_string(),
+                self.rollover_since.and_then(|t| b(&t.to_string())),
+            ),
+        ])
+    }
+
+    /// Writes this bundle into `data`, keeping other keys.
+    fn write_into(&self, data: &mut BTreeMap<String, ByteString>) {
+        for (k, v) in self.data() {
+            match v {
+                Some(v) => data.insert(k, v),
+                None => data.remove(&k),
+            };
+        }
+    }
+
+    /// What clients must trust: the CA, and after a rollover the previous CA while it is
+    /// valid at `now` (PEMs, concatenated).
+    pub fn ca_bundle_pem(&self, now: SystemTime) -> String {
+        let mut out = self.ca_cert_pem.clone();
+        if let Some(prev) = &self.previous_ca_pem
+            && Validity::of_pem(prev).is_ok_and(|v| v.not_after > now)
+        {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(prev);
+        }
+        out
     }
 
     /// The serving certificate and key for rustls.
@@ -350,11 +401,24 @@ pub struct ProvisionConfig {
     pub ip_addresses: Vec<IpAddr>,
     /// The serving certificate's validity (`--cert-validity`).
     pub validity: Duration,
+    /// The CA's validity (`--ca-validity`); at least three times `validity`.
+    pub ca_validity: Duration,
     /// How often to look at the Secret and the caBundles (`--cert-check-interval`).
     pub check_interval: Duration,
 }
 
 impl ProvisionConfig {
+    /// The common name of the CA.
+    pub fn ca_name(&self) -> String {
+        format!("{}.{} webhook CA", self.service_name, self.namespace)
+    }
+
+    /// How long a CA rollover keeps serving the certificate of the previous CA: three check
+    /// intervals, at least 2 s.
+    pub fn rollover_grace(&self) -> Duration {
+        (self.check_interval * 3).max(Duration::from_secs(2))
+    }
+
     /// The serving certificate's DNS names: the Service's four, then the extra ones.
     pub fn dns_names(&self) -> Vec<String> {
         let (s, n) = (&self.service_name, &self.namespace);
@@ -373,6 +437,33 @@ impl ProvisionConfig {
     }
 }
 
+/// Whether `b` is in the first step of a CA rollover: its serving certificate `leaf` is
+/// the previous CA's, the grace period has not ended and the certificate outlives it.
+fn in_rollover_grace(cfg: &ProvisionConfig, b: &Bundle, leaf: &Validity, now: SystemTime) -> bool {
+    let (Some(prev), Some(since)) = (&b.previous_ca_pem, b.rollover_since) else {
+        return false;
+    };
+    let end = UNIX_EPOCH + Duration::from_secs(since) + cfg.rollover_grace();
+    now < end && leaf.not_after > end && issued_by(&b.cert_pem, prev)
+}
+
+/// The earliest time at which [`needs`] may change its mind about `b` (renewal of the
+/// serving certificate, end of a rollover's grace, rollover of the CA).
+fn next_due(cfg: &ProvisionConfig, b: &Bundle) -> Option<SystemTime> {
+    let leaf = b.serving().ok()?;
+    let ca = Validity::of_pem(&b.ca_cert_pem).ok()?;
+    let mut due = leaf
+        .renew_at()
+        .min(ca.not_after.checked_sub(cfg.validity).unwrap_or(UNIX_EPOCH));
+    if let Some(since) = b.rollover_since {
+        let end = UNIX_EPOCH + Duration::from_secs(since) + cfg.rollover_grace();
+        if end > SystemTime::now() {
+            due = due.min(end);
+        }
+    }
+    Some(due)
+}
+
 /// Why `b` must be replaced now (a serving certificate to renew, `Some(false)`; the
 /// whole bundle, CA included, `Some(true)`), or `None` when it is good.
 fn needs(cfg: &ProvisionConfig, b: &Bundle, now: SystemTime) -> Option<(bool, String)> {
@@ -388,6 +479,13 @@ fn needs(cfg: &ProvisionConfig, b: &Bundle, now: SystemTime) -> Option<(bool, St
         Err(e) => return Some((false, format!("unusable serving certificate: {e}"))),
     };
     if !issued_by(&b.cert_pem, &b.ca_cert_pem) {
+        if in_rollover_grace(cfg, b, &leaf, now) {
+            // Still the previous CA's certificate, on purpose; see the module doc.
+            return b
+                .certified_key()
+                .err()
+                .map(|e| (false, format!("unusable serving key: {e}")));
+        }
         return Some((false, "serving certificate not signed by the CA".into()));
     }
     if let Err(e) = b.certified_key() {
@@ -407,6 +505,60 @@ fn needs(cfg: &ProvisionConfig, b: &Bundle, now: SystemTime) -> Option<(bool, St
         return Some((false, format!("lacks the IP address {ip}")));
     }
     None
+}
+
+/// A new serving certificate from `ca`; the rollover fields from `old`.
+fn issue_with(
+    cfg: &ProvisionConfig,
+    ca: &Authority,
+    old: Option<&Bundle>,
+) -> Result<Bundle, Error> {
+    let leaf = ca.issue(&cfg.dns_names(), &cfg.ip_addresses, cfg.validity)?;
+    Ok(Bundle {
+        ca_cert_pem: ca.cert_pem().to_string(),
+        ca_key_pem: ca.key_pem().to_string(),
+        cert_pem: leaf.cert_pem,
+        key_pem: leaf.key_pem,
+        previous_ca_pem: old.and_then(|o| o.previous_ca_pem.clone()),
+        rollover_since: old.and_then(|o| o.rollover_since),
+    })
+}
+
+/// A new CA. When `old` has a CA still valid, it becomes the previous CA, and when its
+/// serving certificate is that CA's and outlives the grace period, that certificate
+/// stays for now (the first step of a rollover); otherwise a new serving certificate.
+fn new_bundle(
+    cfg: &ProvisionConfig,
+    old: Option<&Bundle>,
+    now: SystemTime,
+) -> Result<Bundle, Error> {
+    let ca = Authority::generate(&cfg.ca_name(), cfg.ca_validity)?;
+    let Some(old) = old.filter(|o| {
+        Authority::from_pem(&o.ca_cert_pem, &o.ca_key_pem).is_ok_and(|c| c.not_after() > now)
+    }) else {
+        return issue_with(cfg, &ca, None);
+    };
+    let since = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let keep_leaf = issued_by(&old.cert_pem, &old.ca_cert_pem)
+        && old.certified_key().is_ok()
+        && old
+            .serving()
+            .is_ok_and(|v| v.not_after > now + cfg.rollover_grace() + Duration::from_secs(1));
+    let mut b = if keep_leaf {
+        Bundle {
+            ca_cert_pem: ca.cert_pem().to_string(),
+            ca_key_pem: ca.key_pem().to_string(),
+            cert_pem: old.cert_pem.clone(),
+            key_pem: old.key_pem.clone(),
+            previous_ca_pem: None,
+            rollover_since: None,
+        }
+    } else {
+        issue_with(cfg, &ca, None)?
+    };
+    b.previous_ca_pem = Some(old.ca_cert_pem.clone());
+    b.rollover_since = Some(since);
+    Ok(b)
 }
 
 /// What [`Provisioner::ensure_ca_bundle`] did.
@@ -457,32 +609,6 @@ impl Provisioner {
         format!("Secret {}/{}", self.cfg.namespace, self.cfg.secret_name)
     }
 
-    fn ca_name(&self) -> String {
-        format!(
-            "{}.{} webhook CA",
-            self.cfg.service_name, self.cfg.namespace
-        )
-    }
-
-    fn issue_with(&self, ca: &Authority) -> Result<Bundle, Error> {
-        let leaf = ca.issue(
-            &self.cfg.dns_names(),
-            &self.cfg.ip_addresses,
-            self.cfg.validity,
-        )?;
-        Ok(Bundle {
-            ca_cert_pem: ca.cert_pem().to_string(),
-            ca_key_pem: ca.key_pem().to_string(),
-            cert_pem: leaf.cert_pem,
-            key_pem: leaf.key_pem,
-        })
-    }
-
-    fn new_bundle(&self) -> Result<Bundle, Error> {
-        let ca = Authority::generate(&self.ca_name(), CA_VALIDITY)?;
-        self.issue_with(&ca)
-    }
-
     /// Makes sure the Secret holds a usable, current bundle for the configured names and
     /// returns it: creates the Secret when absent, renews the serving certificate (or, when
     /// the CA is unusable or expiring, everything) when due. Conflicting writes by another
@@ -496,7 +622,9 @@ impl Provisioner {
                 .await
                 .map_err(|e| Error::kube(format!("get {}", self.secret_ref()), e))?;
             let Some(mut secret) = existing else {
-                let bundle = self.new_bundle()?;
+                let bundle = new_bundle(&self.cfg, None, SystemTime::now())?;
+                let mut data = BTreeMap::new();
+                bundle.write_into(&mut data);
                 let secret = Secret {
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
@@ -508,7 +636,7 @@ impl Provisioner {
                         ..ObjectMeta::default()
                     },
                     type_: Some("kubernetes.io/tls".into()),
-                    data: Some(bundle.data()),
+                    data: Some(data),
                     ..Secret::default()
                 };
                 match self.secrets.create(&post_params(), &secret).await {
@@ -533,18 +661,18 @@ impl Provisioner {
                     Some((false, why)) => {
                         // `needs` said the CA is fine.
                         let ca = Authority::from_pem(&b.ca_cert_pem, &b.ca_key_pem)?;
-                        (self.issue_with(&ca)?, why)
+                        (issue_with(&self.cfg, &ca, Some(b))?, why)
                     }
-                    Some((true, why)) => (self.new_bundle()?, why),
+                    Some((true, why)) => (new_bundle(&self.cfg, Some(b), now)?, why),
                 },
-                None => (self.new_bundle()?, "missing or non-UTF-8 keys".to_string()),
+                None => (
+                    new_bundle(&self.cfg, None, now)?,
+                    "missing or non-UTF-8 keys".to_string(),
+                ),
             };
             // Keep whatever else the Secret holds; the resourceVersion read above makes a
             // concurrent change a conflict.
-            secret
-                .data
-                .get_or_insert_with(BTreeMap::new)
-                .extend(bundle.data());
+            bundle.write_into(secret.data.get_or_insert_with(BTreeMap::new));
             match self.secrets.replace(name, &post_params(), &secret).await {
                 Ok(_) => {
                     tracing::info!(secret = %self.secret_ref(), %why, "renewed the serving certificate");
@@ -562,7 +690,8 @@ impl Provisioner {
         ))
     }
 
-    /// Writes `ca_pem` into `clientConfig.caBundle` of every webhook of the configured
+    /// Writes `ca_pem` (one CA or several, PEM; see [`Bundle::ca_bundle_pem`]) into
+    /// `clientConfig.caBundle` of every webhook of the configured
     /// ValidatingWebhookConfiguration that does not have it yet.
     pub async fn ensure_ca_bundle(&self, ca_pem: &str) -> Result<CaBundle, Error> {
         let Some(name) = &self.cfg.webhook_config_name else {
@@ -617,10 +746,8 @@ impl Provisioner {
     pub async fn run(self, store: std::sync::Arc<CertStore>, mut current: Bundle) {
         let mut failed = false;
         loop {
-            let renew_in = current
-                .serving()
-                .ok()
-                .and_then(|v| v.renew_at().duration_since(SystemTime::now()).ok())
+            let renew_in = next_due(&self.cfg, &current)
+                .and_then(|t| t.duration_since(SystemTime::now()).ok())
                 .unwrap_or_default();
             // A little past the renewal time, so that the certificate is due then.
             let mut wait = renew_in + Duration::from_millis(50);
@@ -648,7 +775,10 @@ impl Provisioner {
                     tracing::warn!("serving certificate: {e}");
                 }
             }
-            match self.ensure_ca_bundle(&current.ca_cert_pem).await {
+            match self
+                .ensure_ca_bundle(&current.ca_bundle_pem(SystemTime::now()))
+                .await
+            {
                 Ok(CaBundle::Missing) => tracing::warn!(
                     name = self.cfg.webhook_config_name.as_deref().unwrap_or_default(),
                     "ValidatingWebhookConfiguration not found; caBundle not written"
@@ -684,6 +814,7 @@ mod tests {
             extra_dns_names: vec!["localhost".into()],
             ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             validity: Duration::from_secs(3000),
+            ca_validity: CA_VALIDITY,
             check_interval: Duration::from_secs(1),
         }
     }
@@ -697,7 +828,15 @@ mod tests {
             ca_key_pem: ca.key_pem().into(),
             cert_pem: leaf.cert_pem,
             key_pem: leaf.key_pem,
+            previous_ca_pem: None,
+            rollover_since: None,
         }
+    }
+
+    fn data(b: &Bundle) -> BTreeMap<String, ByteString> {
+        let mut d = BTreeMap::new();
+        b.write_into(&mut d);
+        d
     }
 
     #[test]
@@ -798,7 +937,7 @@ mod tests {
         let ca = Authority::generate("x", CA_VALIDITY).unwrap();
         let b = bundle(&ca, &cfg());
         let mut s = Secret {
-            data: Some(b.data()),
+            data: Some(data(&b)),
             ..Secret::default()
         };
         assert_eq!(Bundle::from_secret(&s), Some(b));
@@ -807,7 +946,7 @@ mod tests {
         s.data = None;
         assert_eq!(Bundle::from_secret(&s), None);
         let mut bad = Secret {
-            data: Some(bundle(&ca, &cfg()).data()),
+            data: Some(data(&bundle(&ca, &cfg()))),
             ..Secret::default()
         };
         bad.data
@@ -815,5 +954,96 @@ mod tests {
             .unwrap()
             .insert(KEY_TLS_CRT.into(), ByteString(vec![0xff, 0xfe]));
         assert_eq!(Bundle::from_secret(&bad), None, "not UTF-8");
+    }
+
+    #[test]
+    fn a_ca_rollover_keeps_the_served_certificate_through_the_grace_period() {
+        let mut c = cfg();
+        c.validity = Duration::from_secs(600);
+        let now = SystemTime::now();
+        // A CA that ends before a new certificate would.
+        let old_ca = Authority::generate(&c.ca_name(), Duration::from_secs(500)).unwrap();
+        let old = bundle(&old_ca, &c);
+        assert!(matches!(needs(&c, &old, now), Some((true, _))));
+
+        // Step one: a new CA, the old serving certificate, both CAs trusted.
+        let step1 = new_bundle(&c, Some(&old), now).unwrap();
+        assert_ne!(step1.ca_cert_pem, old.ca_cert_pem);
+        assert_eq!(step1.cert_pem, old.cert_pem);
+        assert_eq!(step1.key_pem, old.key_pem);
+        assert_eq!(
+            step1.previous_ca_pem.as_deref(),
+            Some(old.ca_cert_pem.as_str())
+        );
+        let since = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(step1.rollover_since, Some(since));
+        let trusted = step1.ca_bundle_pem(now);
+        assert!(trusted.contains(&step1.ca_cert_pem) && trusted.contains(&old.ca_cert_pem));
+        assert_eq!(
+            needs(&c, &step1, now),
+            None,
+            "kept through the grace period"
+        );
+        let end = UNIX_EPOCH + Duration::from_secs(since) + c.rollover_grace();
+        assert!(next_due(&c, &step1).unwrap() <= end);
+        // The Secret round trip keeps all of it.
+        let secret = Secret {
+            data: Some(data(&step1)),
+            ..Secret::default()
+        };
+        assert_eq!(Bundle::from_secret(&secret).as_ref(), Some(&step1));
+
+        // Step two, after the grace period: the new CA signs the served certificate; the
+        // previous CA stays trusted while valid.
+        let later = end + Duration::from_secs(1);
+        assert!(matches!(needs(&c, &step1, later), Some((false, _))));
+        let new_ca = Authority::from_pem(&step1.ca_cert_pem, &step1.ca_key_pem).unwrap();
+        let step2 = issue_with(&c, &new_ca, Some(&step1)).unwrap();
+        assert!(issued_by(&step2.cert_pem, &step2.ca_cert_pem));
+        assert_eq!(step2.previous_ca_pem, step1.previous_ca_pem);
+        assert_eq!(needs(&c, &step2, later), None);
+        assert!(step2.ca_bundle_pem(later).contains(&old.ca_cert_pem));
+        // Once the previous CA expired, it is no longer in the bundle.
+        let after = now + Duration::from_secs(1000);
+        assert_eq!(step2.ca_bundle_pem(after), step2.ca_cert_pem);
+        // Written without a previous CA, the rollover keys go away.
+        let plain = Bundle {
+            previous_ca_pem: None,
+            rollover_since: None,
+            ..step2.clone()
+        };
+        let mut d = data(&step2);
+        plain.write_into(&mut d);
+        assert!(!d.contains_key(KEY_CA_PREVIOUS) && !d.contains_key(KEY_ROLLOVER_SINCE));
+    }
+
+    #[test]
+    fn a_rollover_whose_served_certificate_would_not_last_replaces_it_at_once() {
+        let mut c = cfg();
+        c.validity = Duration::from_secs(600);
+        let now = SystemTime::now();
+        let old_ca = Authority::generate(&c.ca_name(), Duration::from_secs(500)).unwrap();
+        // A serving certificate that ends within the grace period.
+        let leaf = old_ca
+            .issue(&c.dns_names(), &c.ip_addresses, Duration::from_secs(2))
+            .unwrap();
+        let old = Bundle {
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+            ..bundle(&old_ca, &c)
+        };
+        let b = new_bundle(&c, Some(&old), now).unwrap();
+        assert!(issued_by(&b.cert_pem, &b.ca_cert_pem));
+        assert_eq!(b.previous_ca_pem.as_deref(), Some(old.ca_cert_pem.as_str()));
+        assert_eq!(needs(&c, &b, now), None);
+        // And an unusable old CA leaves nothing to trust from before.
+        let junk = Bundle {
+            ca_cert_pem: "junk".into(),
+            ..old
+        };
+        let b = new_bundle(&c, Some(&junk), now).unwrap();
+        assert_eq!(b.previous_ca_pem, None);
+        assert_eq!(b.rollover_since, None);
+        assert_eq!(needs(&c, &b, now), None);
     }
 }

@@ -65,6 +65,9 @@ pub struct ServeOpts {
     /// a third of it is left.
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     pub cert_validity: Duration,
+    /// Validity of the self-provisioned CA; at least three times --cert-validity.
+    #[arg(long, default_value = "3650d", value_parser = parse_duration)]
+    pub ca_validity: Duration,
     /// How often the certificate files (file mode) or the Secret and the caBundle
     /// (self-provisioning) are checked for changes.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -94,6 +97,7 @@ impl ServeOpts {
             cert_dns_names: Vec::new(),
             cert_ip_addresses: Vec::new(),
             cert_validity: Duration::from_secs(8760 * 3600),
+            ca_validity: CA_VALIDITY,
             cert_check_interval: Duration::from_secs(10),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             kubeconfig: None,
@@ -157,11 +161,10 @@ fn mode(opts: &ServeOpts) -> Result<Mode, Error> {
             if opts.cert_validity < Duration::from_secs(3) {
                 return Err(Error::Flags("--cert-validity must be at least 3s".into()));
             }
-            if opts.cert_validity > CA_VALIDITY / 3 {
-                return Err(Error::Flags(format!(
-                    "--cert-validity must be at most a third of the CA's {} days",
-                    CA_VALIDITY.as_secs() / 86400
-                )));
+            if opts.cert_validity > opts.ca_validity / 3 {
+                return Err(Error::Flags(
+                    "--cert-validity must be at most a third of --ca-validity".into(),
+                ));
             }
             Ok(Mode::Secret(ProvisionConfig {
                 namespace,
@@ -171,6 +174,7 @@ fn mode(opts: &ServeOpts) -> Result<Mode, Error> {
                 extra_dns_names: opts.cert_dns_names.clone(),
                 ip_addresses: opts.cert_ip_addresses.clone(),
                 validity: opts.cert_validity,
+                ca_validity: opts.ca_validity,
                 check_interval: opts.cert_check_interval,
             }))
         }
@@ -239,7 +243,10 @@ pub async fn run_on(
             let prov = Provisioner::new(client, cfg);
             let bundle = prov.ensure_secret().await?;
             let store = CertStore::new(bundle.certified_key()?);
-            match prov.ensure_ca_bundle(&bundle.ca_cert_pem).await {
+            match prov
+                .ensure_ca_bundle(&bundle.ca_bundle_pem(std::time::SystemTime::now()))
+                .await
+            {
                 Ok(CaBundle::Missing) => tracing::warn!(
                     "ValidatingWebhookConfiguration {} not found (yet); caBundle not written",
                     opts.webhook_config_name.as_deref().unwrap_or_default()

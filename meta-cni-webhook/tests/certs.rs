@@ -83,6 +83,7 @@ fn config(ns: &str, secret: &str) -> ProvisionConfig {
         extra_dns_names: vec!["localhost".into()],
         ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         validity: Duration::from_secs(3600),
+        ca_validity: meta_cni_webhook::certs::CA_VALIDITY,
         check_interval: Duration::from_secs(1),
     }
 }
