@@ -159,7 +159,7 @@ impl Authority {
     }
 
     /// A new serving certificate (fresh key, `serverAuth`) for `dns_names` and `ips`, valid
-    /// from now for `validity`; its common name is the first DNS name.
+    /// from now for `validity` but not past the CA; its common name is the first DNS name.
     pub fn issue(
         &self,
         dns_names: &[String],
@@ -185,7 +185,7 @@ impl Authority {
         params.use_authority_key_identifier_extension = true;
         let now = SystemTime::now();
         params.not_before = (now - backdate(validity)).into();
-        params.not_after = (now + validity).into();
+        params.not_after = (now + validity).min(self.not_after).into();
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
@@ -539,22 +539,32 @@ fn new_bundle(
         return issue_with(cfg, &ca, None);
     };
     let since = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let keep_leaf = issued_by(&old.cert_pem, &old.ca_cert_pem)
+    // Through the grace period the old CA's serving certificate stays: the one there is,
+    // or a new one from the old CA when that one ends sooner (when even the old CA does,
+    // there is nothing to wait for).
+    let lasts = now + cfg.rollover_grace() + Duration::from_secs(1);
+    let old_ca = Authority::from_pem(&old.ca_cert_pem, &old.ca_key_pem)?;
+    let kept = if issued_by(&old.cert_pem, &old.ca_cert_pem)
         && old.certified_key().is_ok()
-        && old
-            .serving()
-            .is_ok_and(|v| v.not_after > now + cfg.rollover_grace() + Duration::from_secs(1));
-    let mut b = if keep_leaf {
-        Bundle {
+        && old.serving().is_ok_and(|v| v.not_after > lasts)
+    {
+        Some((old.cert_pem.clone(), old.key_pem.clone()))
+    } else if old_ca.not_after() > lasts {
+        let leaf = old_ca.issue(&cfg.dns_names(), &cfg.ip_addresses, cfg.validity)?;
+        Some((leaf.cert_pem, leaf.key_pem))
+    } else {
+        None
+    };
+    let mut b = match kept {
+        Some((cert_pem, key_pem)) => Bundle {
             ca_cert_pem: ca.cert_pem().to_string(),
             ca_key_pem: ca.key_pem().to_string(),
-            cert_pem: old.cert_pem.clone(),
-            key_pem: old.key_pem.clone(),
+            cert_pem,
+            key_pem,
             previous_ca_pem: None,
             rollover_since: None,
-        }
-    } else {
-        issue_with(cfg, &ca, None)?
+        },
+        None => issue_with(cfg, &ca, None)?,
     };
     b.previous_ca_pem = Some(old.ca_cert_pem.clone());
     b.rollover_since = Some(since);
@@ -760,6 +770,14 @@ impl Provisioner {
             match self.ensure_secret().await {
                 Ok(b) => {
                     if b != current {
+                        let now = SystemTime::now();
+                        if b.ca_bundle_pem(now) != current.ca_bundle_pem(now) {
+                            // Clients learn a new CA before they can see what it signed.
+                            if let Err(e) = self.ensure_ca_bundle(&b.ca_bundle_pem(now)).await {
+                                failed = true;
+                                tracing::warn!("{e}");
+                            }
+                        }
                         match b.certified_key() {
                             Ok(k) => {
                                 store.set(k);
@@ -1018,7 +1036,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollover_whose_served_certificate_would_not_last_replaces_it_at_once() {
+    fn a_rollover_whose_served_certificate_would_not_last_gets_another_from_the_old_ca() {
         let mut c = cfg();
         c.validity = Duration::from_secs(600);
         let now = SystemTime::now();
@@ -1033,9 +1051,20 @@ mod tests {
             ..bundle(&old_ca, &c)
         };
         let b = new_bundle(&c, Some(&old), now).unwrap();
-        assert!(issued_by(&b.cert_pem, &b.ca_cert_pem));
+        assert_ne!(b.cert_pem, old.cert_pem);
+        assert!(issued_by(&b.cert_pem, &old.ca_cert_pem), "the old CA's");
+        // Not past the old CA.
+        assert!(b.serving().unwrap().not_after <= old_ca.not_after());
         assert_eq!(b.previous_ca_pem.as_deref(), Some(old.ca_cert_pem.as_str()));
         assert_eq!(needs(&c, &b, now), None);
+
+        // An old CA that itself ends within the grace period: the new CA signs at once.
+        let dying = Authority::generate(&c.ca_name(), Duration::from_secs(2)).unwrap();
+        let old = bundle(&dying, &c);
+        let b = new_bundle(&c, Some(&old), now).unwrap();
+        assert!(issued_by(&b.cert_pem, &b.ca_cert_pem));
+        assert_eq!(needs(&c, &b, now), None);
+
         // And an unusable old CA leaves nothing to trust from before.
         let junk = Bundle {
             ca_cert_pem: "junk".into(),
