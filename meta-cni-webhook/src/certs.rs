@@ -202,12 +202,17 @@ fn first_der(pem: &str) -> Result<CertificateDer<'static>, Error> {
 /// Whether the first certificate of `cert_pem` names the first of `ca_pem` as its issuer
 /// and carries its signature.
 pub fn issued_by(cert_pem: &str, ca_pem: &str) -> bool {
-    let (Ok(cert), Ok(ca)) = (first_der(cert_pem), first_der(ca_pem)) else {
-        return false;
-    };
+    match (first_der(cert_pem), first_der(ca_pem)) {
+        (Ok(cert), Ok(ca)) => issued_by_der(&cert, &ca),
+        _ => false,
+    }
+}
+
+/// [`issued_by`] for DER certificates.
+pub fn issued_by_der(cert: &[u8], ca: &[u8]) -> bool {
     let (Ok((_, cert)), Ok((_, ca))) = (
-        x509_parser::parse_x509_certificate(&cert),
-        x509_parser::parse_x509_certificate(&ca),
+        x509_parser::parse_x509_certificate(cert),
+        x509_parser::parse_x509_certificate(ca),
     ) else {
         return false;
     };

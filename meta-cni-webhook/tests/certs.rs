@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use meta_cni_webhook::certs::{
     Bundle, CaBundle, KEY_CA_CRT, KEY_CA_KEY, KEY_TLS_CRT, KEY_TLS_KEY, ProvisionConfig,
-    Provisioner, Validity,
+    Provisioner, Validity, issued_by, issued_by_der,
 };
 use meta_cni_webhook::serve::ServeOpts;
 use meta_tests::apiserver::ApiServer;
@@ -472,5 +472,114 @@ fn the_api_server_calls_the_webhook_over_tls_with_the_written_ca_bundle() {
         let _ = tx.send(());
         let ended = tokio::time::timeout(Duration::from_secs(20), served).await;
         assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    });
+}
+
+/// A CA rollover while serving: the client trusts exactly what the webhook configuration's
+/// caBundle says at each request, the way the API server does, and no request fails.
+#[test]
+fn ca_rollover_while_serving_fails_no_request_of_a_client_trusting_the_ca_bundle() {
+    let api = ApiServer::start();
+    runtime().block_on(async {
+        let admin = meta_tests::kube::client_for(&api.admin_kubeconfig()).await;
+        let ns = "webhook-system";
+        namespace(&admin, ns).await;
+        webhook_config(&admin, VWC).await;
+        let secrets = Api::<Secret>::namespaced(admin.clone(), ns);
+
+        let mut opts = ServeOpts::new("127.0.0.1:0".parse().unwrap());
+        opts.cert_secret = Some("webhook-certs".into());
+        opts.namespace = Some(ns.into());
+        opts.webhook_config_name = Some(VWC.into());
+        opts.cert_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        opts.cert_dns_names = vec!["localhost".into()];
+        opts.cert_validity = Duration::from_secs(6);
+        // Rolled over when less than 6 s are left, i.e. after about 15 s.
+        opts.ca_validity = Duration::from_secs(21);
+        opts.cert_check_interval = Duration::from_millis(500);
+        opts.kubeconfig = Some(api.admin_kubeconfig());
+        let a = start(opts.clone(), TestHandler::new()).await;
+        let b = start(opts, TestHandler::new()).await;
+
+        let first_ca = {
+            let mut found = None;
+            for _ in 0..600 {
+                if let Some(s) = secrets.get_opt("webhook-certs").await.unwrap() {
+                    found = Bundle::from_secret(&s);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            found.expect("the Secret was made").ca_cert_pem
+        };
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut loops = Vec::new();
+        for addr in [a.addr, b.addr] {
+            let (stop, admin) = (stop.clone(), admin.clone());
+            loops.push(tokio::spawn(async move {
+                let (mut ok, mut failures, mut served) = (0usize, Vec::new(), Vec::new());
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let Some(Some(bundle)) = ca_bundles(&admin, VWC).await.into_iter().next()
+                    else {
+                        // Not written yet: the API server could not call the webhook either.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let body = review("Pod", "CREATE", &format!("p{i}"));
+                    match post_review(addr, client(&bundle), &body).await {
+                        Ok(r) if r.status == 200 => {
+                            ok += 1;
+                            if !served.contains(&r.peer_cert) {
+                                served.push(r.peer_cert);
+                            }
+                        }
+                        Ok(r) => failures.push(format!("status {}", r.status)),
+                        Err(e) => failures.push(e),
+                    }
+                }
+                (ok, failures, served)
+            }));
+        }
+        // Until the CA changed and both replicas serve certificates of the new one.
+        let mut new_ca = None;
+        for _ in 0..1800 {
+            let now = Bundle::from_secret(&secrets.get("webhook-certs").await.unwrap()).unwrap();
+            if now.ca_cert_pem != first_ca && issued_by(&now.cert_pem, &now.ca_cert_pem) {
+                new_ca = Some(now.ca_cert_pem);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let new_ca = new_ca.expect("the CA was rolled over within 90 s");
+        // A few more rounds of requests under the new CA.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.store(true, Ordering::SeqCst);
+        for l in loops {
+            let (ok, failures, served) = l.await.unwrap();
+            assert!(
+                failures.is_empty(),
+                "{} failed, the first: {:?}",
+                failures.len(),
+                &failures[..failures.len().min(5)]
+            );
+            assert!(ok > 3, "{ok} requests");
+            assert!(
+                served.iter().any(|c| issued_by_der(c, &der_of(&first_ca))),
+                "served a certificate of the first CA"
+            );
+            assert!(
+                served.iter().any(|c| issued_by_der(c, &der_of(&new_ca))),
+                "served a certificate of the new CA"
+            );
+        }
+        // The previous CA in the Secret, both in the caBundle (the first one until it ends).
+        let now = Bundle::from_secret(&secrets.get("webhook-certs").await.unwrap()).unwrap();
+        assert_eq!(now.previous_ca_pem.as_deref(), Some(first_ca.as_str()));
+        let bundle = ca_bundles(&admin, VWC).await[0].clone().unwrap();
+        assert!(bundle.contains(&new_ca), "{bundle}");
+        drop((a, b));
     });
 }
