@@ -257,7 +257,8 @@ fn rotation_while_serving_fails_no_request() {
         opts.webhook_config_name = Some(VWC.into());
         opts.cert_dns_names = vec!["localhost".into()];
         opts.cert_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-        opts.cert_validity = Duration::from_secs(6);
+        // Renewed after about 6 s, 3 s before expiry: room for a slow machine.
+        opts.cert_validity = Duration::from_secs(9);
         opts.cert_check_interval = Duration::from_millis(500);
         opts.kubeconfig = Some(api.admin_kubeconfig());
         // Two replicas sharing the Secret.
@@ -494,9 +495,9 @@ fn ca_rollover_while_serving_fails_no_request_of_a_client_trusting_the_ca_bundle
         opts.webhook_config_name = Some(VWC.into());
         opts.cert_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
         opts.cert_dns_names = vec!["localhost".into()];
-        opts.cert_validity = Duration::from_secs(6);
-        // Rolled over when less than 6 s are left, i.e. after about 15 s.
-        opts.ca_validity = Duration::from_secs(21);
+        opts.cert_validity = Duration::from_secs(8);
+        // Rolled over when less than 8 s are left, i.e. after about 18 s.
+        opts.ca_validity = Duration::from_secs(24);
         opts.cert_check_interval = Duration::from_millis(500);
         opts.kubeconfig = Some(api.admin_kubeconfig());
         const LAG: Duration = Duration::from_secs(1);
