@@ -452,21 +452,20 @@ fn in_rollover_grace(cfg: &ProvisionConfig, b: &Bundle, leaf: &Validity, now: Sy
     now < end && leaf.not_after > end && issued_by(&b.cert_pem, prev)
 }
 
-/// The earliest time at which [`needs`] may change its mind about `b` (renewal of the
-/// serving certificate, end of a rollover's grace, rollover of the CA).
+/// The earliest time at which [`needs`] may change its mind about `b`: the end of a
+/// rollover's grace period while in it, else the serving certificate's renewal; or the CA's
+/// rollover, if sooner.
 fn next_due(cfg: &ProvisionConfig, b: &Bundle) -> Option<SystemTime> {
     let leaf = b.serving().ok()?;
     let ca = Validity::of_pem(&b.ca_cert_pem).ok()?;
-    let mut due = leaf
-        .renew_at()
-        .min(ca.not_after.checked_sub(cfg.validity).unwrap_or(UNIX_EPOCH));
-    if let Some(since) = b.rollover_since {
-        let end = UNIX_EPOCH + Duration::from_secs(since) + cfg.rollover_grace();
-        if end > SystemTime::now() {
-            due = due.min(end);
+    let ca_due = ca.not_after.checked_sub(cfg.validity).unwrap_or(UNIX_EPOCH);
+    let leaf_due = match b.rollover_since {
+        Some(since) if in_rollover_grace(cfg, b, &leaf, SystemTime::now()) => {
+            UNIX_EPOCH + Duration::from_secs(since) + cfg.rollover_grace()
         }
-    }
-    Some(due)
+        _ => leaf.renew_at(),
+    };
+    Some(leaf_due.min(ca_due))
 }
 
 /// Why `b` must be replaced now (a serving certificate to renew, `Some(false)`; the

@@ -174,6 +174,8 @@ fn text(status: StatusCode, body: impl Into<String>) -> Resp {
 
 fn reject(ctx: &Ctx, why: Rejection, status: StatusCode, msg: impl Into<String>) -> Resp {
     ctx.metrics.rejected(why);
+    let msg = msg.into();
+    tracing::debug!(status = status.as_u16(), reason = why.as_str(), "{msg}");
     text(status, msg)
 }
 
