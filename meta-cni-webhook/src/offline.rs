@@ -143,7 +143,7 @@ pub fn validate_files(settings: &Settings, files: &[impl AsRef<Path>]) -> Result
     let mut objects = Vec::new();
     for f in files {
         let path = f.as_ref().to_path_buf();
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::File {
             path: path.clone(),
             source,
         })?;
