@@ -190,7 +190,8 @@ fn mode(opts: &ServeOpts) -> Result<Mode, Error> {
     }
 }
 
-async fn kube_client(opts: &ServeOpts) -> Result<kube::Client, Error> {
+/// The Kubernetes client of `--kubeconfig`, else the in-cluster (or default) configuration.
+pub async fn kube_client(opts: &ServeOpts) -> Result<kube::Client, Error> {
     let cfg = match &opts.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
