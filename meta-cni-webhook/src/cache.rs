@@ -125,8 +125,11 @@ impl Cache {
 
     /// Applies one NAD watch event.
     pub fn nad_event(&self, ev: Event<NetworkAttachmentDefinition>) {
-        self.nads
-            .apply(ev, |n| key_of(&n.metadata), |n| Some(Arc::new(NadEntry::new(n))));
+        self.nads.apply(
+            ev,
+            |n| key_of(&n.metadata),
+            |n| Some(Arc::new(NadEntry::new(n))),
+        );
     }
 
     /// Applies one pod (metadata) watch event; only pods with network-status are kept.
@@ -206,9 +209,11 @@ mod tests {
     use serde_json::json;
 
     fn nad(ns: &str, name: &str) -> NetworkAttachmentDefinition {
-        serde_json::from_value(json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        serde_json::from_value(
+            json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
             "metadata": {"name": name, "namespace": ns},
-            "spec": {"config": "{\"cniVersion\":\"1.0.0\",\"type\":\"bridge\"}"}}))
+            "spec": {"config": "{\"cniVersion\":\"1.0.0\",\"type\":\"bridge\"}"}}),
+        )
         .unwrap()
     }
 
@@ -232,7 +237,10 @@ mod tests {
         assert!(!c.ready());
         c.nad_event(Event::Init);
         c.nad_event(Event::InitApply(nad("a", "n1")));
-        assert!(c.nad("a", "n1").is_none(), "a re-list shows when it is complete");
+        assert!(
+            c.nad("a", "n1").is_none(),
+            "a re-list shows when it is complete"
+        );
         c.nad_event(Event::InitDone);
         assert!(c.nad("a", "n1").is_some());
         c.pod_event(Event::Init);
@@ -240,7 +248,11 @@ mod tests {
         c.pod_event(Event::InitApply(pod("a", "p2", &[])));
         c.pod_event(Event::InitDone);
         assert!(c.ready());
-        assert_eq!(c.counts(), (1, 1), "pods without network-status are not kept");
+        assert_eq!(
+            c.counts(),
+            (1, 1),
+            "pods without network-status are not kept"
+        );
         assert_eq!(c.pods_attached("a", "n1"), vec!["a/p1"]);
         c.pod_event(Event::Apply(pod("a", "p1", &[])));
         assert!(c.pods_attached("a", "n1").is_empty());

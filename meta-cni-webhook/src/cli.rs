@@ -22,7 +22,12 @@ pub struct AdmissionOpts {
     #[arg(long, value_delimiter = ',', value_name = "NS/NAME,...")]
     pub default_networks: Vec<String>,
     /// The plugin's `systemNamespaces` (comma-separated): their pods get no defaultNetworks.
-    #[arg(long, value_delimiter = ',', default_value = "kube-system", value_name = "NS,...")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kube-system",
+        value_name = "NS,..."
+    )]
     pub system_namespaces: Vec<String>,
     /// The plugin's `forceExec` (comma-separated types the nodes exec instead of running
     /// in-process: their fields are not checked here, and nodes need their binaries).

@@ -6,6 +6,9 @@
 //! [`DIR`] by `meta-tests/kubectl/fetch.sh`, which [`kubectl`] runs when the binary is
 //! missing, so a test fails rather than skips when it cannot be fetched.
 
+use crate::apiserver::ApiServer;
+use serde_json::Value;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -74,4 +77,63 @@ pub fn kubectl() -> PathBuf {
     );
     *done = true;
     PathBuf::from(BINARY)
+}
+
+/// What a kubectl run gave.
+pub struct Out {
+    /// Exit status 0.
+    pub ok: bool,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ok={} stdout:\n{}\nstderr:\n{}",
+            self.ok, self.stdout, self.stderr
+        )
+    }
+}
+
+/// kubectl v1.20.2 as the fixture's admin, with `stdin` (JSON objects) when given.
+pub fn run(api: &ApiServer, args: &[&str], stdin: Option<&Value>) -> Out {
+    let mut cmd = Command::new(kubectl());
+    cmd.arg("--kubeconfig")
+        .arg(api.admin_kubeconfig())
+        .arg("--request-timeout=30s")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for v in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(v);
+    }
+    // kubectl writes its discovery cache under $HOME/.kube: keep it in the fixture's dir.
+    cmd.env("HOME", api.dir());
+    let mut child = cmd.spawn().expect("spawn kubectl");
+    if let Some(v) = stdin {
+        let mut si = child.stdin.take().expect("stdin");
+        si.write_all(v.to_string().as_bytes()).expect("write stdin");
+    }
+    let o = child.wait_with_output().expect("wait kubectl");
+    Out {
+        ok: o.status.success(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
 }

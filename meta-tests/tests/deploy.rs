@@ -8,10 +8,10 @@
 //! the bundle's RBAC with that list is meta-cni-webhook/tests/rbac.rs.)
 
 use meta_tests::apiserver::ApiServer;
+use meta_tests::kubectl::{Out, run as kubectl};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WEBHOOK_NS: &str = "meta-cni-system";
@@ -25,61 +25,6 @@ fn deploy_dir() -> String {
         .expect("deploy/")
         .to_string_lossy()
         .into_owned()
-}
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ok={} stdout:\n{}\nstderr:\n{}",
-            self.ok, self.stdout, self.stderr
-        )
-    }
-}
-
-/// kubectl v1.20.2 as the fixture's admin, with `stdin` (JSON objects) when given.
-fn kubectl(api: &ApiServer, args: &[&str], stdin: Option<&Value>) -> Out {
-    let mut cmd = Command::new(meta_tests::kubectl::kubectl());
-    cmd.arg("--kubeconfig")
-        .arg(api.admin_kubeconfig())
-        .arg("--request-timeout=30s")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for v in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(v);
-    }
-    // kubectl writes its discovery cache under $HOME/.kube: keep it in the fixture's dir.
-    cmd.env("HOME", api.dir());
-    let mut child = cmd.spawn().expect("spawn kubectl");
-    if let Some(v) = stdin {
-        let mut si = child.stdin.take().expect("stdin");
-        si.write_all(v.to_string().as_bytes()).expect("write stdin");
-    }
-    let o = child.wait_with_output().expect("wait kubectl");
-    Out {
-        ok: o.status.success(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
 }
 
 fn must(api: &ApiServer, args: &[&str], stdin: Option<&Value>) -> Out {

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "meta-cni-webhook", version, about = "The meta-cni admission webhook")]
+#[command(
+    name = "meta-cni-webhook",
+    version,
+    about = "The meta-cni admission webhook"
+)]
 struct Cli {
     /// Log filter (RUST_LOG syntax; RUST_LOG wins when set).
     #[arg(long, global = true, default_value = "info")]
@@ -26,7 +30,7 @@ enum Command {
     /// Serve AdmissionReview requests for NADs and pods over HTTPS.
     Serve {
         #[command(flatten)]
-        serve: ServeOpts,
+        serve: Box<ServeOpts>,
         #[command(flatten)]
         admission: AdmissionOpts,
     },
@@ -92,7 +96,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match rt.block_on(serve_main(serve, admission)) {
+            match rt.block_on(serve_main(*serve, admission)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
