@@ -9,7 +9,6 @@
 //! `BENCH_ITERS` (default 2000 in-process, a tenth of it over HTTPS).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use kube::runtime::watcher::Event;
