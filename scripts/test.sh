@@ -33,10 +33,12 @@ export CARGO_TERM_COLOR=never
 
 # Test fixtures built from Debian packages, cached outside the clone (once per machine):
 # a real kube-apiserver v1.20.2 (meta-tests/apiserver/build.sh, ~8 min the first time) and the
-# pause image for containerd (meta-tests/containerd/build-pause.sh).
-echo "== fixtures: kube-apiserver, pause image"
+# pause image for containerd (meta-tests/containerd/build-pause.sh) and kubectl v1.20.2, Debian's
+# kubernetes-client unpacked into the cache (meta-tests/kubectl/fetch.sh).
+echo "== fixtures: kube-apiserver, pause image, kubectl"
 bash meta-tests/apiserver/build.sh >/dev/null
 bash meta-tests/containerd/build-pause.sh >/dev/null
+bash meta-tests/kubectl/fetch.sh >/dev/null
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

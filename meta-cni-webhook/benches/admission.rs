@@ -4,7 +4,16 @@
 //! - "handler": decode + checks + encode, in-process ([`Admitter::handle`]);
 //! - "HTTPS": `POST /validate` to the real server on 127.0.0.1 (TLS 1.3, a new connection
 //!   per request, as a cold API server connection; the API server keeps its connections,
-//!   so this is the upper bound).
+//!   so this is the upper bound). The client ([`post`]) sets `TCP_NODELAY`, as Go's (so the
+//!   API server's) does: without it, against a server that sends nothing after the
+//!   client's TLS Finished (Go's crypto/tls), Nagle holds the request until the server's
+//!   delayed ACK, some 40 ms;
+//! - "peer" (only with `PEER_URL`, e.g. `https://127.0.0.1:9443/validate`): the same bodies
+//!   POSTed to another webhook (e.g. net-attach-def-admission-controller) with the same
+//!   client (TLS 1.3, a new connection per request, SNI `localhost`, the certificate
+//!   verified against the PEM file `PEER_CA`), interleaved with the requests to ours; each
+//!   row shows both verdicts. The peer must be reachable from the bench process (run the
+//!   bench in the peer's network namespace).
 //!
 //! `BENCH_ITERS` (default 2000 in-process, a tenth of it over HTTPS).
 
@@ -65,6 +74,109 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i].as_secs_f64() * 1e6
+}
+
+/// `POST path` with `body` (an AdmissionReview) over a new TLS connection to `addr` (SNI
+/// `localhost`, `TCP_NODELAY`), with `Connection: close`; the reply as far as the end of
+/// the stream.
+async fn post(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+    body: &[u8],
+) -> Result<common::Reply, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        tls.write_all(&req).await.map_err(|e| e.to_string())?;
+        tls.flush().await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let r = tls.read_to_end(&mut out).await;
+        if out.is_empty() {
+            return Err(format!("no response ({r:?})"));
+        }
+        let split = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| format!("no end of head in {:?}", String::from_utf8_lossy(&out)))?;
+        let head = String::from_utf8_lossy(&out[..split]).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {head:?}"))?;
+        Ok(common::Reply {
+            status,
+            head,
+            body: out[split + 4..].to_vec(),
+            peer_cert: Vec::new(),
+            version: None,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .map_err(|_| "request timed out after 30 s".to_string())?
+}
+
+/// Where `PEER_URL` points: an `https://IP:PORT/PATH` URL.
+struct Peer {
+    url: String,
+    addr: std::net::SocketAddr,
+    path: String,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn peer() -> Option<Peer> {
+    let url = std::env::var("PEER_URL").ok().filter(|u| !u.is_empty())?;
+    let rest = url
+        .strip_prefix("https://")
+        .unwrap_or_else(|| panic!("PEER_URL {url:?}: not https://IP:PORT/PATH"));
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/validate".to_string()),
+    };
+    let addr = hostport
+        .parse()
+        .unwrap_or_else(|e| panic!("PEER_URL {url:?}: {hostport:?} is not IP:PORT ({e})"));
+    let ca = std::env::var("PEER_CA").expect("PEER_URL needs PEER_CA (the peer's CA, PEM)");
+    let ca = std::fs::read_to_string(&ca).unwrap_or_else(|e| panic!("PEER_CA {ca}: {e}"));
+    let client = common::client_config(&ca, &[&rustls::version::TLS13]);
+    Some(Peer {
+        url,
+        addr,
+        path,
+        client,
+    })
+}
+
+/// `allowed` or `denied` from an AdmissionReview reply, else what came back.
+fn verdict(r: &Result<common::Reply, String>) -> String {
+    match r {
+        Err(e) => format!("error ({e})"),
+        Ok(r) if r.status != 200 => format!("HTTP {}", r.status),
+        Ok(r) => match serde_json::from_slice::<Value>(&r.body)
+            .ok()
+            .and_then(|v| v.pointer("/response/allowed").and_then(Value::as_bool))
+        {
+            Some(true) => "allowed".to_string(),
+            Some(false) => "denied".to_string(),
+            None => "no verdict".to_string(),
+        },
+    }
 }
 
 fn main() {
@@ -160,9 +272,25 @@ fn main() {
         "1000 NADs (bridge, macvlan, ipvlan, vxlan; 10 namespaces) and 500 attached pods cached; {iters} iterations in-process, {} over HTTPS",
         iters / 10
     );
+    let peer = peer();
+    match &peer {
+        Some(p) => println!(
+            "peer: {} ({} requests per row, interleaved with ours; same bodies, same client: TLS 1.3, TCP_NODELAY, a new connection per request)",
+            p.url,
+            (iters / 10).max(1)
+        ),
+        None => println!("peer: not measured (set PEER_URL and PEER_CA)"),
+    }
     println!();
-    println!("| request | handler p50 µs | handler p99 µs | HTTPS p50 µs | HTTPS p99 µs |");
-    println!("|---|---|---|---|---|");
+    if peer.is_some() {
+        println!(
+            "| request | handler p50 µs | handler p99 µs | HTTPS p50 µs | HTTPS p99 µs | peer p50 µs | peer p99 µs | verdict ours/peer |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+    } else {
+        println!("| request | handler p50 µs | handler p99 µs | HTTPS p50 µs | HTTPS p99 µs |");
+        println!("|---|---|---|---|---|");
+    }
     // The server, TLS with a test CA.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -193,21 +321,73 @@ fn main() {
             local.push(t.elapsed());
             std::hint::black_box(a);
         }
-        let mut https = Vec::with_capacity(iters / 10);
-        for _ in 0..(iters / 10).max(1) {
+        let n = (iters / 10).max(1);
+        let mut https = Vec::with_capacity(n);
+        let mut ours = String::new();
+        let ours_once = |https: &mut Vec<Duration>, ours: &mut String| {
             let t = Instant::now();
-            let r = rt
-                .block_on(common::post_review(running.addr, client.clone(), body))
-                .unwrap();
+            let r = rt.block_on(post(running.addr, client.clone(), "/validate", body));
             https.push(t.elapsed());
+            let r = r.unwrap();
             assert_eq!(r.status, 200);
+            if ours.is_empty() {
+                *ours = verdict(&Ok(r));
+            }
+        };
+        let Some(p) = &peer else {
+            for _ in 0..n {
+                ours_once(&mut https, &mut ours);
+            }
+            println!(
+                "| {name} | {:.1} | {:.1} | {:.0} | {:.0} |",
+                pct(&mut local, 0.5),
+                pct(&mut local, 0.99),
+                pct(&mut https, 0.5),
+                pct(&mut https, 0.99)
+            );
+            continue;
+        };
+        let mut theirs = Vec::with_capacity(n);
+        let mut peer_verdicts: Vec<String> = Vec::new();
+        let mut peer_once = |theirs: &mut Vec<Duration>| {
+            let t = Instant::now();
+            let r = rt.block_on(post(p.addr, p.client.clone(), &p.path, body));
+            let d = t.elapsed();
+            let v = verdict(&r);
+            // Timings only of answers (a failed request is not a latency); every distinct
+            // verdict is shown, in the order seen.
+            if r.is_ok_and(|r| r.status == 200) {
+                theirs.push(d);
+            }
+            if !peer_verdicts.contains(&v) {
+                peer_verdicts.push(v);
+            }
+        };
+        // Alternate who goes first, so neither always follows the other's request.
+        for i in 0..n {
+            if i % 2 == 0 {
+                ours_once(&mut https, &mut ours);
+                peer_once(&mut theirs);
+            } else {
+                peer_once(&mut theirs);
+                ours_once(&mut https, &mut ours);
+            }
         }
+        let (pp50, pp99) = if theirs.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:.0}", pct(&mut theirs, 0.5)),
+                format!("{:.0}", pct(&mut theirs, 0.99)),
+            )
+        };
         println!(
-            "| {name} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            "| {name} | {:.1} | {:.1} | {:.0} | {:.0} | {pp50} | {pp99} | {ours}/{} |",
             pct(&mut local, 0.5),
             pct(&mut local, 0.99),
             pct(&mut https, 0.5),
-            pct(&mut https, 0.99)
+            pct(&mut https, 0.99),
+            peer_verdicts.join(", then ")
         );
     }
     drop(running);

@@ -75,7 +75,8 @@ pub struct ServeOpts {
     /// The largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
-    /// Kubeconfig for the API (self-provisioning); default: in-cluster, or $KUBECONFIG.
+    /// Kubeconfig for the API (the watch caches and self-provisioning); default: in-cluster,
+    /// or $KUBECONFIG.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// After SIGTERM, how long requests in flight may take to finish.

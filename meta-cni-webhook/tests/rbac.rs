@@ -514,3 +514,69 @@ fn cert_manager_component_matches_the_bundle() {
         .collect();
     assert_eq!(bound, expected);
 }
+
+/// Runs the webhook binary with a container's args as the kubelet would (env references
+/// expanded, `POD_NAMESPACE` set), with a kubeconfig that does not exist: every flag must
+/// parse, so the run gets as far as reading the kubeconfig (exit 1, the path named) rather
+/// than stopping at the flags (clap: exit 2, "error: ...").
+fn flags_parse(args: &[String], ns: &str) {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("$(POD_NAMESPACE)", ns))
+        .collect();
+    let kubeconfig = format!(
+        "/nonexistent/meta-cni-rbac-test-{}/kubeconfig",
+        std::process::id()
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meta-cni-webhook"))
+        .args(&args)
+        .arg(format!("--kubeconfig={kubeconfig}"))
+        .env("POD_NAMESPACE", ns)
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run meta-cni-webhook");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "meta-cni-webhook {args:?}: the flags do not parse: {stderr}"
+    );
+    assert!(
+        stderr.contains(&kubeconfig) && !stderr.contains("Usage:"),
+        "meta-cni-webhook {args:?}: {stderr}"
+    );
+}
+
+#[test]
+fn the_deployments_flags_are_the_binarys() {
+    let objs = bundle();
+    let (d, ns, _) = webhook_sa(&objs);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    flags_parse(&strings(&c["args"]), &ns);
+
+    // The cert-manager Component's Deployment patch: its flags too.
+    let dir = deploy_dir().join("cert-manager");
+    let k = &load_yaml(&dir.join("kustomization.yaml"))[0];
+    let mut checked = 0;
+    for p in k["patches"].as_array().expect("patches") {
+        for doc in load_yaml(&dir.join(s(&p["path"]))) {
+            if s(&doc["kind"]) == "Deployment" {
+                let c = &doc["spec"]["template"]["spec"]["containers"][0];
+                flags_parse(&strings(&c["args"]), &ns);
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(
+        checked, 1,
+        "the cert-manager Component patches the Deployment once"
+    );
+
+    // And a flag the binary does not have is told apart.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meta-cni-webhook"))
+        .args(["serve", "--no-such-flag"])
+        .output()
+        .expect("run meta-cni-webhook");
+    assert_eq!(out.status.code(), Some(2));
+}
