@@ -15,6 +15,7 @@
 pub mod config;
 pub mod default_route;
 pub mod exec;
+pub mod handoff;
 pub mod journal;
 pub mod network_status;
 pub mod plan;
@@ -170,15 +171,22 @@ fn roll_back(run: &Runner, entry: &Entry, attempted: usize, journal: Journal, er
 }
 
 /// DEL without a journal entry (never added, already deleted, or the cache was lost): the
-/// attachments the configuration and whatever annotations can be had now resolve to, and
-/// the pod. Never fails: the pod's deletion must not block on this; with nothing
-/// resolvable, nothing.
+/// attachments the configuration, the runtime's annotations and local NADs resolve to now,
+/// and the pod. No API request: a DEL never waits on the API server, and without a journal
+/// entry nothing of meta-cni's can be attached that only the API could name (the plan is
+/// durable before the first attachment), so NADs in the API server are not looked up and
+/// the cluster network alone is deleted when the annotations name any. Never fails: the
+/// pod's deletion must not block on this; with nothing resolvable, nothing.
 fn resolve_without_journal(conf: &MetaConf, args: &CmdArgs) -> (Vec<Attachment>, Option<PodRef>) {
-    let mut src: Box<dyn Source> = match make_source(conf) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("DEL without journal: {e}");
-            Box::new(NoSource)
+    let mut src: Box<dyn Source> = if conf.kubeconfig.is_some() {
+        Box::new(NoSource)
+    } else {
+        match make_source(conf) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("DEL without journal: {e}");
+                Box::new(NoSource)
+            }
         }
     };
     let pod = match resolve_pod(args, src.as_mut()) {
@@ -192,7 +200,13 @@ fn resolve_without_journal(conf: &MetaConf, args: &CmdArgs) -> (Vec<Attachment>,
     };
     let rc = Map::new();
     let plan = plan::build(conf, &args.env.ifname, &rc, pod.as_ref(), src.as_mut()).or_else(|e| {
-        tracing::warn!("DEL without journal: {e}; deleting the cluster network only");
+        if conf.kubeconfig.is_some() {
+            tracing::debug!(
+                "DEL without journal: NADs are not looked up in the API server; deleting the cluster network only"
+            );
+        } else {
+            tracing::warn!("DEL without journal: {e}; deleting the cluster network only");
+        }
         plan::build(conf, &args.env.ifname, &rc, None, &mut NoSource)
     });
     match plan {
@@ -217,6 +231,15 @@ fn load_conf(args: &CmdArgs) -> Result<MetaConf> {
     let conf = MetaConf::load(args)?;
     journal::sweep_stale_temps(&conf.cache_dir, journal::STALE_TEMP);
     Ok(conf)
+}
+
+/// DEL and GC: a worker for hand-off jobs that wait without one ([`handoff::kick`]).
+fn kick_handoff(conf: &MetaConf) {
+    handoff::kick(
+        &conf.cache_dir,
+        conf.log_file.as_deref(),
+        conf.log_level.as_deref(),
+    );
 }
 
 /// What DEL and GC remove once an attachment's delegates are deleted: the pod's local
@@ -325,6 +348,7 @@ impl Plugin for MetaPlugin {
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
         let conf = load_conf(args)?;
+        kick_handoff(&conf);
         let journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
         // What to delete: the journal's attachments, else what resolves now.
         let (attachments, pod, journaled) = match journal.load()? {
@@ -388,6 +412,7 @@ impl Plugin for MetaPlugin {
 
     fn gc(&self, args: &CmdArgs) -> Result<()> {
         let conf = load_conf(args)?;
+        kick_handoff(&conf);
         let valid: HashSet<(String, String)> = args
             .conf
             .gc_valid_attachments()?

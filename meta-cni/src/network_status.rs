@@ -98,21 +98,40 @@ pub fn clear_local(conf: &MetaConf, pod: &PodRef) -> Result<()> {
 /// DEL, Kubernetes mode: the pod's network-status becomes `[]` once its attachments are
 /// deleted, as Multus does on a DEL that still has the netns (the first of a sandbox's
 /// DELs), so a pod whose sandbox is gone (a finished Job, a sandbox being recreated) shows
-/// no stale addresses. Best effort within `apiTimeoutSeconds`: the attachments are already
-/// gone and the journal with them, so a failure here (pod deleted, API server down) is
-/// logged and never fails the DEL. The UID precondition keeps a recreated pod of the same
+/// no stale addresses. Handed off ([`crate::handoff`]): DEL writes a job and returns, and
+/// never waits on the API server; a failure to hand off is logged and never fails the DEL
+/// (the attachments are deleted). The UID precondition keeps a recreated pod of the same
 /// name untouched.
 pub fn clear_api(conf: &MetaConf, netns: &str, pod: &PodRef) {
-    if conf.kubeconfig.is_none() || netns.is_empty() || !std::path::Path::new(netns).exists() {
+    let Some(kubeconfig) = &conf.kubeconfig else {
+        return;
+    };
+    if netns.is_empty() || !std::path::Path::new(netns).exists() {
         return;
     }
-    let res = crate::make_source(conf).and_then(|mut src| {
-        src.set_network_status(&pod.namespace, &pod.name, pod.uid.as_deref(), "[]")
-    });
-    match res {
-        Ok(()) => tracing::debug!("network-status of {}/{} cleared", pod.namespace, pod.name),
+    let job = crate::handoff::Job {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+        kubeconfig: kubeconfig.clone(),
+        api_timeout_seconds: conf.api_timeout_seconds,
+        created: crate::handoff::now_ms(),
+        attempts: 0,
+        not_before: 0,
+    };
+    match crate::handoff::hand_off(
+        &conf.cache_dir,
+        &job,
+        conf.log_file.as_deref(),
+        conf.log_level.as_deref(),
+    ) {
+        Ok(()) => tracing::debug!(
+            "DEL: clearing network-status of pod {}/{} handed off",
+            pod.namespace,
+            pod.name
+        ),
         Err(e) => tracing::warn!(
-            "DEL: clearing network-status of pod {}/{}: {e} (ignored: the attachments are deleted)",
+            "DEL: cannot hand off clearing network-status of pod {}/{}: {e} (ignored: the attachments are deleted)",
             pod.namespace,
             pod.name
         ),

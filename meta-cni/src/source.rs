@@ -281,6 +281,62 @@ impl Source for KubeSource {
         uid: Option<&str>,
         value: &str,
     ) -> Result<()> {
+        let what = format!("patch network-status of pod {ns}/{name}");
+        let perm = format!("patch pods/status in namespace {ns}");
+        match self.patch_status(ns, name, uid, value) {
+            Ok(()) => Ok(()),
+            // The UID precondition failed: the pod was deleted and recreated meanwhile.
+            Err(PatchError::UidChanged(m)) => Err(Error::try_again(format!(
+                "{what}: the pod's UID is no longer {} (pod recreated?): {m}",
+                uid.unwrap_or_default()
+            ))),
+            Err(PatchError::Kube(e)) => Err(kube_err(&what, &perm, e)),
+            Err(PatchError::Timeout) => Err(Error::try_again(format!(
+                "{what}: the API server did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    fn has_pods(&self) -> bool {
+        true
+    }
+}
+
+/// Why a network-status patch did not land.
+enum PatchError {
+    /// The UID precondition failed (422 "field is immutable" or 409): the pod was
+    /// recreated.
+    UidChanged(String),
+    /// Anything the API server or the connection said.
+    Kube(kube::Error),
+    /// No answer within the timeout.
+    Timeout,
+}
+
+/// What clearing a pod's network-status came to ([`KubeSource::clear_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClearOutcome {
+    /// The API server acknowledged `[]`.
+    Cleared,
+    /// Nothing to clear: the pod is gone, or was recreated (its UID differs).
+    Gone(String),
+    /// Refused for good (credentials, permissions, an invalid request): named for the log.
+    Refused(String),
+    /// Unreachable, hung, overloaded or failing (429, 5xx): try again later.
+    Retry(String),
+}
+
+impl KubeSource {
+    /// Merge-patches network-status to `value` through `pods/status`, with the pod's UID
+    /// as precondition when given.
+    fn patch_status(
+        &mut self,
+        ns: &str,
+        name: &str,
+        uid: Option<&str>,
+        value: &str,
+    ) -> std::result::Result<(), PatchError> {
         use k8s_openapi::api::core::v1::Pod;
         let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), ns);
         let mut meta =
@@ -291,36 +347,51 @@ impl Source for KubeSource {
         }
         let patch = serde_json::json!({"metadata": meta});
         let pp = kube::api::PatchParams::default();
-        let what = format!("patch network-status of pod {ns}/{name}");
-        let perm = format!("patch pods/status in namespace {ns}");
         let merge = kube::api::Patch::Merge(&patch);
         // Through the status subresource: RBAC then needs `patch` on `pods/status` only,
         // never on `pods` (which would let the plugin's credentials rewrite pods' specs).
         let fut = api.patch_status(name, &pp, &merge);
         self.rt.block_on(async {
             match tokio::time::timeout(self.timeout, fut).await {
-                // The UID precondition failed: the pod was deleted and recreated
-                // meanwhile (the API server answers 422 "field is immutable" or 409).
                 Ok(Err(kube::Error::Api(s)))
                     if uid.is_some() && (s.code == 422 || s.code == 409) =>
                 {
-                    Err(Error::try_again(format!(
-                        "{what}: the pod's UID is no longer {} (pod recreated?): {}",
-                        uid.unwrap_or_default(),
-                        s.message
-                    )))
+                    Err(PatchError::UidChanged(s.message.clone()))
                 }
-                Ok(r) => r.map(|_| ()).map_err(|e| kube_err(&what, &perm, e)),
-                Err(_) => Err(Error::try_again(format!(
-                    "{what}: the API server did not answer within {:?}",
-                    self.timeout
-                ))),
+                Ok(r) => r.map(|_| ()).map_err(PatchError::Kube),
+                Err(_) => Err(PatchError::Timeout),
             }
         })
     }
 
-    fn has_pods(&self) -> bool {
-        true
+    /// DEL's clear of a pod's network-status (`[]`), as the hand-off worker needs it: a
+    /// pod that is gone or recreated is not an error, and only what may pass is retried.
+    pub fn clear_status(&mut self, ns: &str, name: &str, uid: Option<&str>) -> ClearOutcome {
+        match self.patch_status(ns, name, uid, "[]") {
+            Ok(()) => ClearOutcome::Cleared,
+            Err(PatchError::UidChanged(m)) => {
+                ClearOutcome::Gone(format!("the pod was recreated (its UID differs): {m}"))
+            }
+            Err(PatchError::Kube(kube::Error::Api(s))) if s.code == 404 => {
+                ClearOutcome::Gone(format!("the pod is gone: {}", s.message))
+            }
+            Err(PatchError::Timeout) => ClearOutcome::Retry(format!(
+                "the API server did not answer within {:?}",
+                self.timeout
+            )),
+            Err(PatchError::Kube(e)) => {
+                let err = kube_err(
+                    &format!("patch network-status of pod {ns}/{name}"),
+                    &format!("patch pods/status in namespace {ns}"),
+                    e,
+                );
+                if err.code == code::TRY_AGAIN_LATER {
+                    ClearOutcome::Retry(err.msg)
+                } else {
+                    ClearOutcome::Refused(err.msg)
+                }
+            }
+        }
     }
 }
 

@@ -71,11 +71,14 @@ fn meta_cni_under_containerd() {
     let log = || std::fs::read_to_string(&meta_log).unwrap_or_default();
     let ctd_conf = e.w.path("ctd-net.d");
     std::fs::create_dir_all(&ctd_conf).unwrap();
+    // The plugin's kubeconfig, a copy that the API-outage rounds below point elsewhere.
+    let ctd_kc = e.w.path("ctd.kubeconfig");
+    std::fs::copy(&e.kubeconfig, &ctd_kc).unwrap();
     std::fs::write(
         ctd_conf.join("00-meta-cni.conflist"),
         json!({"cniVersion": "1.0.0", "name": "meta-e2e", "plugins": [{
             "type": "meta-cni",
-            "kubeconfig": e.kubeconfig,
+            "kubeconfig": ctd_kc,
             "clusterNetwork": "cluster",
             "confDir": e.conf_dir,
             "cniDir": e.cache,
@@ -152,7 +155,9 @@ fn meta_cni_under_containerd() {
     cri.stop_pod_sandbox(&id)
         .unwrap_or_else(|s| panic!("StopPodSandbox: {s}\n--- meta-cni log ---\n{}", log()));
     let stop_took = t.elapsed();
-    // The first DEL (with the netns) cleared the network-status, as Multus does.
+    // The first DEL (with the netns) cleared the network-status, as Multus does (handed
+    // off: DEL did not wait for it).
+    e.wait_handoff(Duration::from_secs(30));
     assert_eq!(
         e.network_status("web"),
         Some(vec![]),
@@ -212,6 +217,89 @@ fn meta_cni_under_containerd() {
         dels.len(),
         without_netns
     );
+    // Teardown during an API outage: (a) hung (connections accepted, never an answer),
+    // (b) stopped (connection refused). The pod is set up with the API server up, then
+    // the plugin's kubeconfig points at the outage: every DEL succeeds without waiting on
+    // the API server (the network-status clear is handed off), nothing is left, and once
+    // the kubeconfig points back the pod's network-status is cleared.
+    let hole = BlackHole::start(e.w.node.netns());
+    let refused = {
+        let closed = BlackHole::start(e.w.node.netns());
+        closed.addr()
+    };
+    let mut outages = Vec::new();
+    for (round, (what, addr)) in [("hung", hole.addr()), ("stopped", refused)]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("web-{what}");
+        let uid = e.create_pod(&name, Some(networks));
+        let config = PodSandboxConfig::pod(&name, NS, &uid)
+            .annotation(meta_crd::NETWORKS_ANNOTATION, networks);
+        let id = cri
+            .run_pod_sandbox(&config)
+            .unwrap_or_else(|s| panic!("RunPodSandbox {name}: {s}\n{}", log()));
+        assert_eq!(e.network_status(&name).map(|s| s.len()), Some(3));
+        kubeconfig_with_server(&e.kubeconfig, &ctd_kc, addr);
+        let t = Instant::now();
+        cri.stop_pod_sandbox(&id)
+            .unwrap_or_else(|s| panic!("StopPodSandbox, API {what}: {s}\n{}", log()));
+        let stop = t.elapsed();
+        cri.stop_pod_sandbox(&id)
+            .unwrap_or_else(|s| panic!("second StopPodSandbox, API {what}: {s}\n{}", log()));
+        let t = Instant::now();
+        cri.remove_pod_sandbox(&id)
+            .unwrap_or_else(|s| panic!("RemovePodSandbox, API {what}: {s}\n{}", log()));
+        let remove = t.elapsed();
+        assert_eq!(
+            e.node_leftovers(),
+            Vec::<String>::new(),
+            "API {what}: node links left"
+        );
+        assert_eq!(
+            e.reservations(),
+            Vec::<String>::new(),
+            "API {what}: IPs left"
+        );
+        assert_eq!(
+            e.cache_entries(),
+            Vec::<String>::new(),
+            "API {what}: journal left"
+        );
+        let jobs = meta_cni::handoff::jobs(&e.cache.join(meta_cni::handoff::SPOOL));
+        assert_eq!(jobs.len(), 1, "API {what}: the clear waits: {jobs:?}");
+        assert_eq!(e.network_status(&name).map(|s| s.len()), Some(3));
+        std::fs::copy(&e.kubeconfig, &ctd_kc).unwrap();
+        let t = Instant::now();
+        e.wait_handoff(Duration::from_secs(60));
+        let cleared = t.elapsed();
+        assert_eq!(
+            e.network_status(&name),
+            Some(vec![]),
+            "API {what}, then back: network-status\n{}",
+            log()
+        );
+        let dels = e
+            .calls()
+            .into_iter()
+            .filter(|l| l.starts_with("END DEL ") && l.contains(&format!("id={id}")))
+            .collect::<Vec<_>>();
+        assert_eq!(dels.len(), 3, "round {round}: {dels:?}");
+        assert!(
+            dels.iter().all(|l| l.ends_with(" rc=0")),
+            "{dels:?}\n{}",
+            log()
+        );
+        outages.push(format!(
+            "API {what}: StopPodSandbox {stop:?}, RemovePodSandbox {remove:?}, status cleared {cleared:?} after the API was back"
+        ));
+    }
+    drop(hole);
+    eprintln!(
+        "teardown, API up: StopPodSandbox {stop_took:?}, RemovePodSandbox {remove_took:?}; {}",
+        outages.join("; ")
+    );
+
     eprintln!(
         "timings: setup {:?} (kube-apiserver {:?}, CRD established {:?}, RBAC+token+NADs {:?}), \
          containerd start {:?}, RunPodSandbox {run_took:?}, StopPodSandbox {stop_took:?}, \
@@ -359,6 +447,7 @@ fn api_server_paths() {
     e.run("ADD", "cid-b", 1, "api-b", &uid_b, &conf).ok();
     assert_eq!(e.network_status("api-b").map(|s| s.len()), Some(2));
     e.run("DEL", "cid-b", 1, "api-b", &uid_b, &conf).ok();
+    e.wait_handoff(Duration::from_secs(30));
     assert_eq!(e.network_status("api-b"), Some(vec![]), "DEL clears it");
     only_a_left(&e, "cid-b", 1, "api-b");
     let uid_r = e.create_pod("api-r", Some("blue"));
@@ -366,12 +455,16 @@ fn api_server_paths() {
     e.delete_pod("api-r");
     let uid_r2 = e.create_pod("api-r", Some("blue"));
     assert_ne!(uid_r, uid_r2);
-    let r = e.run("DEL", "cid-r", 1, "api-r", &uid_r, &conf).ok();
+    let log = e.w.path("handoff-r.log");
+    let mut conf_r = conf.clone();
+    conf_r["logFile"] = json!(log);
+    conf_r["logLevel"] = json!("debug");
+    e.run("DEL", "cid-r", 1, "api-r", &uid_r, &conf_r).ok();
+    e.wait_handoff(Duration::from_secs(30));
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        r.stderr
-            .contains("clearing network-status of pod e2e/api-r"),
-        "{}",
-        r.stderr
+        log.contains("hand-off: network-status of pod e2e/api-r left alone: the pod was recreated"),
+        "{log}"
     );
     assert_eq!(e.network_status("api-r"), None, "the new pod was patched");
     only_a_left(&e, "cid-r", 1, "api-r");
@@ -484,6 +577,49 @@ fn api_server_paths() {
     e.run("DEL", "cid-h", 3, "api-b", &uid_b, &hung).ok();
     timings.push(("DEL without journal, API hung", t.elapsed()));
     only_a_left(&e, "cid-h", 3, "api-b");
+
+    // 5b. DEL of a journaled pod with the API server hung: DEL hands the network-status
+    // clear off and returns without a request; the worker retries until the API server
+    // answers again (here: the kubeconfig points back at it), then the status is `[]`.
+    let t = Instant::now();
+    e.run("ADD", "cid-hb", 3, "api-b", &uid_b, &conf).ok();
+    timings.push(("ADD, API up", t.elapsed()));
+    assert_eq!(e.network_status("api-b").map(|s| s.len()), Some(2));
+    let flip_kc = e.w.path("flip.kubeconfig");
+    kubeconfig_with_server(&e.kubeconfig, &flip_kc, hole.addr());
+    let log = e.w.path("handoff-hb.log");
+    let flip = e.conf(json!({"kubeconfig": flip_kc, "logFile": log, "logLevel": "debug"}));
+    let t = Instant::now();
+    e.run("DEL", "cid-hb", 3, "api-b", &uid_b, &flip).ok();
+    let del_hung = t.elapsed();
+    timings.push(("DEL from journal, API hung (clear handed off)", del_hung));
+    let spool = e.cache.join(meta_cni::handoff::SPOOL);
+    let jobs = meta_cni::handoff::jobs(&spool);
+    assert_eq!(jobs.len(), 1, "one hand-off job: {jobs:?}");
+    assert_eq!(jobs[0].1.uid.as_deref(), Some(uid_b.as_str()));
+    assert_eq!(link_names(e.w.pods[3].netns()), vec!["lo"]);
+    // Still the ADD's status: the API server has not answered.
+    assert_eq!(e.network_status("api-b").map(|s| s.len()), Some(2));
+    // Wait for a failed attempt (the worker's log says so), then bring the API back.
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("attempt 1 failed")
+    {
+        assert!(t.elapsed() < Duration::from_secs(30), "no attempt logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::copy(&e.kubeconfig, &flip_kc).unwrap();
+    e.wait_handoff(Duration::from_secs(60));
+    timings.push(("API hung until the clear landed", t.elapsed()));
+    assert_eq!(
+        e.network_status("api-b"),
+        Some(vec![]),
+        "cleared once the API server answered; worker log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    only_a_left(&e, "cid-hb", 3, "api-b");
+    eprintln!("DEL with the API server hung: {del_hung:?} (the clear handed off)");
     drop(hole);
 
     // 6. The API server stopped (connection refused): ADD fails with 11, quickly.
@@ -499,10 +635,15 @@ fn api_server_paths() {
     e.run("DEL", "cid-d", 4, "api-b", &uid_b, &conf).ok();
     only_a_left(&e, "cid-d", 4, "api-b");
 
-    // DEL of the successful ADD with the API server down: from the journal alone.
+    // DEL of the successful ADD with the API server down: from the journal alone; the
+    // network-status clear waits in the hand-off spool (the API server does not return
+    // in this test: the worker ends with the test's directory).
     let t = Instant::now();
     e.run("DEL", "cid-a", 0, "api-a", &uid_a, &conf).ok();
     timings.push(("DEL from journal, API down", t.elapsed()));
+    let jobs = meta_cni::handoff::jobs(&e.cache.join(meta_cni::handoff::SPOOL));
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].1.name, "api-a");
     // Again, as runtimes do, without the netns.
     e.run_netns("DEL", "cid-a", "", "api-a", &uid_a, &conf).ok();
     e.assert_clean(&[0, 1, 2, 3, 4], "after DEL with the API server down");

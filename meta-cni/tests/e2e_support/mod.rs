@@ -583,9 +583,33 @@ impl E2e {
         v
     }
 
-    /// Entries of meta-cni's cache dir (journal files, locks, anything).
+    /// Waits until DEL's handed-off network-status clears are done: the worker removes the
+    /// spool (`<cniDir>/handoff`) when it has no job left. Panics after `limit`, naming
+    /// the jobs left.
+    pub fn wait_handoff(&self, limit: Duration) {
+        let spool = self.cache.join(meta_cni::handoff::SPOOL);
+        let t = Instant::now();
+        while spool.exists() {
+            assert!(
+                t.elapsed() < limit,
+                "hand-off jobs still waiting after {limit:?}: {:?}",
+                dir_contents(&spool).into_keys().collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Entries of meta-cni's cache dir (journal files, locks, anything) but the hand-off
+    /// spool of network-status clears, which tests look at on its own.
     pub fn cache_entries(&self) -> Vec<String> {
-        dir_contents(&self.cache).into_keys().collect()
+        dir_contents(&self.cache)
+            .into_keys()
+            .filter(|k| {
+                let k = k.trim_end_matches('/');
+                k != meta_cni::handoff::SPOOL
+                    && !k.starts_with(&format!("{}/", meta_cni::handoff::SPOOL))
+            })
+            .collect()
     }
 
     /// Attachment leftovers on the node: veths other than the macvlan parent pair, and
