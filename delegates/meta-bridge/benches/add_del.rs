@@ -3,7 +3,10 @@
 //! process spawn of the plugin (as a runtime does), run inside a node namespace.
 //!
 //! `cargo bench -p meta-bridge --bench add_del` (root). `BENCH_ITERS` sets the iterations
-//! (default 200). Prints a Markdown table for docs/BENCHMARKS.md.
+//! (default 200). Prints a Markdown table for docs/BENCHMARKS.md. The second table is the
+//! same with `ipMasq` and `macspoofchk` on: ours with nftables in-process (libnftables)
+//! and with `nft` spawned (`META_CNI_NFT=exec`, as before), and the reference (iptables for
+//! ipMasq, nftables for macspoofchk).
 
 use meta_tests::bench::{add_del, before_bin, iters, print_table};
 use meta_tests::{World, reference};
@@ -11,10 +14,24 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 
 fn run(label: &str, bin: &Path, iters: usize, env: &[(&str, &str)]) -> meta_tests::bench::AddDel {
+    run_with(label, bin, iters, env, false)
+}
+
+fn run_with(
+    label: &str,
+    bin: &Path,
+    iters: usize,
+    env: &[(&str, &str)],
+    firewall: bool,
+) -> meta_tests::bench::AddDel {
     let w = World::new(1);
-    let c = json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "benchbr",
+    let mut c = json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "benchbr",
                    "isGateway": true,
                    "ipam": {"type": "host-local", "subnet": "10.50.0.0/16", "dataDir": w.path("ipam")}});
+    if firewall {
+        c["ipMasq"] = json!(true);
+        c["macspoofchk"] = json!(true);
+    }
     add_del(&w, label, bin, &c, iters, env)
 }
 
@@ -50,5 +67,31 @@ fn main() {
     println!(
         "\nADD+DEL, {iters} iterations each, one pod, cniVersion 1.0.0, isGateway, host-local /16\n"
     );
+    print_table(rows);
+
+    let fw = |label: &str, bin: &Path, env: &[(&str, &str)]| run_with(label, bin, iters, env, true);
+    let rows = vec![
+        (
+            "meta-bridge, no firewall".to_string(),
+            run("fw-none", &ours, iters, &[]),
+        ),
+        (
+            "meta-bridge + ipMasq + macspoofchk, libnftables in-process".to_string(),
+            fw("fw-lib", &ours, &[]),
+        ),
+        (
+            "meta-bridge + ipMasq + macspoofchk, `nft` spawned".to_string(),
+            fw("fw-exec", &ours, &[("META_CNI_NFT", "exec")]),
+        ),
+        (
+            "reference bridge, no firewall".to_string(),
+            run("fw-ref-none", &refbin, iters, &[]),
+        ),
+        (
+            "reference bridge + ipMasq + macspoofchk".to_string(),
+            fw("fw-ref", &refbin, &[]),
+        ),
+    ];
+    println!("\nthe same with ipMasq + macspoofchk, {iters} iterations each\n");
     print_table(rows);
 }

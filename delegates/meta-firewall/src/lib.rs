@@ -2,8 +2,10 @@
 //!
 //! Behaviour follows the `ipMasq` and `macspoofchk` options of the reference
 //! containernetworking/plugins bridge plugin, implemented with nftables' JSON interface:
-//! documents are built with `serde_json` and applied atomically with `nft -j -f -`; state
-//! is read back with `nft -j list table ...`.
+//! documents are built with `serde_json` and applied atomically as `nft -j -f -` would;
+//! state is read back as with `nft -j list table ...`. Both run in-process through
+//! libnftables ([`libnft`], loaded at run time) and fall back to spawning `nft` where the
+//! library is missing.
 //!
 //! # Layout
 //!
@@ -43,8 +45,9 @@
 //!
 //! # Namespaces and concurrency
 //!
-//! `nft` runs as a child of the calling thread and therefore acts on that thread's
-//! network namespace: call from a thread already inside the target namespace. Every
+//! libnftables opens its socket on the calling thread (and `nft`, when spawned, runs as a
+//! child of it), so every command acts on that thread's network namespace: call from a
+//! thread already inside the target namespace. Every
 //! list-then-modify sequence holds an exclusive `flock` on a lock file
 //! ([`DEFAULT_LOCK_PATH`] unless configured with [`Nftables::with_lock_path`]; its
 //! directory is created on demand).
@@ -57,6 +60,7 @@ use ipnet::IpNet;
 
 pub mod doc;
 mod error;
+pub mod libnft;
 mod nft;
 mod tag;
 

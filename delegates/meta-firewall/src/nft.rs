@@ -1,4 +1,5 @@
-//! The real driver: runs the `nft` binary.
+//! The real driver: libnftables in-process ([`crate::libnft`]), or the `nft` binary when
+//! the library cannot be loaded (or a binary is given with [`Nftables::with_nft_binary`]).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
@@ -34,10 +35,11 @@ fn find_nft(path_var: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     which::which_in_global("nft", Some(list)).ok()?.next()
 }
 
-/// nftables driver. Every operation runs `nft` as a child of the calling thread, so the
-/// rules land in the network namespace of that thread; all read-modify-write sequences
-/// hold an exclusive `flock` on the lock file and each modification is one atomic
-/// `nft -j -f -` transaction.
+/// nftables driver. Every operation runs on the calling thread (libnftables' socket is
+/// opened there; a spawned `nft` is its child), so the rules land in the network
+/// namespace of that thread; all read-modify-write sequences hold an exclusive `flock` on
+/// the lock file and each modification is one atomic transaction of a JSON document, as
+/// `nft -j -f -` applies it.
 #[derive(Debug, Clone)]
 pub struct Nftables {
     nft: Option<PathBuf>,
@@ -75,6 +77,22 @@ impl Nftables {
     /// The lock file in use.
     pub fn lock_path(&self) -> &Path {
         &self.lock_path
+    }
+
+    /// What runs the commands: `"libnftables"` (in-process) or `"nft"` (spawned).
+    pub fn backend(&self) -> &'static str {
+        if self.library().is_some() {
+            "libnftables"
+        } else {
+            "nft"
+        }
+    }
+
+    fn library(&self) -> Option<&'static crate::libnft::LibNft> {
+        if self.nft.is_some() {
+            return None;
+        }
+        crate::libnft::get()
     }
 
     fn nft_binary(&self) -> Result<PathBuf> {
@@ -117,8 +135,26 @@ impl Nftables {
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| err(format!("flock: {e}")))
     }
 
-    /// Runs `nft` with `args`, feeding `stdin`; returns stdout on success.
+    /// Runs `nft` with `args` (`-j -f -` with `stdin`, or `-j list ...`), in-process
+    /// when libnftables is loaded; returns what `nft` prints on stdout on success.
     fn run(&self, operation: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
+        if let Some(lib) = self.library() {
+            let (json, rest) = match args.split_first() {
+                Some((&"-j", rest)) => (true, rest),
+                _ => (false, args),
+            };
+            let cmd = match (rest, stdin) {
+                (["-f", "-"], Some(input)) => String::from_utf8_lossy(input).into_owned(),
+                _ => rest.join(" "),
+            };
+            return lib.run(&cmd, json).map_err(|f| {
+                classify(
+                    operation,
+                    format!("libnftables: {}", f.rc),
+                    f.stderr.trim().to_owned(),
+                )
+            });
+        }
         let program = self.nft_binary()?;
         let mut child = Command::new(&program)
             .args(args)

@@ -708,3 +708,65 @@ fn node_masq_is_idempotent_and_survives_attachment_gc() {
         );
     });
 }
+
+/// On this machine kind (Debian's nftables, hence libnftables1) the driver runs in-process;
+/// a machine without the library would fall back to `nft`, which this test refuses to
+/// pass silently.
+#[test]
+fn libnftables_is_the_backend() {
+    assert_eq!(
+        Nftables::new().backend(),
+        "libnftables",
+        "{} not loadable: install Debian's libnftables1 (a dependency of nftables)",
+        meta_firewall::libnft::SONAME
+    );
+    assert_eq!(
+        Nftables::new().with_nft_binary("/usr/sbin/nft").backend(),
+        "nft"
+    );
+}
+
+/// What one backend writes, the other reads and removes: the library and the binary
+/// apply the same documents to the same tables, in the calling thread's namespace.
+#[test]
+fn library_and_binary_backends_agree() {
+    in_netns(|lib| {
+        assert_eq!(lib.backend(), "libnftables");
+        let nft = which::which("nft").expect("nft in PATH");
+        let bin = Nftables::new()
+            .with_nft_binary(nft)
+            .with_lock_path(lib.lock_path());
+        lib.setup_masq("n", "c1", "eth0", &nets(&["10.0.0.2/24", "fd00::2/64"]))
+            .unwrap();
+        lib.setup_macspoofchk("n", "c1", "eth0", "veth1", MAC1)
+            .unwrap();
+        bin.setup_masq("n", "c2", "eth0", &nets(&["10.0.0.3/24"]))
+            .unwrap();
+        let want = BTreeSet::from([
+            masq_tag("n", "c1", "eth0"),
+            mac_tag("n", "c1", "eth0"),
+            masq_tag("n", "c2", "eth0"),
+        ]);
+        assert_eq!(lib.list_attachments().unwrap(), want);
+        assert_eq!(bin.list_attachments().unwrap(), want);
+        // The binary's own listing (the oracle) has the library's rules.
+        assert_eq!(rules_tagged(&masq_tag("n", "c1", "eth0")).len(), 2);
+        bin.teardown_masq("n", "c1", "eth0").unwrap();
+        bin.teardown_macspoofchk("n", "c1", "eth0").unwrap();
+        lib.teardown_masq("n", "c2", "eth0").unwrap();
+        assert!(lib.list_attachments().unwrap().is_empty());
+        assert!(bin.list_attachments().unwrap().is_empty());
+        // The library's errors are nft's: the kernel's answer in the error buffer.
+        let lib = meta_firewall::libnft::get().expect("libnftables");
+        let e = lib
+            .run("list table inet meta_cni_no_such_table", true)
+            .unwrap_err();
+        assert!(e.stderr.contains("No such file or directory"), "{e:?}");
+        let e = lib
+            .run(r#"{"nftables": [{"add": {"rule": {"family": "inet", "table": "nope", "chain": "c", "expr": []}}}]}"#, true)
+            .unwrap_err();
+        assert!(e.rc != 0 && !e.stderr.is_empty(), "{e:?}");
+        // The library acts in the calling thread's namespace: the tables made above are here.
+        assert!(lib.run("list tables", false).unwrap().contains("meta_cni"));
+    });
+}
