@@ -4,7 +4,7 @@
 //! - "handler": decode + checks + encode, in-process ([`Admitter::handle`]);
 //! - "HTTPS": `POST /validate` to the real server on 127.0.0.1 (TLS 1.3, a new connection
 //!   per request, as a cold API server connection; the API server keeps its connections,
-//!   so this is the upper bound). The client ([`post`]) sets `TCP_NODELAY`, as Go's (so the
+//!   so this is the upper bound). The client (`common::post_json`) sets `TCP_NODELAY`, as Go's (so the
 //!   API server's) does: without it, against a server that sends nothing after the
 //!   client's TLS Finished (Go's crypto/tls), Nagle holds the request until the server's
 //!   delayed ACK, some 40 ms;
@@ -74,62 +74,6 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i].as_secs_f64() * 1e6
-}
-
-/// `POST path` with `body` (an AdmissionReview) over a new TLS connection to `addr` (SNI
-/// `localhost`, `TCP_NODELAY`), with `Connection: close`; the reply as far as the end of
-/// the stream.
-async fn post(
-    addr: std::net::SocketAddr,
-    cfg: Arc<rustls::ClientConfig>,
-    path: &str,
-    body: &[u8],
-) -> Result<common::Reply, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fut = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let mut req = format!(
-            "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        req.extend_from_slice(body);
-        tls.write_all(&req).await.map_err(|e| e.to_string())?;
-        tls.flush().await.map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        let r = tls.read_to_end(&mut out).await;
-        if out.is_empty() {
-            return Err(format!("no response ({r:?})"));
-        }
-        let split = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| format!("no end of head in {:?}", String::from_utf8_lossy(&out)))?;
-        let head = String::from_utf8_lossy(&out[..split]).into_owned();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad status line {head:?}"))?;
-        Ok(common::Reply {
-            status,
-            head,
-            body: out[split + 4..].to_vec(),
-            peer_cert: Vec::new(),
-            version: None,
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(30), fut)
-        .await
-        .map_err(|_| "request timed out after 30 s".to_string())?
 }
 
 /// Where `PEER_URL` points: an `https://IP:PORT/PATH` URL.
@@ -326,7 +270,12 @@ fn main() {
         let mut ours = String::new();
         let ours_once = |https: &mut Vec<Duration>, ours: &mut String| {
             let t = Instant::now();
-            let r = rt.block_on(post(running.addr, client.clone(), "/validate", body));
+            let r = rt.block_on(common::post_json(
+                running.addr,
+                client.clone(),
+                "/validate",
+                body,
+            ));
             https.push(t.elapsed());
             let r = r.unwrap();
             assert_eq!(r.status, 200);
@@ -351,7 +300,7 @@ fn main() {
         let mut peer_verdicts: Vec<String> = Vec::new();
         let mut peer_once = |theirs: &mut Vec<Duration>| {
             let t = Instant::now();
-            let r = rt.block_on(post(p.addr, p.client.clone(), &p.path, body));
+            let r = rt.block_on(common::post_json(p.addr, p.client.clone(), &p.path, body));
             let d = t.elapsed();
             let v = verdict(&r);
             // Timings only of answers (a failed request is not a latency); every distinct
