@@ -233,6 +233,25 @@ fn load_conf(args: &CmdArgs) -> Result<MetaConf> {
     Ok(conf)
 }
 
+/// The node's and the pod's netlink connections, held for the length of a verb: while a
+/// namespace's connection is alive, `meta_netlink::Netlink::open` hands out that one, so
+/// the in-process delegates, IPAM and the default-route step share one socket (and one
+/// runtime) per namespace instead of each opening its own. Best effort: a namespace that
+/// cannot be opened is skipped (the delegates report it).
+fn hold_netlink(netns: &str) -> Vec<meta_netlink::Netlink> {
+    let mut held = Vec::new();
+    if let Ok(nl) = meta_netlink::Netlink::open(None) {
+        held.push(nl);
+    }
+    if !netns.is_empty()
+        && let Ok(ns) = meta_netlink::Netns::open(netns)
+        && let Ok(nl) = meta_netlink::Netlink::open(Some(&ns))
+    {
+        held.push(nl);
+    }
+    held
+}
+
 /// DEL and GC: a worker for hand-off jobs that wait without one ([`handoff::kick`]).
 fn kick_handoff(conf: &MetaConf) {
     handoff::kick(
@@ -303,6 +322,7 @@ impl Plugin for MetaPlugin {
             run.check_config(a)
                 .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
         }
+        let _netlink = hold_netlink(&args.env.netns);
         // The plan goes to the journal before anything is attached.
         let mut journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
         delete_leftover(&conf, args, &journal)?;
@@ -358,6 +378,7 @@ impl Plugin for MetaPlugin {
                 (attachments, pod, false)
             }
         };
+        let _netlink = hold_netlink(&args.env.netns);
         let errs = delete_in_reverse(&runner(&conf, args, &args.env.netns), &attachments);
         if !errs.is_empty() {
             return Err(Error::internal(format!(

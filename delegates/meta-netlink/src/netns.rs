@@ -103,6 +103,11 @@ impl Netns {
         })
     }
 
+    /// The namespace's identity: the nsfs device and inode.
+    pub(crate) fn key(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
     /// The calling thread's network namespace (`/proc/thread-self/ns/net`).
     pub fn current() -> Result<Netns> {
         Netns::open(THREAD_SELF_NETNS)

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -45,12 +46,27 @@ const IFNAMSIZ: usize = 16;
 /// namespace (on a thread made for it); the socket stays bound to that namespace,
 /// so every call, from any thread, acts there.
 ///
+/// Connections are shared: while a `Netlink` of a namespace is alive, opening another
+/// one of the same namespace gives a handle on the same connection (its socket, its
+/// runtime) instead of a new socket, a new runtime and, for another namespace, a new
+/// thread to open it from. So the in-process delegates of one pod, and meta-cni around
+/// them, talk to each namespace over one socket as long as one holder keeps it open. A
+/// live socket holds its namespace, so a namespace's (device, inode) cannot be reused
+/// while an entry for it can still be upgraded.
+///
 /// Internally owns a tokio current-thread runtime and blocks on it: do not use it
 /// from inside an async runtime.
 pub struct Netlink {
+    conn: Arc<Conn>,
+}
+
+struct Conn {
     rt: tokio::runtime::Runtime,
     handle: rtnetlink::Handle,
     capped_acks: bool,
+    /// One request at a time per connection: the kernel runs one dump per socket (a
+    /// second is EBUSY), and the current-thread runtime is driven by one caller.
+    busy: Mutex<()>,
 }
 
 impl std::fmt::Debug for Netlink {
@@ -59,7 +75,11 @@ impl std::fmt::Debug for Netlink {
     }
 }
 
-type Conn = (tokio::runtime::Runtime, rtnetlink::Handle, bool);
+/// A namespace's identity: its nsfs device and inode.
+type NsKey = (u64, u64);
+
+/// Live connections by namespace.
+static SHARED: Mutex<Vec<(NsKey, Weak<Conn>)>> = Mutex::new(Vec::new());
 
 fn connect() -> Result<Conn> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -77,21 +97,54 @@ fn connect() -> Result<Conn> {
     let capped = sock.set_cap_ack(true).is_ok();
     let _ = sock.set_ext_ack(true);
     rt.spawn(conn);
-    Ok((rt, handle, capped))
+    Ok(Conn {
+        rt,
+        handle,
+        capped_acks: capped,
+        busy: Mutex::new(()),
+    })
+}
+
+fn current_key() -> Result<NsKey> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("stat /proc/thread-self/ns/net", e))?;
+    Ok((md.dev(), md.ino()))
 }
 
 impl Netlink {
-    /// Opens a connection in `ns`, or in the calling thread's namespace for None.
+    /// Opens a connection in `ns`, or in the calling thread's namespace for None; a
+    /// handle on the live connection of that namespace when there is one.
     pub fn open(ns: Option<&Netns>) -> Result<Netlink> {
-        let (rt, handle, capped_acks) = match ns {
+        let key = match ns {
+            Some(ns) => ns.key(),
+            None => current_key()?,
+        };
+        {
+            let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+            shared.retain(|(_, w)| w.strong_count() > 0);
+            if let Some(conn) = shared
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, w)| w.upgrade())
+            {
+                return Ok(Netlink { conn });
+            }
+        }
+        let conn = Arc::new(match ns {
             None => connect()?,
             Some(ns) => ns.run(connect)??,
-        };
-        Ok(Netlink {
-            rt,
-            handle,
-            capped_acks,
-        })
+        });
+        SHARED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, Arc::downgrade(&conn)));
+        Ok(Netlink { conn })
+    }
+
+    /// Whether `self` and `other` share one connection.
+    pub fn shares_connection_with(&self, other: &Netlink) -> bool {
+        Arc::ptr_eq(&self.conn, &other.conn)
     }
 
     /// Sends one request and collects the inner messages of the answer.
@@ -103,9 +156,10 @@ impl Netlink {
     ) -> Result<Vec<RouteNetlinkMessage>> {
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = flags;
-        let mut handle = self.handle.clone();
-        let capped = self.capped_acks;
-        self.rt.block_on(async move {
+        let mut handle = self.conn.handle.clone();
+        let capped = self.conn.capped_acks;
+        let _one_at_a_time = self.conn.busy.lock().unwrap_or_else(|e| e.into_inner());
+        self.conn.rt.block_on(async move {
             let mut stream = handle
                 .request(req)
                 .map_err(|e| Error::Protocol(format!("{op}: {e}")))?;

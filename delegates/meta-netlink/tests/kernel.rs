@@ -789,3 +789,47 @@ fn links_of_one_group_go_in_one_request() {
     assert_eq!(e.errno(), Some(19), "{e}");
     assert!(nl.link_by_name("keep1").unwrap().is_some());
 }
+
+/// Opens of one namespace share its live connection; another namespace gets its own; the
+/// shared connection acts in its namespace from any thread, also from several at once;
+/// once every holder is gone, the next open makes a new connection (that works).
+#[test]
+fn connections_are_shared_per_namespace_while_alive() {
+    let (a, mut nl_a) = new_ns("share-a");
+    let (b, nl_b) = new_ns("share-b");
+    let mut again = Netlink::open(Some(a.netns())).unwrap();
+    assert!(again.shares_connection_with(&nl_a));
+    assert!(!nl_b.shares_connection_with(&nl_a));
+    // The same namespace opened from its own path is the same namespace.
+    let reopened = Netns::open(a.path()).unwrap();
+    assert!(
+        Netlink::open(Some(&reopened))
+            .unwrap()
+            .shares_connection_with(&nl_a)
+    );
+    up_veth(&mut nl_a, "shv0", "shv1");
+    assert!(again.link_by_name("shv0").unwrap().is_some());
+    // Several threads at once on the one connection.
+    let a_ns = a.netns().clone();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let ns = a_ns.clone();
+            s.spawn(move || {
+                let mut nl = Netlink::open(Some(&ns)).unwrap();
+                for _ in 0..50 {
+                    let names: Vec<String> =
+                        nl.links().unwrap().into_iter().map(|l| l.name).collect();
+                    assert!(names.contains(&"shv0".to_string()), "{names:?}");
+                }
+            });
+        }
+    });
+    // The other namespace does not see a's links.
+    let mut nl_b = nl_b;
+    assert!(nl_b.link_by_name("shv0").unwrap().is_none());
+    drop(nl_a);
+    drop(again);
+    let mut fresh = Netlink::open(Some(a.netns())).unwrap();
+    assert!(fresh.link_by_name("shv1").unwrap().is_some());
+    drop(b);
+}
