@@ -520,7 +520,7 @@ pub fn check_pod(
     if !settings.system_namespaces.iter().any(|s| s == pod_ns) {
         for dn in &settings.default_networks {
             idx += 1;
-            planned.push((format!("net{idx}"), dn.clone(), false));
+            planned.push((pod::default_ifname(idx), dn.clone(), false));
         }
     }
     if let Some(value) = annotations.get(meta_crd::NETWORKS_ANNOTATION) {
@@ -534,7 +534,7 @@ pub fn check_pod(
         for (i, el) in sel.networks.iter().enumerate() {
             idx += 1;
             let id = el.namespaced_name();
-            let ifname = el.interface.clone().unwrap_or_else(|| format!("net{idx}"));
+            let ifname = pod::element_ifname(el, idx);
             settings.isolation.check(
                 pod,
                 &format!("networks[{i}]"),

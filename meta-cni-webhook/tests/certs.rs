@@ -88,6 +88,18 @@ fn config(ns: &str, secret: &str) -> ProvisionConfig {
     }
 }
 
+/// Serving options of a webhook that self-provisions into Secret `webhook-certs` of `ns`
+/// and the caBundle of [`VWC`], with 127.0.0.1 (and `dns`) in its certificate.
+fn self_provisioning(addr: std::net::SocketAddr, ns: &str, dns: &[&str]) -> ServeOpts {
+    let mut opts = ServeOpts::new(addr);
+    opts.cert_secret = Some("webhook-certs".into());
+    opts.namespace = Some(ns.into());
+    opts.webhook_config_name = Some(VWC.into());
+    opts.cert_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    opts.cert_dns_names = dns.iter().map(|d| d.to_string()).collect();
+    opts
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -251,12 +263,7 @@ fn rotation_while_serving_fails_no_request() {
         webhook_config(&admin, VWC).await;
         let secrets = Api::<Secret>::namespaced(admin.clone(), ns);
 
-        let mut opts = ServeOpts::new("127.0.0.1:0".parse().unwrap());
-        opts.cert_secret = Some("webhook-certs".into());
-        opts.namespace = Some(ns.into());
-        opts.webhook_config_name = Some(VWC.into());
-        opts.cert_dns_names = vec!["localhost".into()];
-        opts.cert_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        let mut opts = self_provisioning("127.0.0.1:0".parse().unwrap(), ns, &["localhost"]);
         // Renewed after about 6 s, 3 s before expiry: room for a slow machine.
         opts.cert_validity = Duration::from_secs(9);
         opts.cert_check_interval = Duration::from_millis(500);
@@ -418,11 +425,7 @@ fn the_api_server_calls_the_webhook_over_tls_with_the_written_ca_bundle() {
             .await
             .unwrap();
 
-        let mut opts = ServeOpts::new(addr);
-        opts.cert_secret = Some("webhook-certs".into());
-        opts.namespace = Some(ns.into());
-        opts.webhook_config_name = Some(VWC.into());
-        opts.cert_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        let mut opts = self_provisioning(addr, ns, &[]);
         opts.kubeconfig = Some(api.admin_kubeconfig());
         let handler = TestHandler::new();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -489,12 +492,7 @@ fn ca_rollover_while_serving_fails_no_request_of_a_client_trusting_the_ca_bundle
         webhook_config(&admin, VWC).await;
         let secrets = Api::<Secret>::namespaced(admin.clone(), ns);
 
-        let mut opts = ServeOpts::new("127.0.0.1:0".parse().unwrap());
-        opts.cert_secret = Some("webhook-certs".into());
-        opts.namespace = Some(ns.into());
-        opts.webhook_config_name = Some(VWC.into());
-        opts.cert_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-        opts.cert_dns_names = vec!["localhost".into()];
+        let mut opts = self_provisioning("127.0.0.1:0".parse().unwrap(), ns, &["localhost"]);
         opts.cert_validity = Duration::from_secs(8);
         // Rolled over when less than 8 s are left, i.e. after about 18 s.
         opts.ca_validity = Duration::from_secs(24);

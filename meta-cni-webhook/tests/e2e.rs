@@ -7,14 +7,12 @@
 //! in use refused, network-status writable by meta-cni's ServiceAccount only, and with the
 //! webhook stopped NADs refused while pods pass.
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use meta_cni_webhook::cache::Cache;
 use meta_cni_webhook::handler::Admitter;
 use meta_cni_webhook::serve::{ServeOpts, run_on};
-use meta_tests::apiserver::{ApiServer, SA_ISSUER};
+use meta_tests::apiserver::ApiServer;
 use meta_tests::kubectl::{Out, run as kubectl};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -60,24 +58,6 @@ fn pod(name: &str, networks: Option<&str>) -> Value {
         p["metadata"]["annotations"] = json!({"k8s.v1.cni.cncf.io/networks": n});
     }
     p
-}
-
-async fn token(admin: &kube::Client, ns: &str, sa: &str) -> String {
-    let tr = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: Some(vec![SA_ISSUER.to_string()]),
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create_token_request(sa, &PostParams::default(), &tr)
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.token)
-        .expect("TokenRequest token")
 }
 
 /// The webhook, in-process, on its own runtime: stopped by dropping the sender.
@@ -215,7 +195,11 @@ fn through_the_api_server() {
         h["clientConfig"] = json!({"url": url});
     }
     must(&api, &["apply", "-f", "-"], Some(&vwc));
-    let wh_token = rt.block_on(token(&admin, "meta-cni-system", "meta-cni-webhook"));
+    let wh_token = rt.block_on(meta_tests::kube::service_account_token(
+        &admin,
+        "meta-cni-system",
+        "meta-cni-webhook",
+    ));
     let mut webhook = Webhook::start(listener, api.kubeconfig_for_token(&wh_token));
 
     // Ready: the caBundle is in place and the NAD check answers.
@@ -318,7 +302,7 @@ fn through_the_api_server() {
         None,
         "may be set or changed only by system:serviceaccount:kube-system:meta-cni",
     );
-    let sa_token = rt.block_on(token(&admin, "kube-system", "meta-cni"));
+    let sa_token = rt.block_on(meta_tests::kube::sa_token(&admin));
     rt.block_on(async {
         let c = meta_tests::kube::client_for(&api.kubeconfig_for_token(&sa_token)).await;
         let patch =

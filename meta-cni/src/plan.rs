@@ -242,7 +242,7 @@ pub fn build(
                 .map_err(|e| e.context(format!("defaultNetworks {dn:?}")))?;
             out.push(attach(
                 format!("{ns}/{n}"),
-                format!("net{idx}"),
+                meta_crd::pod::default_ifname(idx),
                 list,
                 Map::new(),
                 false,
@@ -258,7 +258,7 @@ pub fn build(
         for (i, el) in sel.networks.iter().enumerate() {
             idx += 1;
             let id = el.namespaced_name();
-            let ifname = el.interface.clone().unwrap_or_else(|| format!("net{idx}"));
+            let ifname = meta_crd::pod::element_ifname(el, idx);
             check_isolation(
                 conf,
                 pod,

@@ -75,6 +75,18 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| Error::Serialize(e.to_string()))
 }
 
+/// The interface of the `n`-th network after the cluster network (counting
+/// `defaultNetworks` first, from 1) when it names none: `net<n>`. ADD's plan
+/// and the admission webhook both name interfaces with this.
+pub fn default_ifname(n: usize) -> String {
+    format!("net{n}")
+}
+
+/// [`default_ifname`], or the element's own `interface`.
+pub fn element_ifname(el: &NetworkSelectionElement, n: usize) -> String {
+    el.interface.clone().unwrap_or_else(|| default_ifname(n))
+}
+
 /// The capability arguments (`runtimeConfig` keys, as the runtime names them) a selection
 /// element asks for: `ips`, `mac`, `portMappings`, `bandwidth`, `deviceID`,
 /// `infinibandGUID`.

@@ -109,26 +109,7 @@ pub fn ensure_built() -> PathBuf {
         "kube-apiserver v{VERSION} or a tool it needs is missing: running {} (building takes minutes)",
         script.display()
     );
-    let out = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{} failed ({}); its log is on stderr above. stdout: {stdout}",
-        script.display(),
-        out.status
-    );
-    assert_eq!(
-        stdout.lines().last().unwrap_or_default().trim(),
-        BINARY,
-        "{} printed an unexpected path",
-        script.display()
-    );
+    crate::run_fixture_script(&script, BINARY);
     assert!(
         tools_ready(),
         "{} succeeded but {BINARY} --version, {ETCD}, openssl or curl is still not usable",

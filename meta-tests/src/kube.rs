@@ -158,7 +158,13 @@ pub async fn apply_rbac(admin: &kube::Client) -> Vec<String> {
 /// A token of ServiceAccount kube-system/meta-cni from the TokenRequest API
 /// (`POST /api/v1/namespaces/kube-system/serviceaccounts/meta-cni/token`).
 pub async fn sa_token(admin: &kube::Client) -> String {
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "kube-system");
+    service_account_token(admin, "kube-system", "meta-cni").await
+}
+
+/// A token (one hour, the fixture's issuer as audience) of ServiceAccount `ns/sa` from the
+/// TokenRequest API.
+pub async fn service_account_token(admin: &kube::Client, ns: &str, sa: &str) -> String {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
     let tr = TokenRequest {
         spec: Some(TokenRequestSpec {
             audiences: Some(vec![SA_ISSUER.to_string()]),
@@ -167,9 +173,9 @@ pub async fn sa_token(admin: &kube::Client) -> String {
         }),
         ..Default::default()
     };
-    sas.create_token_request("meta-cni", &PostParams::default(), &tr)
+    sas.create_token_request(sa, &PostParams::default(), &tr)
         .await
-        .expect("TokenRequest for kube-system/meta-cni")
+        .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"))
         .status
         .expect("TokenRequest status")
         .token

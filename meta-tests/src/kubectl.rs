@@ -50,26 +50,7 @@ pub fn kubectl() -> PathBuf {
     }
     let script = fetch_script();
     eprintln!("kubectl v{VERSION} missing: running {}", script.display());
-    let out = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{} failed ({}); its log is on stderr above. stdout: {stdout}",
-        script.display(),
-        out.status
-    );
-    assert_eq!(
-        stdout.lines().last().unwrap_or_default().trim(),
-        BINARY,
-        "{} printed an unexpected path",
-        script.display()
-    );
+    crate::run_fixture_script(&script, BINARY);
     assert!(
         binary_ok(),
         "{} succeeded but `{BINARY} version --client` does not say v{VERSION}",

@@ -50,6 +50,32 @@ pub fn reference(name: &str) -> PathBuf {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Runs a fixture script of this crate (`bash SCRIPT`, its log on stderr) that prints the
+/// path of what it built or fetched as its last line of stdout; panics unless it succeeds
+/// and that path is `binary`.
+pub(crate) fn run_fixture_script(script: &Path, binary: &str) {
+    let out = Command::new("bash")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{} failed ({}); its log is on stderr above. stdout: {stdout}",
+        script.display(),
+        out.status
+    );
+    assert_eq!(
+        stdout.lines().last().unwrap_or_default().trim(),
+        binary,
+        "{} printed an unexpected path",
+        script.display()
+    );
+}
+
 /// A name unique to this process and call: `<prefix><pid hex><counter>`, at most 15 bytes
 /// when `prefix` has at most 4.
 pub fn unique(prefix: &str) -> String {

@@ -35,6 +35,15 @@ fn find_nft(path_var: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     which::which_in_global("nft", Some(list)).ok()?.next()
 }
 
+/// One nftables command.
+#[derive(Clone, Copy)]
+enum Cmd<'a> {
+    /// A JSON document to apply as one transaction (`nft -j -f -`).
+    Document(&'a str),
+    /// A command in nft's syntax (`list table inet meta_cni`).
+    Words(&'a [&'a str]),
+}
+
 /// nftables driver. Every operation runs on the calling thread (libnftables' socket is
 /// opened there; a spawned `nft` is its child), so the rules land in the network
 /// namespace of that thread; all read-modify-write sequences hold an exclusive `flock` on
@@ -135,19 +144,15 @@ impl Nftables {
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| err(format!("flock: {e}")))
     }
 
-    /// Runs `nft` with `args` (`-j -f -` with `stdin`, or `-j list ...`), in-process
-    /// when libnftables is loaded; returns what `nft` prints on stdout on success.
-    fn run(&self, operation: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
+    /// Runs one command as `nft -j` would (JSON output): in-process when libnftables is
+    /// loaded, else the `nft` binary; returns what `nft` prints on stdout on success.
+    fn run(&self, operation: &str, cmd: Cmd<'_>) -> Result<String> {
         if let Some(lib) = self.library() {
-            let (json, rest) = match args.split_first() {
-                Some((&"-j", rest)) => (true, rest),
-                _ => (false, args),
+            let text = match cmd {
+                Cmd::Document(d) => d.to_owned(),
+                Cmd::Words(w) => w.join(" "),
             };
-            let cmd = match (rest, stdin) {
-                (["-f", "-"], Some(input)) => String::from_utf8_lossy(input).into_owned(),
-                _ => rest.join(" "),
-            };
-            return lib.run(&cmd, json).map_err(|f| {
+            return lib.run(&text, true).map_err(|f| {
                 classify(
                     operation,
                     format!("libnftables: {}", f.rc),
@@ -155,6 +160,13 @@ impl Nftables {
                 )
             });
         }
+        let (args, stdin): (Vec<&str>, Option<&[u8]>) = match cmd {
+            Cmd::Document(d) => (vec!["-j", "-f", "-"], Some(d.as_bytes())),
+            Cmd::Words(w) => (
+                std::iter::once("-j").chain(w.iter().copied()).collect(),
+                None,
+            ),
+        };
         let program = self.nft_binary()?;
         let mut child = Command::new(&program)
             .args(args)
@@ -201,8 +213,7 @@ impl Nftables {
     fn apply(&self, document: &Value) -> Result<()> {
         let text = document.to_string();
         tracing::debug!(document = %text, "nft -j -f -");
-        self.run("apply", &["-j", "-f", "-"], Some(text.as_bytes()))
-            .map(|_| ())
+        self.run("apply", Cmd::Document(&text)).map(|_| ())
     }
 
     /// Lists our table of `family`; `None` if it does not exist.
@@ -210,8 +221,7 @@ impl Nftables {
         let operation = format!("list table {family} {}", doc::TABLE);
         match self.run(
             &operation,
-            &["-j", "list", "table", family, doc::TABLE],
-            None,
+            Cmd::Words(&["list", "table", family, doc::TABLE]),
         ) {
             Ok(out) => Listing::parse(family, &out)
                 .map(Some)
