@@ -1,7 +1,9 @@
 //! ADD and DEL of a 3-network pod (cluster bridge + NAD bridge + NAD macvlan, host-local
 //! everywhere): meta-cni with its bundled delegates in-process vs the same pod with every
 //! delegate exec'd from /usr/lib/cni (the reference bridge, macvlan and host-local — the
-//! way Multus runs a pod), in one run.
+//! way Multus runs a pod), in one run; and the 4-network pod of the kill -9 campaign
+//! (eth0 bridge, a bridge with ipMasq + macspoofchk, macvlan, a secondary VXLAN segment;
+//! every delegate in-process) in the same rounds.
 //!
 //! `BENCH_ITERS=100 cargo bench -p meta-cni --bench pod3` (root).
 
@@ -27,7 +29,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let e = setup(1);
+    let (e, pod4) = four_network_world(1, 4318);
     let nets = "ns1/br-net, ns1/mv-net";
     let mut modes = vec![
         Mode {
@@ -49,6 +51,15 @@ fn main() {
             rss: 0,
         },
     ];
+    modes.push(Mode {
+        label: "4-network pod (bridge, bridge + ipMasq + macspoofchk, macvlan, VXLAN segment), in-process".into(),
+        bin: meta_bin(),
+        conf: pod4,
+        force_env: "",
+        adds: vec![],
+        dels: vec![],
+        rss: 0,
+    });
     // Another build of meta-cni (BENCH_BEFORE_DIR), interleaved with these.
     if let Some((label, bin)) = before_bin("meta-cni") {
         modes.push(Mode {
@@ -98,7 +109,7 @@ fn main() {
         }
     }
     println!(
-        "\n3-network pod (eth0 bridge, net1 bridge, net2 macvlan; host-local), {iters} iterations, modes interleaved\n"
+        "\n3-network pod (eth0 bridge, net1 bridge, net2 macvlan; host-local) unless the row says otherwise, {iters} iterations, modes interleaved\n"
     );
     println!("| mode | ADD p50 ms | ADD p95 ms | DEL p50 ms | DEL p95 ms | peak RSS KiB |");
     println!("|---|---|---|---|---|---|");

@@ -1,8 +1,8 @@
 //! The journal under kill -9, and what its durability costs.
 //!
 //! kill -9 campaigns (what containerd sends when its context times out): ADDs of a
-//! 4-network pod in local mode — the cluster network (bridge), a NAD bridge with
-//! masquerade (nftables rules), macvlan on a veth parent inside the node namespace and a
+//! 4-network pod in local mode (`common::four_network_world`) — the cluster network (bridge), a NAD bridge with
+//! masquerade and MAC spoof check (nftables rules), macvlan on a veth parent inside the node namespace and a
 //! secondary VXLAN with its own VNI, all in-process — each SIGKILLed at a point spread over
 //! an ADD's duration, then DEL twice (both succeed), or GC with an empty valid list alone.
 //! Afterwards nothing may be left: pod and node links, FDB entries, host-local
@@ -16,7 +16,7 @@
 
 mod common;
 use common::*;
-use meta_netlink::{Netlink, NetlinkOps, RouteSpec};
+use meta_netlink::{Netlink, NetlinkOps};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -35,45 +35,9 @@ const NODE_INFRA: &[&str] = &[
     "lo", "mvpar0", "mvpar1", "ul0", "ul0p", "clbr0", "kcbr1", "mvx4317", "mbr4317",
 ];
 
-/// The local-mode world of the campaign: [`setup`]'s node with an underlay for the VXLAN
-/// and two more NADs.
+/// The local-mode world of the campaign: [`four_network_world`].
 fn world(pods: usize) -> (Env, Value) {
-    let e = setup(pods);
-    meta_tests::veth_pair_in(e.w.node.netns(), "ul0", "ul0p");
-    let mut nl = Netlink::open(Some(e.w.node.netns())).expect("netlink");
-    let ul = nl.link_by_name("ul0").expect("links").expect("ul0");
-    nl.addr_add(ul.index, "192.168.77.2/24".parse().expect("net"))
-        .expect("underlay address");
-    nl.route_add(&RouteSpec {
-        gw: Some("192.168.77.1".parse().expect("ip")),
-        oif: Some(ul.index),
-        ..RouteSpec::new("0.0.0.0/0".parse().expect("net"))
-    })
-    .expect("underlay default route");
-    nad(
-        &e.nads,
-        "ns1",
-        "masq-net",
-        json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "kcbr1", "isGateway": true,
-               "ipMasq": true,
-               "ipam": {"type": "host-local", "subnet": "10.61.0.0/24", "dataDir": e.w.path("ipam-br")}}),
-    );
-    nad(
-        &e.nads,
-        "ns1",
-        "vx-net",
-        json!({"cniVersion": "1.0.0", "type": "meta-vxlan", "vni": VNI,
-               "peers": ["192.168.77.9"], "stateDir": e.w.path("vx-state"),
-               "ipam": {"type": "host-local", "subnet": "10.66.0.0/24", "dataDir": e.w.path("ipam-vx")}}),
-    );
-    // Every delegate in-process (macvlan too): a killed meta-cni leaves no exec'd delegate
-    // running on behind it.
-    let mut conf = e.conf(
-        "ns1/masq-net, ns1/mv-net, ns1/vx-net",
-        json!({"forceExec": []}),
-    );
-    conf["cniVersion"] = json!("1.1.0");
-    (e, conf)
+    four_network_world(pods, VNI)
 }
 
 fn args(cid: &str, pod: usize) -> String {

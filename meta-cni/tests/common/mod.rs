@@ -2,6 +2,7 @@
 //! confDir, NADs in a local directory, fake failing/sleeping delegates.
 #![allow(dead_code)]
 
+use meta_netlink::{Netlink, NetlinkOps, RouteSpec};
 pub use meta_tests::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -195,4 +196,48 @@ impl Env {
         let cache: Vec<_> = dir_contents(&self.cache).into_keys().collect();
         assert!(cache.is_empty(), "{ctx}: cache left: {cache:?}");
     }
+}
+
+/// The 4-network pod of the kill -9 campaign and of the pod3 benchmark, in local mode:
+/// [`setup`]'s node with an underlay for the VXLAN and two more NADs; the pod gets eth0
+/// (the cluster bridge), a NAD bridge with `ipMasq` and `macspoofchk` (nftables rules),
+/// macvlan on the node's veth parent and a secondary VXLAN segment of VNI `vni`, every
+/// delegate in-process. Returns the world and the meta plugin's configuration.
+pub fn four_network_world(pods: usize, vni: u32) -> (Env, Value) {
+    let e = setup(pods);
+    meta_tests::veth_pair_in(e.w.node.netns(), "ul0", "ul0p");
+    let mut nl = Netlink::open(Some(e.w.node.netns())).expect("netlink");
+    let ul = nl.link_by_name("ul0").expect("links").expect("ul0");
+    nl.addr_add(ul.index, "192.168.77.2/24".parse().expect("net"))
+        .expect("underlay address");
+    nl.route_add(&RouteSpec {
+        gw: Some("192.168.77.1".parse().expect("ip")),
+        oif: Some(ul.index),
+        ..RouteSpec::new("0.0.0.0/0".parse().expect("net"))
+    })
+    .expect("underlay default route");
+    nad(
+        &e.nads,
+        "ns1",
+        "masq-net",
+        json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "kcbr1", "isGateway": true,
+               "ipMasq": true, "macspoofchk": true,
+               "ipam": {"type": "host-local", "subnet": "10.61.0.0/24", "dataDir": e.w.path("ipam-br")}}),
+    );
+    nad(
+        &e.nads,
+        "ns1",
+        "vx-net",
+        json!({"cniVersion": "1.0.0", "type": "meta-vxlan", "vni": vni,
+               "peers": ["192.168.77.9"], "stateDir": e.w.path("vx-state"),
+               "ipam": {"type": "host-local", "subnet": "10.66.0.0/24", "dataDir": e.w.path("ipam-vx")}}),
+    );
+    // Every delegate in-process (macvlan too): a killed meta-cni leaves no exec'd delegate
+    // running on behind it.
+    let mut conf = e.conf(
+        "ns1/masq-net, ns1/mv-net, ns1/vx-net",
+        json!({"forceExec": []}),
+    );
+    conf["cniVersion"] = json!("1.1.0");
+    (e, conf)
 }
