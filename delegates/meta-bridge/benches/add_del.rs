@@ -4,9 +4,10 @@
 //!
 //! `cargo bench -p meta-bridge --bench add_del` (root). `BENCH_ITERS` sets the iterations
 //! (default 200). Prints a Markdown table for docs/BENCHMARKS.md. The second table is the
-//! same with `ipMasq` and `macspoofchk` on: ours with nftables in-process (libnftables)
-//! and with `nft` spawned (`META_CNI_NFT=exec`, as before), and the reference (iptables for
-//! ipMasq, nftables for macspoofchk).
+//! same with `ipMasq` and `macspoofchk` on: ours with each nftables backend (netlink
+//! messages in-process, the default; libnftables in-process, `META_CNI_NFT=lib`; `nft`
+//! spawned, `META_CNI_NFT=exec`), and the reference (iptables for ipMasq, nftables for
+//! macspoofchk).
 
 use meta_tests::bench::{add_del, before_bin, iters, print_table};
 use meta_tests::{World, reference};
@@ -76,8 +77,12 @@ fn main() {
             run("fw-none", &ours, iters, &[]),
         ),
         (
+            "meta-bridge + ipMasq + macspoofchk, netlink in-process (default)".to_string(),
+            fw("fw-netlink", &ours, &[]),
+        ),
+        (
             "meta-bridge + ipMasq + macspoofchk, libnftables in-process".to_string(),
-            fw("fw-lib", &ours, &[]),
+            fw("fw-lib", &ours, &[("META_CNI_NFT", "lib")]),
         ),
         (
             "meta-bridge + ipMasq + macspoofchk, `nft` spawned".to_string(),

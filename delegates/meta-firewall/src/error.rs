@@ -36,17 +36,17 @@ pub enum Error {
          kernel built with nf_tables"
     )]
     KernelUnsupported {
-        /// What `nft` printed on stderr.
+        /// What the backend reported (`nft`'s stderr, or the kernel's error).
         stderr: String,
     },
 
     /// `nft` was denied by the kernel (missing `CAP_NET_ADMIN`).
     #[error(
-        "permission denied by the kernel while running nft ({stderr}); the plugin needs \
+        "permission denied by the kernel while changing nftables ({stderr}); the plugin needs \
          CAP_NET_ADMIN in the target network namespace"
     )]
     PermissionDenied {
-        /// What `nft` printed on stderr.
+        /// What the backend reported (`nft`'s stderr, or the kernel's error).
         stderr: String,
     },
 
@@ -59,6 +59,17 @@ pub enum Error {
         status: String,
         /// What `nft` printed on stderr.
         stderr: String,
+    },
+
+    /// The kernel refused a netlink request of the netlink backend.
+    #[error("nftables {operation} failed: {message}")]
+    Netlink {
+        /// What was attempted (`add rule inet meta_cni masq_checks`, ...).
+        operation: String,
+        /// The kernel's errno (0 when the failure was not an errno).
+        errno: i32,
+        /// The error text, with the kernel's extended acknowledgement when it gave one.
+        message: String,
     },
 
     /// `nft -j` printed something that is not the JSON we expected.

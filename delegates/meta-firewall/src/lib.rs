@@ -3,9 +3,11 @@
 //! Behaviour follows the `ipMasq` and `macspoofchk` options of the reference
 //! containernetworking/plugins bridge plugin, implemented with nftables' JSON interface:
 //! documents are built with `serde_json` and applied atomically as `nft -j -f -` would;
-//! state is read back as with `nft -j list table ...`. Both run in-process through
-//! libnftables ([`libnft`], loaded at run time) and fall back to spawning `nft` where the
-//! library is missing.
+//! state is read back as with `nft -j list table ...`. By default both are done
+//! in-process by speaking nf_tables' netlink protocol directly (`nfnl`: the documents are
+//! encoded into the messages `nft` would send, one batch per transaction); `META_CNI_NFT=lib`
+//! uses libnftables instead ([`libnft`], loaded at run time, falling back to spawning `nft`
+//! where it is missing) and `META_CNI_NFT=exec` spawns `nft` ([`Backend`]).
 //!
 //! # Layout
 //!
@@ -45,8 +47,9 @@
 //!
 //! # Namespaces and concurrency
 //!
-//! libnftables opens its socket on the calling thread (and `nft`, when spawned, runs as a
-//! child of it), so every command acts on that thread's network namespace: call from a
+//! The netlink backend and libnftables open their sockets on the calling thread (and `nft`,
+//! when spawned, runs as a child of it), so every command acts on that thread's network
+//! namespace: call from a
 //! thread already inside the target namespace. Every
 //! list-then-modify sequence holds an exclusive `flock` on a lock file
 //! ([`DEFAULT_LOCK_PATH`] unless configured with [`Nftables::with_lock_path`]; its
@@ -61,11 +64,12 @@ use ipnet::IpNet;
 pub mod doc;
 mod error;
 pub mod libnft;
+mod nfnl;
 mod nft;
 mod tag;
 
 pub use error::{Error, Result};
-pub use nft::{DEFAULT_LOCK_PATH, Nftables};
+pub use nft::{Backend, DEFAULT_LOCK_PATH, Nftables};
 pub use tag::{
     MAX_COMMENT_LEN, MAX_IFNAME_LEN, TAG_PREFIX, Tag, network_hash, validate_container_id,
     validate_ifname,

@@ -1,5 +1,8 @@
-//! The real driver: libnftables in-process ([`crate::libnft`]), or the `nft` binary when
-//! the library cannot be loaded (or a binary is given with [`Nftables::with_nft_binary`]).
+//! The real driver. Three backends apply the same JSON documents ([`crate::doc`]):
+//! nf_tables' netlink protocol spoken directly ([`crate::nfnl`], the default),
+//! libnftables in-process ([`crate::libnft`]), or the `nft` binary. `META_CNI_NFT=lib`
+//! selects libnftables (falling back to `nft` where it cannot be loaded),
+//! `META_CNI_NFT=exec` the binary, as does [`Nftables::with_nft_binary`].
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
@@ -44,14 +47,38 @@ enum Cmd<'a> {
     Words(&'a [&'a str]),
 }
 
-/// nftables driver. Every operation runs on the calling thread (libnftables' socket is
-/// opened there; a spawned `nft` is its child), so the rules land in the network
-/// namespace of that thread; all read-modify-write sequences hold an exclusive `flock` on
+/// What applies the documents and lists the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// nf_tables netlink messages encoded in-process ([`crate::nfnl`]); the default.
+    Netlink,
+    /// libnftables, loaded at run time ([`crate::libnft`]); `nft` when it cannot be loaded.
+    Library,
+    /// The `nft` binary, spawned for every command.
+    Binary,
+}
+
+impl Backend {
+    /// The backend `META_CNI_NFT` selects: `lib` → [`Backend::Library`], `exec` →
+    /// [`Backend::Binary`], anything else (or unset) → [`Backend::Netlink`].
+    pub fn from_env() -> Backend {
+        match std::env::var("META_CNI_NFT").as_deref() {
+            Ok("lib") => Backend::Library,
+            Ok("exec") => Backend::Binary,
+            _ => Backend::Netlink,
+        }
+    }
+}
+
+/// nftables driver. Every operation runs on the calling thread (the netlink and
+/// libnftables sockets are opened there; a spawned `nft` is its child), so the rules land
+/// in the network namespace of that thread; all read-modify-write sequences hold an exclusive `flock` on
 /// the lock file and each modification is one atomic transaction of a JSON document, as
 /// `nft -j -f -` applies it.
 #[derive(Debug, Clone)]
 pub struct Nftables {
     nft: Option<PathBuf>,
+    backend: Backend,
     lock_path: PathBuf,
 }
 
@@ -62,13 +89,21 @@ impl Default for Nftables {
 }
 
 impl Nftables {
-    /// A driver that finds `nft` in `$PATH` (then `/usr/sbin`, `/sbin`, ...) and locks
-    /// [`DEFAULT_LOCK_PATH`].
+    /// A driver on the backend of [`Backend::from_env`] (netlink unless `META_CNI_NFT`
+    /// says otherwise) that locks [`DEFAULT_LOCK_PATH`]; `nft`, when spawned, is found in
+    /// `$PATH` (then `/usr/sbin`, `/sbin`, ...).
     pub fn new() -> Self {
         Nftables {
             nft: None,
+            backend: Backend::from_env(),
             lock_path: PathBuf::from(DEFAULT_LOCK_PATH),
         }
+    }
+
+    /// Uses `backend` (whatever `META_CNI_NFT` says).
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
     }
 
     /// Uses `path` as the lock file (its directory is created on demand).
@@ -77,9 +112,10 @@ impl Nftables {
         self
     }
 
-    /// Uses `path` as the `nft` executable instead of searching for it.
+    /// Spawns `path` as the `nft` executable ([`Backend::Binary`]).
     pub fn with_nft_binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.nft = Some(path.into());
+        self.backend = Backend::Binary;
         self
     }
 
@@ -88,17 +124,18 @@ impl Nftables {
         &self.lock_path
     }
 
-    /// What runs the commands: `"libnftables"` (in-process) or `"nft"` (spawned).
+    /// What runs the commands: `"netlink"` (in-process messages), `"libnftables"`
+    /// (in-process library) or `"nft"` (spawned).
     pub fn backend(&self) -> &'static str {
-        if self.library().is_some() {
-            "libnftables"
-        } else {
-            "nft"
+        match self.backend {
+            Backend::Netlink => "netlink",
+            Backend::Library if self.library().is_some() => "libnftables",
+            Backend::Library | Backend::Binary => "nft",
         }
     }
 
     fn library(&self) -> Option<&'static crate::libnft::LibNft> {
-        if self.nft.is_some() {
+        if self.backend != Backend::Library {
             return None;
         }
         crate::libnft::get()
@@ -211,6 +248,10 @@ impl Nftables {
     }
 
     fn apply(&self, document: &Value) -> Result<()> {
+        if self.backend == Backend::Netlink {
+            tracing::debug!(%document, "nftables batch (netlink)");
+            return crate::nfnl::apply(document);
+        }
         let text = document.to_string();
         tracing::debug!(document = %text, "nft -j -f -");
         self.run("apply", Cmd::Document(&text)).map(|_| ())
@@ -218,6 +259,9 @@ impl Nftables {
 
     /// Lists our table of `family`; `None` if it does not exist.
     fn list(&self, family: &str) -> Result<Option<Listing>> {
+        if self.backend == Backend::Netlink {
+            return crate::nfnl::list(family);
+        }
         let operation = format!("list table {family} {}", doc::TABLE);
         match self.run(
             &operation,
@@ -233,15 +277,37 @@ impl Nftables {
         }
     }
 
-    fn remove(&self, family: &str, doomed: impl Fn(&Tag) -> bool) -> Result<()> {
+    /// Under the lock: lists our table of `family`, builds a transaction from the listing
+    /// and applies it; returns whether there was one. A transaction that refers to an
+    /// object that vanished since the listing (ENOENT: someone outside meta-cni changed our
+    /// table in between) is rebuilt from a fresh listing, up to three times.
+    fn transact(
+        &self,
+        family: &str,
+        build: impl Fn(Option<&Listing>) -> Option<Value>,
+    ) -> Result<bool> {
         let _lock = self.lock()?;
-        let Some(listing) = self.list(family)? else {
-            return Ok(());
-        };
-        match doc::removal(family, &listing, doomed) {
-            Some(document) => self.apply(&document),
-            None => Ok(()),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let listing = self.list(family)?;
+            let Some(document) = build(listing.as_ref()) else {
+                return Ok(false);
+            };
+            match self.apply(&document) {
+                Err(Error::Netlink { errno, .. }) if errno == libc::ENOENT && attempt < 3 => {
+                    tracing::debug!(family, attempt, "our table changed under us; listing again");
+                }
+                other => return other.map(|()| true),
+            }
         }
+    }
+
+    fn remove(&self, family: &str, doomed: impl Fn(&Tag) -> bool) -> Result<()> {
+        self.transact(family, |listing| {
+            listing.and_then(|l| doc::removal(family, l, &doomed))
+        })
+        .map(|_| ())
     }
 
     /// Makes sure the node-level masquerade rule `ip saddr <subnet> ip daddr !=
@@ -257,24 +323,16 @@ impl Nftables {
                  different address families"
             )));
         }
-        let _lock = self.lock()?;
-        let existing = self.list(doc::MASQ_FAMILY)?;
-        match doc::node_masq_setup(&subnet, &cluster_cidr, existing.as_ref()) {
-            Some(document) => self.apply(&document).map(|()| true),
-            None => Ok(false),
-        }
+        self.transact(doc::MASQ_FAMILY, |existing| {
+            doc::node_masq_setup(&subnet, &cluster_cidr, existing)
+        })
     }
 
     /// Removes every node-level masquerade rule; returns whether there was one.
     pub fn remove_node_masq(&self) -> Result<bool> {
-        let _lock = self.lock()?;
-        let Some(listing) = self.list(doc::MASQ_FAMILY)? else {
-            return Ok(false);
-        };
-        match doc::node_masq_removal(&listing) {
-            Some(document) => self.apply(&document).map(|()| true),
-            None => Ok(false),
-        }
+        self.transact(doc::MASQ_FAMILY, |listing| {
+            listing.and_then(doc::node_masq_removal)
+        })
     }
 
     /// The attachment tags currently present in both tables (deduplicated).
@@ -316,9 +374,10 @@ impl Firewall for Nftables {
         ips: &[IpNet],
     ) -> Result<()> {
         let tag = Tag::masq(network, container_id, ifname)?;
-        let _lock = self.lock()?;
-        let existing = self.list(doc::MASQ_FAMILY)?;
-        self.apply(&doc::masq_setup(&tag, ips, existing.as_ref()))
+        self.transact(doc::MASQ_FAMILY, |existing| {
+            Some(doc::masq_setup(&tag, ips, existing))
+        })
+        .map(|_| ())
     }
 
     fn teardown_masq(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
@@ -336,9 +395,10 @@ impl Firewall for Nftables {
     ) -> Result<()> {
         let tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
         validate_ifname("host_ifname", host_ifname)?;
-        let _lock = self.lock()?;
-        let existing = self.list(doc::MAC_FAMILY)?;
-        self.apply(&doc::mac_setup(&tag, host_ifname, &mac, existing.as_ref()))
+        self.transact(doc::MAC_FAMILY, |existing| {
+            Some(doc::mac_setup(&tag, host_ifname, &mac, existing))
+        })
+        .map(|_| ())
     }
 
     fn teardown_macspoofchk(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {

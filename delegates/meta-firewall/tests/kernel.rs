@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use meta_firewall::{Firewall, Mac, Nftables, Tag};
+use meta_firewall::{Backend, Firewall, Mac, Nftables, Tag};
 use nix::sched::{CloneFlags, unshare};
 use serde_json::Value;
 
@@ -709,16 +709,27 @@ fn node_masq_is_idempotent_and_survives_attachment_gc() {
     });
 }
 
-/// On this machine kind (Debian's nftables, hence libnftables1) the driver runs in-process;
-/// a machine without the library would fall back to `nft`, which this test refuses to
-/// pass silently.
+/// The default backend speaks netlink itself; `META_CNI_NFT` and the builder select the
+/// others. On this machine kind (Debian's nftables, hence libnftables1) the library
+/// loads; a machine without it would fall back to `nft`, which this test refuses to pass
+/// silently.
 #[test]
-fn libnftables_is_the_backend() {
+fn backends_are_selectable() {
     assert_eq!(
-        Nftables::new().backend(),
+        Backend::from_env(),
+        Backend::Netlink,
+        "META_CNI_NFT is set in the test environment"
+    );
+    assert_eq!(Nftables::new().backend(), "netlink");
+    assert_eq!(
+        Nftables::new().with_backend(Backend::Library).backend(),
         "libnftables",
         "{} not loadable: install Debian's libnftables1 (a dependency of nftables)",
         meta_firewall::libnft::SONAME
+    );
+    assert_eq!(
+        Nftables::new().with_backend(Backend::Binary).backend(),
+        "nft"
     );
     assert_eq!(
         Nftables::new().with_nft_binary("/usr/sbin/nft").backend(),
@@ -726,36 +737,65 @@ fn libnftables_is_the_backend() {
     );
 }
 
-/// What one backend writes, the other reads and removes: the library and the binary
-/// apply the same documents to the same tables, in the calling thread's namespace.
+/// What one backend writes, the others read and remove: netlink messages, the library
+/// and the binary apply the same documents to the same tables, in the calling thread's
+/// namespace, and `nft`'s own listing (the oracle) decodes what the netlink backend wrote
+/// into the rules the documents describe.
 #[test]
-fn library_and_binary_backends_agree() {
-    in_netns(|lib| {
+fn all_backends_agree() {
+    in_netns(|fw| {
+        let net = fw.clone().with_backend(Backend::Netlink);
+        assert_eq!(net.backend(), "netlink");
+        let lib = fw.clone().with_backend(Backend::Library);
         assert_eq!(lib.backend(), "libnftables");
         let nft = which::which("nft").expect("nft in PATH");
-        let bin = Nftables::new()
-            .with_nft_binary(nft)
-            .with_lock_path(lib.lock_path());
-        lib.setup_masq("n", "c1", "eth0", &nets(&["10.0.0.2/24", "fd00::2/64"]))
+        let bin = fw.clone().with_nft_binary(nft);
+        net.setup_masq("n", "c1", "eth0", &nets(&["10.0.0.2/24", "fd00::2/64"]))
             .unwrap();
-        lib.setup_macspoofchk("n", "c1", "eth0", "veth1", MAC1)
+        net.setup_macspoofchk("n", "c1", "eth0", "veth1", MAC1)
             .unwrap();
-        bin.setup_masq("n", "c2", "eth0", &nets(&["10.0.0.3/24"]))
+        lib.setup_masq("n", "c2", "eth0", &nets(&["10.0.0.3/24"]))
+            .unwrap();
+        bin.setup_macspoofchk("n", "c3", "eth0", "veth3", MAC1)
             .unwrap();
         let want = BTreeSet::from([
             masq_tag("n", "c1", "eth0"),
             mac_tag("n", "c1", "eth0"),
             masq_tag("n", "c2", "eth0"),
+            mac_tag("n", "c3", "eth0"),
         ]);
-        assert_eq!(lib.list_attachments().unwrap(), want);
-        assert_eq!(bin.list_attachments().unwrap(), want);
-        // The binary's own listing (the oracle) has the library's rules.
-        assert_eq!(rules_tagged(&masq_tag("n", "c1", "eth0")).len(), 2);
+        for b in [&net, &lib, &bin] {
+            assert_eq!(b.list_attachments().unwrap(), want, "{}", b.backend());
+        }
+        // nft's listing of what each backend wrote is the same rule for the same input
+        let strip = |mut r: Value| {
+            let o = r.as_object_mut().unwrap();
+            o.remove("handle");
+            o.remove("comment");
+            r
+        };
+        lib.setup_masq("n", "c4", "eth0", &nets(&["10.0.0.2/24", "fd00::2/64"]))
+            .unwrap();
+        let by_net: Vec<Value> = rules_tagged(&masq_tag("n", "c1", "eth0"))
+            .into_iter()
+            .map(strip)
+            .collect();
+        let by_lib: Vec<Value> = rules_tagged(&masq_tag("n", "c4", "eth0"))
+            .into_iter()
+            .map(strip)
+            .collect();
+        assert_eq!(by_net.len(), 2);
+        assert_eq!(by_net, by_lib);
+        lib.teardown_masq("n", "c4", "eth0").unwrap();
+        // removal across backends
         bin.teardown_masq("n", "c1", "eth0").unwrap();
-        bin.teardown_macspoofchk("n", "c1", "eth0").unwrap();
-        lib.teardown_masq("n", "c2", "eth0").unwrap();
-        assert!(lib.list_attachments().unwrap().is_empty());
-        assert!(bin.list_attachments().unwrap().is_empty());
+        lib.teardown_macspoofchk("n", "c1", "eth0").unwrap();
+        net.teardown_masq("n", "c2", "eth0").unwrap();
+        net.teardown_macspoofchk("n", "c3", "eth0").unwrap();
+        for b in [&net, &lib, &bin] {
+            assert!(b.list_attachments().unwrap().is_empty(), "{}", b.backend());
+        }
+        assert!(mac_chains().is_empty(), "{:?}", mac_chains());
         // The library's errors are nft's: the kernel's answer in the error buffer.
         let lib = meta_firewall::libnft::get().expect("libnftables");
         let e = lib
@@ -768,5 +808,36 @@ fn library_and_binary_backends_agree() {
         assert!(e.rc != 0 && !e.stderr.is_empty(), "{e:?}");
         // The library acts in the calling thread's namespace: the tables made above are here.
         assert!(lib.run("list tables", false).unwrap().contains("meta_cni"));
+    });
+}
+
+/// The kernel's refusal of a netlink batch reaches the caller with the command that failed
+/// and the reason, and nothing of the refused transaction is applied.
+#[test]
+fn netlink_errors_name_the_command() {
+    in_netns(|fw| {
+        fw.setup_masq("n", "c1", "eth0", &nets(&["10.0.0.2/24"]))
+            .unwrap();
+        // a base chain of another type under our chain's name: the kernel refuses the update
+        run(&["nft", "delete", "table", "inet", "meta_cni"]);
+        run(&["nft", "add", "table", "inet", "meta_cni"]);
+        run(&[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "meta_cni",
+            "postrouting",
+            "{ type filter hook input priority 0 ; }",
+        ]);
+        let e = fw
+            .setup_masq("n", "c1", "eth0", &nets(&["10.0.0.2/24"]))
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, meta_firewall::Error::Netlink { .. }), "{e:?}");
+        assert!(text.contains("inet meta_cni postrouting"), "{text}");
+        // nothing of the failed transaction is left (it was one batch)
+        assert!(fw.list_attachments().unwrap().is_empty());
+        assert!(rules().is_empty(), "{:#?}", rules());
     });
 }
