@@ -1,13 +1,18 @@
 //! Network namespaces: open handles, running code inside one, named namespaces.
 //!
 //! The calling thread's namespace is never changed: [`Netns::run`] does its work
-//! on a fresh OS thread that `setns()`es into the target namespace and then exits.
+//! on another OS thread that is in the target namespace: a fresh one that
+//! `setns()`es and then exits, or, while a [`NetnsWorker`] of that namespace is
+//! held, that worker's long-lived thread.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
@@ -104,7 +109,7 @@ impl Netns {
     }
 
     /// The namespace's identity: the nsfs device and inode.
-    pub(crate) fn key(&self) -> (u64, u64) {
+    pub(crate) fn key(&self) -> NsKey {
         (self.dev, self.ino)
     }
 
@@ -128,12 +133,36 @@ impl Netns {
         self.ino
     }
 
-    /// Runs `f` on a fresh OS thread that has `setns()`'d into this namespace.
+    /// Runs `f` on an OS thread that is in this namespace, and waits for it.
     ///
-    /// The thread is never reused (it exits when `f` returns), so the caller's
-    /// namespace is never changed. Calls may nest. A panic in `f` becomes
-    /// [`Error::Panic`].
+    /// The thread is a fresh one that `setns()`es and exits when `f` returns, or,
+    /// while a [`NetnsWorker`] of this namespace is held (see [`Netns::worker`]),
+    /// the worker's long-lived thread: when that worker is busy (another caller, or
+    /// a nested call that would have to wait for it) a fresh thread is used instead,
+    /// and a call made on the worker thread for its own namespace runs inline. Either
+    /// way the caller's namespace is never changed. Calls may nest. A panic in `f`
+    /// becomes [`Error::Panic`].
     pub fn run<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let key = self.key();
+        if WORKER_OF.get() == Some(key) && current_key().ok() == Some(key) {
+            return catch_unwind(AssertUnwindSafe(f)).map_err(|p| Error::Panic(panic_message(&p)));
+        }
+        let f = match held_worker(key) {
+            Some(w) => match w.try_run(f) {
+                Ok(r) => return r,
+                Err(f) => f,
+            },
+            None => f,
+        };
+        self.run_on_fresh_thread(f)
+    }
+
+    /// [`Netns::run`] on a fresh thread, never reused.
+    fn run_on_fresh_thread<F, R>(&self, f: F) -> Result<R>
     where
         F: FnOnce() -> R + Send,
         R: Send,
@@ -155,6 +184,277 @@ impl Netns {
             }
         })
     }
+
+    /// This namespace's hand-off thread: while the returned handle (or a clone, or
+    /// another handle of the same namespace) is alive, [`Netns::run`] on any `Netns`
+    /// of this namespace runs on that one thread, which `setns()`'d once, instead of
+    /// a fresh thread per call. The live worker of the namespace when there is one;
+    /// the thread exits when the last handle is dropped (and the drop waits for it,
+    /// so the thread no longer pins the namespace afterwards).
+    ///
+    /// Closures run there one after another on one thread, so thread-local state
+    /// outlives a call; a closure that moves its thread to another network namespace
+    /// is undone after it returns.
+    pub fn worker(&self) -> Result<NetnsWorker> {
+        let key = self.key();
+        let mut workers = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
+        workers.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(inner) = workers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(NetnsWorker { inner });
+        }
+        // Spawned under the registry lock, so a namespace never has two: the new
+        // thread only setns()es before it answers, it takes no lock.
+        let inner = Arc::new(Worker::spawn(self)?);
+        workers.push((key, Arc::downgrade(&inner)));
+        Ok(NetnsWorker { inner })
+    }
+}
+
+/// A namespace's identity: its nsfs device and inode.
+pub(crate) type NsKey = (u64, u64);
+
+/// The identity of the calling thread's network namespace.
+pub(crate) fn current_key() -> Result<NsKey> {
+    let md = std::fs::metadata(THREAD_SELF_NETNS)
+        .map_err(|e| Error::io(format!("stat {THREAD_SELF_NETNS}"), e))?;
+    Ok((md.dev(), md.ino()))
+}
+
+/// Live workers by namespace.
+static WORKERS: Mutex<Vec<(NsKey, Weak<Worker>)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// On a worker thread: the namespace it serves.
+    static WORKER_OF: Cell<Option<NsKey>> = const { Cell::new(None) };
+}
+
+/// The live worker of a namespace, if one is held.
+fn held_worker(key: NsKey) -> Option<Arc<Worker>> {
+    WORKERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+}
+
+/// A held hand-off thread of one network namespace (see [`Netns::worker`]).
+///
+/// Cloning is cheap: clones hold the same thread.
+#[derive(Clone)]
+pub struct NetnsWorker {
+    inner: Arc<Worker>,
+}
+
+impl NetnsWorker {
+    /// The namespace the worker's thread is in.
+    pub fn netns(&self) -> &Netns {
+        &self.inner.netns
+    }
+
+    /// The worker thread's id.
+    pub fn thread_id(&self) -> std::thread::ThreadId {
+        self.inner.thread_id
+    }
+}
+
+impl std::fmt::Debug for NetnsWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetnsWorker")
+            .field("netns", &self.inner.netns)
+            .field("thread", &self.inner.thread_id)
+            .finish()
+    }
+}
+
+struct Worker {
+    netns: Netns,
+    thread_id: std::thread::ThreadId,
+    /// Taken by a caller for the whole of one job, and only with `try_lock`: a busy
+    /// worker is never waited for.
+    chan: Mutex<Chan>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Chan {
+    /// None once the worker is being dropped.
+    jobs: Option<Sender<Job>>,
+    /// One `()` per job the thread has finished with.
+    done: Receiver<()>,
+}
+
+/// A borrowed closure handed to the worker thread: `slot` points to a [`Slot<F, R>`]
+/// on the caller's stack and `call` is `call_slot::<F, R>`.
+struct Job {
+    slot: *mut (),
+    call: unsafe fn(*mut ()),
+}
+
+// SAFETY: a Job only carries a pointer to a `Slot<F, R>` with `F: Send, R: Send`,
+// which the worker thread takes `F` out of and puts `R` into while the caller
+// waits (see `Worker::try_run`).
+unsafe impl Send for Job {}
+
+struct Slot<F, R> {
+    f: Option<F>,
+    r: Option<std::thread::Result<R>>,
+}
+
+/// Runs the closure of a job's slot, catching a panic.
+///
+/// # Safety
+///
+/// `p` must point to a live `Slot<F, R>` that nothing else accesses meanwhile.
+unsafe fn call_slot<F: FnOnce() -> R, R>(p: *mut ()) {
+    // SAFETY: the caller's guarantee.
+    let slot = unsafe { &mut *p.cast::<Slot<F, R>>() };
+    if let Some(f) = slot.f.take() {
+        slot.r = Some(catch_unwind(AssertUnwindSafe(f)));
+    }
+}
+
+impl Worker {
+    fn spawn(ns: &Netns) -> Result<Worker> {
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+        let netns = ns.clone();
+        let thread = std::thread::Builder::new()
+            .name("netns-worker".into())
+            .spawn(move || worker_main(netns, jobs_rx, done_tx, ready_tx))
+            .map_err(|e| Error::io("spawn netns worker thread", e))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                return Err(match thread.join() {
+                    Err(p) => Error::Panic(panic_message(&p)),
+                    Ok(()) => Error::Panic("netns worker thread exited".into()),
+                });
+            }
+        }
+        Ok(Worker {
+            netns: ns.clone(),
+            thread_id: thread.thread().id(),
+            chan: Mutex::new(Chan {
+                jobs: Some(jobs_tx),
+                done: done_rx,
+            }),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `f` on the worker thread and waits for it; gives `f` back when the worker
+    /// is busy or gone.
+    fn try_run<F, R>(&self, f: F) -> std::result::Result<Result<R>, F>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let chan = match self.chan.try_lock() {
+            Ok(c) => c,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(f),
+        };
+        let Some(jobs) = &chan.jobs else {
+            return Err(f);
+        };
+        let mut slot = Slot::<F, R> {
+            f: Some(f),
+            r: None,
+        };
+        let job = Job {
+            slot: (&raw mut slot).cast(),
+            call: call_slot::<F, R>,
+        };
+        // SAFETY: the worker thread dereferences `slot` (which borrows whatever `f`
+        // borrows: the lifetimes are erased here) only between receiving the job and
+        // sending `()` on `done`, and never after; it drops a job it did not run
+        // without touching `slot` (a Job has no drop glue), and it drops its `done`
+        // sender only after its last job. So this frame must not return or unwind,
+        // nor touch `slot`, until `done` yields `()` or reports the sender gone:
+        // nothing between the send and the end of `recv` can panic, and `recv`
+        // blocks until one of the two. While this frame holds `chan` no other job is
+        // in flight, so the one `()` received is this job's. `F: Send` and `R: Send`
+        // make running `f` and producing `R` on the worker thread sound; the channel
+        // orders the worker's writes to `slot` before the reads below. No cycle wait:
+        // a caller only waits for a worker whose lock it took (`try_lock`), which is
+        // then idle and starts the job at once; a job that calls `run` for a worker
+        // that is busy (possibly waiting for this very job) gets a fresh thread.
+        if jobs.send(job).is_ok() {
+            let _ = chan.done.recv();
+        }
+        drop(chan);
+        match (slot.r.take(), slot.f.take()) {
+            (Some(Ok(r)), _) => Ok(Ok(r)),
+            (Some(Err(p)), _) => Ok(Err(Error::Panic(panic_message(&p)))),
+            // Never ran: the worker thread is gone.
+            (None, Some(f)) => Err(f),
+            (None, None) => Ok(Err(Error::Panic("netns worker thread died".into()))),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread's loop; wait for it to exit so it
+        // no longer pins the namespace (unless this is the worker thread itself).
+        self.chan
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .jobs
+            .take();
+        if let Some(t) = self.thread.take()
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker_main(
+    ns: Netns,
+    jobs: Receiver<Job>,
+    done: SyncSender<()>,
+    ready: SyncSender<Result<()>>,
+) {
+    let key = ns.key();
+    let enter = || {
+        nix::sched::setns(ns.fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::nix(format!("setns into {}", ns.path.display()), e))
+    };
+    if let Err(e) = enter() {
+        let _ = ready.send(Err(e));
+        return;
+    }
+    WORKER_OF.set(Some(key));
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    for job in jobs.iter() {
+        // SAFETY: the sender waits in `Worker::try_run` until `done` below.
+        unsafe { (job.call)(job.slot) };
+        // A closure that moved this thread elsewhere is undone, or the worker retires
+        // (later calls get fresh threads).
+        let home = current_key().ok() == Some(key) || enter().is_ok();
+        if done.send(()).is_err() {
+            break;
+        }
+        if !home {
+            tracing::warn!(netns = %ns.path.display(), "netns worker cannot return to its namespace; exiting");
+            break;
+        }
+    }
+    WORKER_OF.set(None);
+    // No job is touched after the loop; `done` goes last.
+    drop(jobs);
+    drop(done);
 }
 
 pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {

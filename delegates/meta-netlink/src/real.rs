@@ -30,7 +30,7 @@ use rtnetlink::packet_core::{
 use rtnetlink::sys::AsyncSocket;
 
 use crate::error::{Error, Result};
-use crate::netns::Netns;
+use crate::netns::{Netns, NsKey, current_key};
 use crate::ops::NetlinkOps;
 use crate::types::*;
 
@@ -75,9 +75,6 @@ impl std::fmt::Debug for Netlink {
     }
 }
 
-/// A namespace's identity: its nsfs device and inode.
-type NsKey = (u64, u64);
-
 /// Live connections by namespace.
 static SHARED: Mutex<Vec<(NsKey, Weak<Conn>)>> = Mutex::new(Vec::new());
 
@@ -103,13 +100,6 @@ fn connect() -> Result<Conn> {
         capped_acks: capped,
         busy: Mutex::new(()),
     })
-}
-
-fn current_key() -> Result<NsKey> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata("/proc/thread-self/ns/net")
-        .map_err(|e| Error::io("stat /proc/thread-self/ns/net", e))?;
-    Ok((md.dev(), md.ino()))
 }
 
 impl Netlink {

@@ -4,6 +4,7 @@
 //! (`NamedNetns` drop), also when an assertion fails.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -832,4 +833,201 @@ fn connections_are_shared_per_namespace_while_alive() {
     let mut fresh = Netlink::open(Some(a.netns())).unwrap();
     assert!(fresh.link_by_name("shv1").unwrap().is_some());
     drop(b);
+}
+
+/// A fresh named namespace (no netlink handle).
+fn named(tag: &str) -> NamedNetns {
+    require_root();
+    let name = format!(
+        "mnl-{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    NamedNetns::create(&name).expect("create named netns")
+}
+
+/// Where a closure ran: its thread, OS thread id and network namespace.
+fn here() -> (std::thread::ThreadId, u32, Netns) {
+    // /proc/thread-self is a link to <pid>/task/<tid>.
+    let link = std::fs::read_link("/proc/thread-self").unwrap();
+    let tid = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+    (std::thread::current().id(), tid, Netns::current().unwrap())
+}
+
+/// `f` on another thread; fails the test instead of hanging when it does not answer.
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("no answer in 20 s (deadlock) or the closure panicked")
+}
+
+/// While a worker is held, every run in its namespace (also through another `Netns` of
+/// it, and a netlink open) happens on its one thread, inside the namespace; another
+/// namespace is unaffected; once the last handle is gone the thread has exited and runs
+/// get fresh threads again.
+#[test]
+fn held_worker_runs_every_call_on_one_thread() {
+    let a = named("wk-a");
+    let b = named("wk-b");
+    let caller = Netns::current().unwrap();
+    // Without a worker: a fresh thread per call.
+    let fresh: Vec<_> = (0..5).map(|_| a.netns().run(here).unwrap()).collect();
+    for (i, (t, _, ns)) in fresh.iter().enumerate() {
+        assert_eq!(ns, a.netns());
+        assert!(fresh[..i].iter().all(|(u, _, _)| u != t), "thread reused");
+    }
+    let w = a.netns().worker().unwrap();
+    assert_eq!(w.netns(), a.netns());
+    let w2 = Netns::open(a.path()).unwrap().worker().unwrap();
+    assert_eq!(w2.thread_id(), w.thread_id(), "one worker per namespace");
+    let reopened = Netns::open(a.path()).unwrap();
+    let mut tid = None;
+    for i in 0..20 {
+        let ns = if i % 2 == 0 { a.netns() } else { &reopened };
+        let (t, os, inside) = ns.run(here).unwrap();
+        assert_eq!(t, w.thread_id(), "call {i} not on the worker");
+        assert_eq!(inside.inode(), a.netns().inode());
+        assert_eq!(*tid.get_or_insert(os), os);
+    }
+    let tid = tid.unwrap();
+    assert!(Path::new(&format!("/proc/self/task/{tid}")).exists());
+    // A netlink connection opened through the worker acts in a.
+    let mut nl = Netlink::open(Some(a.netns())).unwrap();
+    nl.link_add(&veth("wk0", "wk1")).unwrap();
+    assert!(nl.link_by_name("wk0").unwrap().is_some());
+    drop(nl);
+    // Another namespace: fresh threads.
+    let (tb, _, in_b) = b.netns().run(here).unwrap();
+    assert_ne!(tb, w.thread_id());
+    assert_eq!(&in_b, b.netns());
+    assert_eq!(Netns::current().unwrap(), caller);
+    drop(w);
+    assert!(
+        Path::new(&format!("/proc/self/task/{tid}")).exists(),
+        "a clone still holds it"
+    );
+    drop(w2);
+    assert!(
+        !Path::new(&format!("/proc/self/task/{tid}")).exists(),
+        "worker thread still alive after its last handle"
+    );
+    let (t, _, ns) = a.netns().run(here).unwrap();
+    assert!(fresh.iter().all(|(u, _, _)| *u != t));
+    assert_eq!(&ns, a.netns());
+    assert_eq!(Netns::current().unwrap(), caller);
+}
+
+/// Nesting: a same-namespace run on the worker runs inline; A -> B -> A across two held
+/// workers does not wait for the busy A (a fresh thread in A serves it); several threads
+/// at once all run in the namespace.
+#[test]
+fn held_worker_nesting_and_concurrency_do_not_deadlock() {
+    let a = named("wk-n-a");
+    let b = named("wk-n-b");
+    let caller = Netns::current().unwrap();
+    let wa = a.netns().worker().unwrap();
+    let wb = b.netns().worker().unwrap();
+    assert_ne!(wa.thread_id(), wb.thread_id());
+    let (na, nb) = (a.netns().clone(), b.netns().clone());
+    let (outer, inner) = within(move || na.run(|| (here(), na.run(here).unwrap())).unwrap());
+    assert_eq!(outer.0, wa.thread_id());
+    assert_eq!(
+        inner.0,
+        wa.thread_id(),
+        "same-namespace nested run not inline"
+    );
+    assert_eq!(&inner.2, a.netns());
+
+    let (na, nb2) = (a.netns().clone(), nb.clone());
+    let (on_a, on_b, back_in_a) = within(move || {
+        na.run(|| {
+            let (on_b, back) = nb2.run(|| (here(), na.run(here).unwrap())).unwrap();
+            (here(), on_b, back)
+        })
+        .unwrap()
+    });
+    assert_eq!(on_a.0, wa.thread_id());
+    assert_eq!(on_b.0, wb.thread_id());
+    assert_eq!(&on_b.2, b.netns());
+    assert_ne!(back_in_a.0, wa.thread_id(), "busy worker waited for");
+    assert_ne!(back_in_a.0, wb.thread_id());
+    assert_eq!(&back_in_a.2, a.netns());
+
+    // Four threads at once.
+    let na = a.netns().clone();
+    let results = within(move || {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..50).map(|_| na.run(here).unwrap()).collect::<Vec<_>>()))
+                .collect();
+            hs.into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+    });
+    assert_eq!(results.len(), 200);
+    assert!(results.iter().all(|(_, _, ns)| ns == a.netns()));
+    assert!(results.iter().any(|(t, _, _)| *t == wa.thread_id()));
+    assert_eq!(Netns::current().unwrap(), caller);
+    drop((wa, wb));
+}
+
+/// A panic on the worker (also in an inline nested run) is `Error::Panic` and the worker
+/// keeps serving; a closure that moves the worker thread to another namespace does not
+/// move later calls.
+#[test]
+fn held_worker_survives_panics_and_namespace_moves() {
+    let a = named("wk-p-a");
+    let b = named("wk-p-b");
+    let caller = Netns::current().unwrap();
+    let w = a.netns().worker().unwrap();
+    let p = a
+        .netns()
+        .run(|| -> u32 { panic!("boom on worker") })
+        .unwrap_err();
+    assert!(
+        matches!(&p, Error::Panic(m) if m.contains("boom on worker")),
+        "{p}"
+    );
+    let nested = a
+        .netns()
+        .run(|| a.netns().run(|| -> u32 { panic!("inline boom") }))
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&nested, Error::Panic(m) if m.contains("inline boom")),
+        "{nested}"
+    );
+    let (t, _, ns) = a.netns().run(here).unwrap();
+    assert_eq!(t, w.thread_id());
+    assert_eq!(&ns, a.netns());
+    // Borrowed data goes in and comes out.
+    let mut v = vec![1, 2];
+    let s = a
+        .netns()
+        .run(|| {
+            v.push(3);
+            v.iter().sum::<i32>()
+        })
+        .unwrap();
+    assert_eq!((s, v.len()), (6, 3));
+    // The closure moves its thread to b: that call sees b, the next ones a again, on the
+    // same thread; a nested run for a after the move does not run inline in b.
+    let bfd = b.netns().clone();
+    let (moved, nested) = a
+        .netns()
+        .run(|| {
+            nix::sched::setns(bfd.fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            (Netns::current().unwrap(), a.netns().run(here).unwrap())
+        })
+        .unwrap();
+    assert_eq!(&moved, b.netns());
+    assert_eq!(&nested.2, a.netns());
+    let (t, _, ns) = a.netns().run(here).unwrap();
+    assert_eq!(t, w.thread_id());
+    assert_eq!(&ns, a.netns());
+    assert_eq!(Netns::current().unwrap(), caller);
 }
