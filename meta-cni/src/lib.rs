@@ -233,23 +233,36 @@ fn load_conf(args: &CmdArgs) -> Result<MetaConf> {
     Ok(conf)
 }
 
-/// The node's and the pod's netlink connections, held for the length of a verb: while a
-/// namespace's connection is alive, `meta_netlink::Netlink::open` hands out that one, so
-/// the in-process delegates, IPAM and the default-route step share one socket (and one
-/// runtime) per namespace instead of each opening its own. Best effort: a namespace that
-/// cannot be opened is skipped (the delegates report it).
-fn hold_netlink(netns: &str) -> Vec<meta_netlink::Netlink> {
-    let mut held = Vec::new();
-    if let Ok(nl) = meta_netlink::Netlink::open(None) {
-        held.push(nl);
-    }
+/// What a verb holds for its length so the in-process delegates, IPAM and the
+/// default-route step share one of each per namespace instead of each making their own:
+/// the pod namespace's hand-off thread (while it is held, `meta_netlink::Netns::run` in
+/// the pod — sysctls, opening a connection — runs on that one thread, which entered the
+/// namespace once, instead of a fresh thread per call), and the node's and the pod's
+/// netlink connections (while a namespace's connection is alive,
+/// `meta_netlink::Netlink::open` hands out that one: one socket and one runtime per
+/// namespace). The node needs no hand-off thread: nothing switches to the namespace the
+/// verb already runs in. Dropped at the end of the verb, so the thread (which pins the
+/// pod namespace) is gone before DEL returns. Best effort: a namespace that cannot be
+/// opened is skipped (the delegates report it).
+struct Held {
+    _netlink: Vec<meta_netlink::Netlink>,
+    _worker: Option<meta_netlink::NetnsWorker>,
+}
+
+fn hold_namespaces(netns: &str) -> Held {
+    let mut netlink: Vec<_> = meta_netlink::Netlink::open(None).into_iter().collect();
+    let mut worker = None;
     if !netns.is_empty()
         && let Ok(ns) = meta_netlink::Netns::open(netns)
-        && let Ok(nl) = meta_netlink::Netlink::open(Some(&ns))
     {
-        held.push(nl);
+        // The worker first: the pod's connection is then opened on its thread.
+        worker = ns.worker().ok();
+        netlink.extend(meta_netlink::Netlink::open(Some(&ns)));
     }
-    held
+    Held {
+        _netlink: netlink,
+        _worker: worker,
+    }
 }
 
 /// DEL and GC: a worker for hand-off jobs that wait without one ([`handoff::kick`]).
@@ -322,7 +335,7 @@ impl Plugin for MetaPlugin {
             run.check_config(a)
                 .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
         }
-        let _netlink = hold_netlink(&args.env.netns);
+        let _held = hold_namespaces(&args.env.netns);
         // The plan goes to the journal before anything is attached.
         let mut journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
         delete_leftover(&conf, args, &journal)?;
@@ -378,7 +391,7 @@ impl Plugin for MetaPlugin {
                 (attachments, pod, false)
             }
         };
-        let _netlink = hold_netlink(&args.env.netns);
+        let _held = hold_namespaces(&args.env.netns);
         let errs = delete_in_reverse(&runner(&conf, args, &args.env.netns), &attachments);
         if !errs.is_empty() {
             return Err(Error::internal(format!(
