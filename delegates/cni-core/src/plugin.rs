@@ -227,8 +227,9 @@ pub fn init_logging_with(file: Option<std::path::PathBuf>, level: Option<String>
 }
 
 /// The process entry point of a plugin binary: reads the environment and stdin, prints
-/// exactly one JSON document (or nothing) on stdout, and exits.
-pub fn run<P: Plugin + ?Sized>(plugin: &P) -> ! {
+/// exactly one JSON document (or nothing) on stdout, drops the plugin (its destructors
+/// run: e.g. the firewall hands its netlink sockets off, see meta-firewall) and exits.
+pub fn run<P: Plugin>(plugin: P) -> ! {
     // A panic message goes to stderr only; stdout stays clean for the JSON.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("meta-cni plugin panic: {info}");
@@ -254,7 +255,7 @@ pub fn run<P: Plugin + ?Sized>(plugin: &P) -> ! {
     let (log_file, log_level) = plugin.log_settings(&stdin);
     init_logging_with(log_file, log_level);
     let out = match read_ok {
-        Ok(_) => dispatch(plugin, |k| std::env::var(k).ok(), &stdin),
+        Ok(_) => dispatch(&plugin, |k| std::env::var(k).ok(), &stdin),
         Err(e) => fail(
             &Error::io(format!("error reading from stdin: {e}")),
             LATEST.as_str(),
@@ -263,6 +264,8 @@ pub fn run<P: Plugin + ?Sized>(plugin: &P) -> ! {
     let mut so = std::io::stdout().lock();
     let _ = so.write_all(&out.stdout);
     let _ = so.flush();
+    drop(so);
+    drop(plugin);
     std::process::exit(out.exit_code)
 }
 

@@ -590,9 +590,11 @@ fn encode(document: &Value) -> Result<Vec<Described>> {
 }
 
 /// A netlink socket of the netfilter family, bound in the calling thread's namespace.
-struct Socket {
+pub(crate) struct Socket {
     fd: OwnedFd,
     seq: u32,
+    /// When this socket last committed a batch.
+    committed: Option<std::time::Instant>,
 }
 
 fn os_error(operation: &str, err: std::io::Error) -> Error {
@@ -681,7 +683,11 @@ impl Socket {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(1);
-        Ok(Socket { fd, seq: seed })
+        Ok(Socket {
+            fd,
+            seq: seed,
+            committed: None,
+        })
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -795,6 +801,7 @@ impl Socket {
             Msg::raw(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES).finish(end_seq),
         );
         self.send("send an nftables batch", &buf)?;
+        self.committed = Some(std::time::Instant::now());
         // The kernel processes the whole batch inside send(2): every acknowledgement is
         // queued by now. Wait for the first, then drain what is queued.
         let mut rbuf = vec![0u8; 64 * 1024];
@@ -885,16 +892,166 @@ fn parse_error(flags: u16, body: &[u8]) -> (i32, String) {
     (errno, ext)
 }
 
-/// Applies `document` as one transaction in the calling thread's namespace.
-pub(crate) fn apply(document: &Value) -> Result<()> {
+/// The netlink sockets of one driver, one per network namespace it was used in (a
+/// socket is bound to the namespace of the thread that opened it, so the calling thread's
+/// namespace picks the socket).
+///
+/// They are kept open for the driver's lifetime because closing a netfilter netlink
+/// socket is not free: the kernel's release handler (`nft_rcv_nl_event`) first waits for
+/// the deferred destruction of the last transactions, which includes an RCU grace period
+/// (measured here: 5–20 ms per close after a commit). One socket per namespace pays that at
+/// most once instead of once per listing and per transaction; and when the driver is
+/// dropped soon after a commit, the last reference is handed to a short-lived detached
+/// process ([`close_elsewhere`]) so that neither the caller nor its exit waits for the
+/// kernel (a CNI plugin's exit is what the runtime waits for).
+#[derive(Default)]
+pub(crate) struct Sockets(std::sync::Mutex<Vec<((u64, u64), Socket)>>);
+
+/// How long after a commit closing a socket may still wait for the kernel; later, it is
+/// closed in place.
+const CLOSE_ELSEWHERE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Drop for Sockets {
+    fn drop(&mut self) {
+        let all = std::mem::take(self.0.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let recent = all.iter().any(|(_, s)| {
+            s.committed
+                .is_some_and(|t| t.elapsed() < CLOSE_ELSEWHERE_WITHIN)
+        });
+        let sockets: Vec<Socket> = all.into_iter().map(|(_, s)| s).collect();
+        if recent {
+            close_elsewhere(sockets);
+        }
+    }
+}
+
+/// How long the child of [`close_elsewhere`] waits before its close (see there).
+const CLOSE_DELAY_NANOS: libc::c_long = 100_000_000;
+
+/// Children of [`close_elsewhere`] not yet reaped (reaped without waiting at the next
+/// hand-off; a process that exits leaves them to init).
+static CLOSERS: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+
+/// Closes `sockets` so that the last reference is a child process's, which waits for the
+/// kernel on its own; the caller's closes do not wait. Falls back to closing them here
+/// when no process can be made.
+///
+/// The child keeps only the sockets and the read end of a pipe; it exits when the write
+/// end is closed, which the caller does only after closing its own copies, so the child's
+/// exit is the last close. It waits 100 ms before exiting: the kernel's release handler
+/// holds the namespace's nf_tables commit mutex while it waits for the pending
+/// destruction (one RCU grace period after the last commit anywhere on the node), so a
+/// close right after a commit would stall whoever commits next in that namespace, e.g.
+/// the next pod's verb. By then the destruction is normally done and the close is free. It is not waited for: earlier children that have exited are
+/// reaped (without blocking) at the next hand-off, and a CNI plugin exits right after,
+/// leaving any to init.
+fn close_elsewhere(sockets: Vec<Socket>) {
+    {
+        let mut closers = CLOSERS.lock().unwrap_or_else(|e| e.into_inner());
+        closers.retain(|&pid| {
+            let mut status = 0;
+            // SAFETY: waitpid on a child of ours, without blocking.
+            unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 }
+        });
+    }
+    let mut pipe = [0i32; 2];
+    // SAFETY: pipe2 into a two-element array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return;
+    }
+    let [rd, wr] = pipe;
+    let mut keep: Vec<i32> = sockets
+        .iter()
+        .map(|s| s.fd.as_raw_fd())
+        .chain([rd])
+        .collect();
+    keep.sort_unstable();
+    // SAFETY: after fork() the child calls only async-signal-safe functions (close_range
+    // through syscall, read, _exit) on data prepared before forking: no allocation, no
+    // locks.
+    unsafe {
+        let child = libc::fork();
+        if child == 0 {
+            let mut lo: u32 = 0;
+            for &fd in &keep {
+                let fd = fd as u32;
+                if fd > lo {
+                    libc::syscall(libc::SYS_close_range, lo, fd - 1, 0u32);
+                }
+                lo = fd + 1;
+            }
+            libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0u32);
+            let mut b = 0u8;
+            while libc::read(rd, (&mut b as *mut u8).cast(), 1) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            // Let the kernel's deferred destruction of the last transactions finish first:
+            // a close while it is pending waits for it holding the namespace's nf_tables
+            // commit mutex, which would stall the next commit there (the next verb's).
+            let delay = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: CLOSE_DELAY_NANOS,
+            };
+            libc::nanosleep(&delay, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+        libc::close(rd);
+        if child > 0 {
+            CLOSERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(child);
+        }
+        // our copies first, then the write end: the child closes last
+        drop(sockets);
+        libc::close(wr);
+    }
+}
+
+impl std::fmt::Debug for Sockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|v| v.len()).unwrap_or(0);
+        write!(f, "Sockets({n} open)")
+    }
+}
+
+fn thread_netns() -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(|e| os_error("stat /proc/thread-self/ns/net", e))?;
+    Ok((md.dev(), md.ino()))
+}
+
+impl Sockets {
+    /// Runs `f` with the socket of the calling thread's namespace, opening it on first
+    /// use. A socket whose operation failed is closed (it may hold unread answers).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Socket) -> Result<R>) -> Result<R> {
+        let key = thread_netns()?;
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let idx = match all.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                all.push((key, Socket::open()?));
+                all.len() - 1
+            }
+        };
+        let res = f(&mut all[idx].1);
+        if res.is_err() {
+            all.swap_remove(idx);
+        }
+        res
+    }
+}
+
+/// Applies `document` as one transaction in `sock`'s namespace.
+pub(crate) fn apply(sock: &mut Socket, document: &Value) -> Result<()> {
     let msgs = encode(document)?;
-    Socket::open()?.batch(msgs)
+    sock.batch(msgs)
 }
 
 /// Lists our table of `family` (chains and rules); `None` when it does not exist.
-pub(crate) fn list(family: &str) -> Result<Option<Listing>> {
+pub(crate) fn list(sock: &mut Socket, family: &str) -> Result<Option<Listing>> {
     let fam = family_number(family)?;
-    let mut sock = Socket::open()?;
     let mut listing = Listing::default();
     let operation = format!("list chains of table {family} {TABLE}");
     sock.dump(&operation, Msg::new(NFT_MSG_GETCHAIN, 0, fam), |p| {
@@ -1209,5 +1366,73 @@ mod tests {
         assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 10]));
         assert_eq!(parse_mac("02:00:00:00:00"), None);
         assert_eq!(parse_mac("02:00:00:00:00:00:01"), None);
+    }
+
+    /// A driver dropped right after a commit hands its socket to a child that holds
+    /// nothing else but its pipe (not the caller's stdout, which a runtime reads to EOF),
+    /// in the caller's namespace, and that exits on its own.
+    #[test]
+    fn dropped_sockets_are_closed_by_a_child_that_holds_only_them() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root (a network namespace of its own)"
+        );
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            let (_, ino) = thread_netns().unwrap();
+            let socks = Sockets::default();
+            let doc =
+                json!({"nftables": [{"add": {"table": {"family": "inet", "name": "meta_cni_t"}}}]});
+            socks.with(|s| apply(s, &doc)).unwrap();
+            let before = CLOSERS.lock().unwrap().clone();
+            drop(socks);
+            let child = *CLOSERS
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|p| !before.contains(p))
+                .expect("a closer child");
+            let fds = |pid: i32| -> Vec<String> {
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .map(|d| {
+                        d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                            .map(|l| l.display().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            // it closes everything else as soon as it runs: the socket and its pipe are left
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut seen = fds(child);
+            while seen.len() != 2 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                seen = fds(child);
+            }
+            seen.sort();
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            assert!(seen[0].starts_with("pipe:["), "{seen:?}");
+            assert!(seen[1].starts_with("socket:["), "{seen:?}");
+            let ns = std::fs::read_link(format!("/proc/{child}/ns/net")).unwrap();
+            assert_eq!(ns.display().to_string(), format!("net:[{ino}]"));
+            // and exits by itself
+            let mut status = 0;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                // SAFETY: waitpid on our own child, without blocking.
+                let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+                if r == child {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the closer never exited"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            CLOSERS.lock().unwrap().retain(|p| *p != child);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -80,6 +80,8 @@ pub struct Nftables {
     nft: Option<PathBuf>,
     backend: Backend,
     lock_path: PathBuf,
+    /// The netlink backend's sockets, shared by clones (see [`crate::nfnl`]).
+    sockets: std::sync::Arc<crate::nfnl::Sockets>,
 }
 
 impl Default for Nftables {
@@ -97,6 +99,7 @@ impl Nftables {
             nft: None,
             backend: Backend::from_env(),
             lock_path: PathBuf::from(DEFAULT_LOCK_PATH),
+            sockets: Default::default(),
         }
     }
 
@@ -250,7 +253,7 @@ impl Nftables {
     fn apply(&self, document: &Value) -> Result<()> {
         if self.backend == Backend::Netlink {
             tracing::debug!(%document, "nftables batch (netlink)");
-            return crate::nfnl::apply(document);
+            return self.sockets.with(|s| crate::nfnl::apply(s, document));
         }
         let text = document.to_string();
         tracing::debug!(document = %text, "nft -j -f -");
@@ -260,7 +263,7 @@ impl Nftables {
     /// Lists our table of `family`; `None` if it does not exist.
     fn list(&self, family: &str) -> Result<Option<Listing>> {
         if self.backend == Backend::Netlink {
-            return crate::nfnl::list(family);
+            return self.sockets.with(|s| crate::nfnl::list(s, family));
         }
         let operation = format!("list table {family} {}", doc::TABLE);
         match self.run(

@@ -12,5 +12,5 @@ fn main() {
         );
         return;
     }
-    cni_core::plugin::run(&meta_cni::MetaPlugin)
+    cni_core::plugin::run(meta_cni::MetaPlugin)
 }

@@ -52,5 +52,5 @@ impl Plugin for HostLocal {
 }
 
 fn main() {
-    plugin::run(&HostLocal)
+    plugin::run(HostLocal)
 }

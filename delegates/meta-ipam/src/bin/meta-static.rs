@@ -42,5 +42,5 @@ impl Plugin for Static {
 }
 
 fn main() {
-    plugin::run(&Static)
+    plugin::run(Static)
 }

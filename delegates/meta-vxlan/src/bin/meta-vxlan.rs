@@ -1,5 +1,5 @@
 //! `meta-vxlan`: the vxlan delegate as a standalone CNI plugin.
 
 fn main() {
-    cni_core::plugin::run(&meta_vxlan::Vxlan::default())
+    cni_core::plugin::run(meta_vxlan::Vxlan::default())
 }
