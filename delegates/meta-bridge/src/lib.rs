@@ -195,26 +195,16 @@ impl Bridge {
             ..Default::default()
         };
 
-        if r.conf.macspoofchk {
+        let spoof_check = if r.conf.macspoofchk {
             let mac = veth
                 .container
                 .mac
                 .ok_or_else(|| Error::internal("container veth has no MAC"))?;
-            undo.push("remove the MAC spoof check", |_| {
-                self.firewall
-                    .teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname)
-                    .map_err(internal("spoof-check teardown"))
-            });
-            self.firewall
-                .setup_macspoofchk(
-                    args.conf.name(),
-                    &env.container_id,
-                    &env.ifname,
-                    &hname,
-                    mac,
-                )
-                .map_err(internal("failed to set up MAC spoof check"))?;
-        }
+            Some((hname.as_str(), mac))
+        } else {
+            None
+        };
+        let mut masq: Option<Vec<IpNet>> = None;
 
         if r.ipam_type.is_some() {
             ipam::add_into(args, &mut result, 2)?;
@@ -281,20 +271,35 @@ impl Bridge {
                 }
             }
             if r.conf.ip_masq {
-                undo.push("remove the masquerade", |_| {
-                    self.firewall
-                        .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
-                        .map_err(internal("masquerade teardown"))
-                });
-                let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
-                self.firewall
-                    .setup_masq(args.conf.name(), &env.container_id, &env.ifname, &ips)
-                    .map_err(internal("failed to set up IP masquerade"))?;
+                masq = Some(result.ips.iter().map(|i| i.address).collect());
             }
         } else {
             podnl
                 .link_set_up(veth.container.index, true)
                 .map_err(nl(format!("failed to set {:?} up", env.ifname)))?;
+        }
+
+        // ipMasq and macspoofchk: one firewall transaction for the verb.
+        if masq.is_some() || spoof_check.is_some() {
+            undo.push("remove the firewall rules", |_| {
+                self.firewall
+                    .teardown_attachment(args.conf.name(), &env.container_id, &env.ifname)
+                    .map_err(internal("firewall teardown"))
+            });
+            let what = match (masq.is_some(), spoof_check.is_some()) {
+                (true, true) => "failed to set up IP masquerade and MAC spoof check",
+                (true, false) => "failed to set up IP masquerade",
+                _ => "failed to set up MAC spoof check",
+            };
+            self.firewall
+                .setup_attachment(
+                    args.conf.name(),
+                    &env.container_id,
+                    &env.ifname,
+                    masq.as_deref(),
+                    spoof_check,
+                )
+                .map_err(internal(what))?;
         }
 
         // MACs may have changed (bridge takes a port's MAC; addresses pin it).
@@ -332,15 +337,14 @@ impl Plugin for Bridge {
         let env = &args.env;
         del_link_and_ipam(args, args)?;
         // Unlike the reference, rules go even when the netns is already gone.
-        if conf.macspoofchk {
+        // One transaction for both features (the rules of the one not configured are
+        // absent, or left over from an earlier configuration: removed too).
+        if conf.macspoofchk || (conf.ip_masq && args.conf.ipam_type().is_some()) {
             self.firewall
-                .teardown_macspoofchk(args.conf.name(), &env.container_id, &env.ifname)
-                .map_err(internal("failed to remove MAC spoof check"))?;
-        }
-        if conf.ip_masq && args.conf.ipam_type().is_some() {
-            self.firewall
-                .teardown_masq(args.conf.name(), &env.container_id, &env.ifname)
-                .map_err(internal("failed to remove IP masquerade"))?;
+                .teardown_attachment(args.conf.name(), &env.container_id, &env.ifname)
+                .map_err(internal(
+                    "failed to remove the IP masquerade and MAC spoof check rules",
+                ))?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The firewall's own cost per verb, per backend, without a plugin process around it:
-//! setup (masquerade of two addresses + MAC spoof check) and teardown of one attachment,
+//! setup (masquerade of two addresses + MAC spoof check, one `setup_attachment` as
+//! meta-bridge's ADD makes it) and teardown (`teardown_attachment`) of one attachment,
 //! in a fresh network namespace that already holds `BENCH_PODS` other attachments
 //! (default 0 and 100), for the netlink backend (default), libnftables and `nft` spawned.
 //!
@@ -33,13 +34,17 @@ fn measure(backend: Backend, others: usize, iters: usize) -> (f64, f64, f64, f64
         let (mut add, mut del) = (Vec::new(), Vec::new());
         for _ in 0..iters {
             let t = Instant::now();
-            fw.setup_masq("bench", "pod", "eth0", &ips).unwrap();
-            fw.setup_macspoofchk("bench", "pod", "eth0", "vethpod", [2, 0, 0, 0, 0, 9])
-                .unwrap();
+            fw.setup_attachment(
+                "bench",
+                "pod",
+                "eth0",
+                Some(&ips),
+                Some(("vethpod", [2, 0, 0, 0, 0, 9])),
+            )
+            .unwrap();
             add.push(t.elapsed());
             let t = Instant::now();
-            fw.teardown_masq("bench", "pod", "eth0").unwrap();
-            fw.teardown_macspoofchk("bench", "pod", "eth0").unwrap();
+            fw.teardown_attachment("bench", "pod", "eth0").unwrap();
             del.push(t.elapsed());
         }
         // As plugin processes do it: a fresh driver per verb, dropped at the end of it
@@ -48,15 +53,19 @@ fn measure(backend: Backend, others: usize, iters: usize) -> (f64, f64, f64, f64
         for _ in 0..iters {
             let t = Instant::now();
             let fw = Nftables::new().with_backend(backend).with_lock_path(&lock);
-            fw.setup_masq("bench", "pod", "eth0", &ips).unwrap();
-            fw.setup_macspoofchk("bench", "pod", "eth0", "vethpod", [2, 0, 0, 0, 0, 9])
-                .unwrap();
+            fw.setup_attachment(
+                "bench",
+                "pod",
+                "eth0",
+                Some(&ips),
+                Some(("vethpod", [2, 0, 0, 0, 0, 9])),
+            )
+            .unwrap();
             drop(fw);
             padd.push(t.elapsed());
             let t = Instant::now();
             let fw = Nftables::new().with_backend(backend).with_lock_path(&lock);
-            fw.teardown_masq("bench", "pod", "eth0").unwrap();
-            fw.teardown_macspoofchk("bench", "pod", "eth0").unwrap();
+            fw.teardown_attachment("bench", "pod", "eth0").unwrap();
             drop(fw);
             pdel.push(t.elapsed());
         }

@@ -118,6 +118,21 @@ fn prefix(net: &IpNet) -> Value {
     json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
 }
 
+/// One document holding the commands of all `docs` in order (one transaction), or `None`
+/// when there are none.
+pub fn merge(docs: Vec<Value>) -> Option<Value> {
+    let cmds: Vec<Value> = docs
+        .into_iter()
+        .filter_map(|mut d| d.get_mut("nftables").map(Value::take))
+        .filter_map(|c| match c {
+            Value::Array(a) => Some(a),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    (!cmds.is_empty()).then(|| document(cmds))
+}
+
 /// Wraps commands into a document for `nft -j -f -`.
 pub fn document(commands: Vec<Value>) -> Value {
     json!({ "nftables": commands })

@@ -112,6 +112,35 @@ pub trait Firewall: Send + Sync {
     /// when there are none.
     fn teardown_macspoofchk(&self, network: &str, container_id: &str, ifname: &str) -> Result<()>;
 
+    /// Sets up an attachment's rules of both features in one go: masquerade of `masq`'s
+    /// addresses (when given, as [`Firewall::setup_masq`]) and the MAC spoof check of
+    /// `spoof_check` = (host interface, MAC) (when given, as
+    /// [`Firewall::setup_macspoofchk`]). [`Nftables`] applies both as one transaction;
+    /// the default runs the two calls.
+    fn setup_attachment(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        masq: Option<&[IpNet]>,
+        spoof_check: Option<(&str, Mac)>,
+    ) -> Result<()> {
+        if let Some(ips) = masq {
+            self.setup_masq(network, container_id, ifname, ips)?;
+        }
+        if let Some((host_ifname, mac)) = spoof_check {
+            self.setup_macspoofchk(network, container_id, ifname, host_ifname, mac)?;
+        }
+        Ok(())
+    }
+
+    /// Removes an attachment's rules of both features; succeeds when there are none.
+    /// [`Nftables`] removes both in one transaction; the default runs the two teardowns.
+    fn teardown_attachment(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
+        self.teardown_masq(network, container_id, ifname)?;
+        self.teardown_macspoofchk(network, container_id, ifname)
+    }
+
     /// Garbage-collects one network (CNI GC): removes the rules of both features that
     /// belong to `network` (same [`network_hash`]) and whose `(container_id, ifname)` is
     /// not in `valid` (the network's `cni.dev/valid-attachments`). Rules of other networks

@@ -289,21 +289,52 @@ impl Nftables {
         family: &str,
         build: impl Fn(Option<&Listing>) -> Option<Value>,
     ) -> Result<bool> {
+        self.transact_all(&[family], |l| build(l[0].as_ref()))
+    }
+
+    /// [`Nftables::transact`] over several families: one listing each, one transaction
+    /// for all of them.
+    fn transact_all(
+        &self,
+        families: &[&str],
+        build: impl Fn(&[Option<Listing>]) -> Option<Value>,
+    ) -> Result<bool> {
         let _lock = self.lock()?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let listing = self.list(family)?;
-            let Some(document) = build(listing.as_ref()) else {
+            let listings = families
+                .iter()
+                .map(|f| self.list(f))
+                .collect::<Result<Vec<_>>>()?;
+            let Some(document) = build(&listings) else {
                 return Ok(false);
             };
             match self.apply(&document) {
                 Err(Error::Netlink { errno, .. }) if errno == libc::ENOENT && attempt < 3 => {
-                    tracing::debug!(family, attempt, "our table changed under us; listing again");
+                    tracing::debug!(
+                        ?families,
+                        attempt,
+                        "our tables changed under us; listing again"
+                    );
                 }
                 other => return other.map(|()| true),
             }
         }
+    }
+
+    /// Removes the rules of both tables whose tag satisfies `doomed`, in one transaction.
+    fn remove_all(&self, doomed: impl Fn(&Tag) -> bool) -> Result<()> {
+        let families = [doc::MASQ_FAMILY, doc::MAC_FAMILY];
+        self.transact_all(&families, |listings| {
+            let parts = families
+                .iter()
+                .zip(listings)
+                .filter_map(|(f, l)| l.as_ref().and_then(|l| doc::removal(f, l, &doomed)))
+                .collect();
+            doc::merge(parts)
+        })
+        .map(|_| ())
     }
 
     fn remove(&self, family: &str, doomed: impl Fn(&Tag) -> bool) -> Result<()> {
@@ -409,10 +440,57 @@ impl Firewall for Nftables {
         self.remove(doc::MAC_FAMILY, |t| *t == tag)
     }
 
+    fn setup_attachment(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        masq: Option<&[IpNet]>,
+        spoof_check: Option<(&str, Mac)>,
+    ) -> Result<()> {
+        let masq_tag = Tag::masq(network, container_id, ifname)?;
+        let mac_tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
+        if let Some((host_ifname, _)) = spoof_check {
+            validate_ifname("host_ifname", host_ifname)?;
+        }
+        let mut families = Vec::new();
+        if masq.is_some() {
+            families.push(doc::MASQ_FAMILY);
+        }
+        if spoof_check.is_some() {
+            families.push(doc::MAC_FAMILY);
+        }
+        if families.is_empty() {
+            return Ok(());
+        }
+        self.transact_all(&families, |listings| {
+            let mut parts = Vec::new();
+            let mut l = listings.iter();
+            if let Some(ips) = masq {
+                parts.push(doc::masq_setup(&masq_tag, ips, l.next()?.as_ref()));
+            }
+            if let Some((host_ifname, mac)) = spoof_check {
+                parts.push(doc::mac_setup(
+                    &mac_tag,
+                    host_ifname,
+                    &mac,
+                    l.next()?.as_ref(),
+                ));
+            }
+            doc::merge(parts)
+        })
+        .map(|_| ())
+    }
+
+    fn teardown_attachment(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
+        let masq_tag = Tag::masq(network, container_id, ifname)?;
+        let mac_tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
+        self.remove_all(|t| *t == masq_tag || *t == mac_tag)
+    }
+
     fn gc(&self, network: &str, valid: &HashSet<(String, String)>) -> Result<()> {
         let hash = network_hash(network);
-        self.remove(doc::MASQ_FAMILY, |t| t.is_garbage(&hash, valid))?;
-        self.remove(doc::MAC_FAMILY, |t| t.is_garbage(&hash, valid))
+        self.remove_all(|t| t.is_garbage(&hash, valid))
     }
 
     fn list_attachments(&self) -> Result<BTreeSet<Tag>> {

@@ -841,3 +841,78 @@ fn netlink_errors_name_the_command() {
         assert!(rules().is_empty(), "{:#?}", rules());
     });
 }
+
+/// One transaction per verb: `setup_attachment` makes exactly the rules that the two
+/// separate setups make, `teardown_attachment` removes both features' rules (and only
+/// that attachment's), and either feature alone works.
+#[test]
+fn attachment_setup_and_teardown_in_one_transaction() {
+    in_netns(|fw| {
+        let ips = nets(&["10.3.0.5/24", "fd00:3::5/64"]);
+        // the reference shape: the two separate calls
+        fw.setup_masq("n", "sep", "eth0", &ips).unwrap();
+        fw.setup_macspoofchk("n", "sep", "eth0", "vethsep", MAC1)
+            .unwrap();
+        fw.setup_attachment("n", "one", "eth0", Some(&ips), Some(("vethone", MAC1)))
+            .unwrap();
+        // twice: replaced, not doubled
+        fw.setup_attachment("n", "one", "eth0", Some(&ips), Some(("vethone", MAC1)))
+            .unwrap();
+        let shape = |id: &str| -> Vec<Value> {
+            let mut v: Vec<Value> = [masq_tag("n", id, "eth0"), mac_tag("n", id, "eth0")]
+                .iter()
+                .flat_map(rules_tagged)
+                .map(|mut r| {
+                    let o = r.as_object_mut().unwrap();
+                    o.remove("handle");
+                    o.remove("comment");
+                    // the per-attachment chain and host interface differ by design
+                    o.remove("chain");
+                    r.to_string()
+                        .replace("vethsep", "vethX")
+                        .replace("vethone", "vethX")
+                        .replace(
+                            &meta_firewall::doc::mac_chain_name(
+                                &meta_firewall::network_hash("n"),
+                                id,
+                                "eth0",
+                            ),
+                            "mac_X",
+                        )
+                })
+                .map(|s| serde_json::from_str(&s).unwrap())
+                .collect();
+            v.sort_by_key(|r| r.to_string());
+            v
+        };
+        assert_eq!(shape("one").len(), 5, "{:#?}", shape("one"));
+        assert_eq!(shape("one"), shape("sep"));
+        assert_eq!(mac_chains().len(), 2);
+        // teardown of one attachment removes both of its features only
+        fw.teardown_attachment("n", "one", "eth0").unwrap();
+        fw.teardown_attachment("n", "one", "eth0").unwrap();
+        assert!(shape("one").is_empty());
+        assert_eq!(shape("sep").len(), 5);
+        assert_eq!(mac_chains().len(), 1);
+        // one feature alone
+        fw.setup_attachment("n", "m", "eth0", Some(&ips), None)
+            .unwrap();
+        fw.setup_attachment("n", "s", "eth0", None, Some(("veths", MAC1)))
+            .unwrap();
+        fw.setup_attachment("n", "none", "eth0", None, None)
+            .unwrap();
+        assert_eq!(rules_tagged(&masq_tag("n", "m", "eth0")).len(), 2);
+        assert!(rules_tagged(&mac_tag("n", "m", "eth0")).is_empty());
+        assert_eq!(rules_tagged(&mac_tag("n", "s", "eth0")).len(), 3);
+        assert!(rules_tagged(&masq_tag("n", "s", "eth0")).is_empty());
+        assert!(
+            fw.setup_attachment("n", "bad", "eth0", None, Some(("bad name", MAC1)))
+                .is_err()
+        );
+        fw.teardown_attachment("n", "sep", "eth0").unwrap();
+        fw.teardown_attachment("n", "m", "eth0").unwrap();
+        fw.teardown_attachment("n", "s", "eth0").unwrap();
+        assert!(fw.list_attachments().unwrap().is_empty());
+        assert!(mac_chains().is_empty());
+    });
+}
