@@ -1022,7 +1022,25 @@ fn thread_netns() -> Result<(u64, u64)> {
     Ok((md.dev(), md.ino()))
 }
 
+/// The process's live [`Sockets`], if any driver holds them.
+static SHARED: std::sync::Mutex<std::sync::Weak<Sockets>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
 impl Sockets {
+    /// The sockets every driver of the process shares while any of them is alive: the
+    /// delegates of one pod's verb, each with its own driver, then use one socket per
+    /// namespace (and one hand-off at the end) when the caller holds a driver for the
+    /// verb.
+    pub(crate) fn shared() -> std::sync::Arc<Sockets> {
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = shared.upgrade() {
+            return s;
+        }
+        let s = std::sync::Arc::new(Sockets::default());
+        *shared = std::sync::Arc::downgrade(&s);
+        s
+    }
+
     /// Runs `f` with the socket of the calling thread's namespace, opening it on first
     /// use. A socket whose operation failed is closed (it may hold unread answers).
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Socket) -> Result<R>) -> Result<R> {

@@ -80,7 +80,8 @@ pub struct Nftables {
     nft: Option<PathBuf>,
     backend: Backend,
     lock_path: PathBuf,
-    /// The netlink backend's sockets, shared by clones (see [`crate::nfnl`]).
+    /// The netlink backend's sockets, shared by every driver of the process that is
+    /// alive at the same time (see [`crate::nfnl::Sockets::shared`]).
     sockets: std::sync::Arc<crate::nfnl::Sockets>,
 }
 
@@ -99,7 +100,7 @@ impl Nftables {
             nft: None,
             backend: Backend::from_env(),
             lock_path: PathBuf::from(DEFAULT_LOCK_PATH),
-            sockets: Default::default(),
+            sockets: crate::nfnl::Sockets::shared(),
         }
     }
 
