@@ -42,6 +42,9 @@ pub enum Error {
     /// Serializing a generated object (CRD, annotation) failed.
     #[error("serialization failed: {0}")]
     Serialize(String),
+    /// The node agent's socket could not be used (down, slow, or a broken answer).
+    #[error("agent socket: {0}")]
+    Agent(String),
 }
 
 fn field_suffix(field: &Option<String>) -> String {
@@ -75,7 +78,7 @@ impl Error {
             Error::Annotation { reason, .. }
             | Error::Element { reason, .. }
             | Error::Nad { reason, .. } => reason,
-            Error::Serialize(reason) => reason,
+            Error::Serialize(reason) | Error::Agent(reason) => reason,
         }
     }
 }

@@ -11,12 +11,15 @@
 //! - [`pod`]: the pod-level rules the plugin's ADD and the webhook share (namespace
 //!   isolation, requested capabilities, interface names across the pod).
 //! - [`validate`]: the name, interface, MAC and IP validators the parsers use.
+//! - [`agent_api`]: the node agent's unix-socket protocol (the plugin asks it for NADs and
+//!   pods), shared by both sides.
 //!
 //! This crate knows no delegate crate (see ARCHITECTURE.md); it links kube for the derive
 //! only. As a library it enables no `k8s-openapi` version feature: the final binary does.
 
 #![deny(missing_docs)]
 
+pub mod agent_api;
 pub mod error;
 pub mod nad;
 pub mod pod;
