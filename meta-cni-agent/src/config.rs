@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub masquerade: bool,
     /// The firewall's lock file.
     pub firewall_lock: PathBuf,
+    /// The local API's unix socket (kube mode).
+    pub socket: PathBuf,
     /// Full reconciliation period (also repairs drift in the kernel).
     pub resync: Duration,
     /// How long to wait for further changes before reconciling.
@@ -164,6 +166,10 @@ pub struct Cli {
     #[arg(long, env = "META_CNI_AGENT_FIREWALL_LOCK", value_name = "PATH",
           default_value = meta_firewall::DEFAULT_LOCK_PATH)]
     pub firewall_lock: PathBuf,
+    /// Kube mode: the local API's unix socket (NAD and pod caches for meta-cni; root only)
+    #[arg(long, env = "META_CNI_AGENT_SOCKET", value_name = "PATH",
+          default_value = meta_crd::agent_api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     /// Full reconciliation period, repairs kernel drift (0 = never)
     #[arg(long, env = "META_CNI_AGENT_RESYNC", value_name = "DURATION",
           value_parser = parse_duration, default_value = "60s")]
@@ -266,6 +272,7 @@ impl Cli {
             segment_state_dir: self.segment_state_dir,
             masquerade: self.masquerade && !self.no_masquerade,
             firewall_lock: self.firewall_lock,
+            socket: self.socket,
             resync: self.resync,
             debounce: self.debounce,
             poll: self.poll,
@@ -407,6 +414,7 @@ mod tests {
                 c.firewall_lock,
                 PathBuf::from("/run/meta-cni/firewall.lock")
             );
+            assert_eq!(c.socket, PathBuf::from("/run/meta-cni/agent.sock"));
             assert!(c.masquerade);
             assert_eq!(c.resync, Duration::from_secs(60));
             assert_eq!(c.debounce, Duration::from_millis(100));
@@ -431,6 +439,7 @@ mod tests {
             ("META_CNI_AGENT_SEGMENT_STATE_DIR", "/tmp/vxlan"),
             ("META_CNI_AGENT_MASQUERADE", "OFF"),
             ("META_CNI_AGENT_FIREWALL_LOCK", "/tmp/fw.lock"),
+            ("META_CNI_AGENT_SOCKET", "/tmp/agent.sock"),
             ("META_CNI_AGENT_RESYNC", "0"),
             ("META_CNI_AGENT_DEBOUNCE", "1.5s"),
             ("META_CNI_AGENT_POLL", "20ms"),
@@ -453,6 +462,7 @@ mod tests {
                 segment_state_dir: "/tmp/vxlan".into(),
                 masquerade: false,
                 firewall_lock: "/tmp/fw.lock".into(),
+                socket: "/tmp/agent.sock".into(),
                 resync: Duration::ZERO,
                 debounce: Duration::from_millis(1500),
                 poll: Duration::from_millis(20),
@@ -711,6 +721,7 @@ mod tests {
         ("masquerade", Some("META_CNI_AGENT_MASQUERADE")),
         ("no-masquerade", None),
         ("firewall-lock", Some("META_CNI_AGENT_FIREWALL_LOCK")),
+        ("socket", Some("META_CNI_AGENT_SOCKET")),
         ("resync", Some("META_CNI_AGENT_RESYNC")),
         ("debounce", Some("META_CNI_AGENT_DEBOUNCE")),
         ("poll", Some("META_CNI_AGENT_POLL")),

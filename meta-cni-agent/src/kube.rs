@@ -1,7 +1,9 @@
 //! Kube mode: the own Node's `podCIDR`, the published annotations, the Node watch.
 
+use super::cache::{self, Shared};
 use super::dataplane::{Dataplane, Own};
 use super::records::{self, NodeView, annotation_patch, pod_cidr, published};
+use super::socket;
 use super::{AgentConfig, Error, Result, Shutdown};
 use futures::StreamExt;
 use ipnet::IpNet;
@@ -198,6 +200,11 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> Result<()> {
     let client = client(kubeconfig).await?;
+    // The local API first: its caches do not wait for the node's pod subnet.
+    let state = Shared::new(&cfg.node_name);
+    let listener = socket::Listener::bind(&cfg.socket)?;
+    tokio::spawn(cache::run(client.clone(), state.clone(), shutdown.clone()));
+    tokio::spawn(socket::serve(listener, state, shutdown.clone()));
     let api: Api<Node> = Api::all(client);
     let name = cfg.node_name.clone();
     let Some(subnet) = shutdown.until(wait_pod_cidr(&api, &name, cfg.poll)).await else {

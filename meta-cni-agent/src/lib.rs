@@ -26,16 +26,23 @@
 //!    exits 0, leaving the device, the entries, the rule and the subnet file in place (like
 //!    flannel: pods keep their connectivity across agent restarts and upgrades).
 //!
+//! 6. Kube mode: keeps caches of every NetworkAttachmentDefinition and of this node's pods
+//!    (metadata only) through watchers ([`cache`]) and serves them to meta-cni on a unix
+//!    socket only root may use ([`socket`], protocol [`meta_crd::agent_api`]).
+//!
 //! The API permissions it needs are exactly `deploy/rbac.yaml`'s ClusterRole
-//! `meta-cni-agent`: nodes get, list, watch, patch.
+//! `meta-cni-agent`: nodes get, list, watch, patch; network-attachment-definitions and
+//! pods list, watch.
 //!
 //! Configuration: [`config`] (flags and environment variables through clap, `--help`).
 
+pub mod cache;
 pub mod config;
 pub mod dataplane;
 pub mod kube;
 pub mod local;
 pub mod records;
+pub mod socket;
 
 pub use config::{AgentConfig, Mode};
 pub use records::{ANNOTATION_UNDERLAY_IP, ANNOTATION_VTEP_MAC};

@@ -329,3 +329,159 @@ fn agent_programs_nodes_from_the_api_server() {
         a.assert_running();
     }
 }
+
+/// The agent's answer to `op` on node `n`'s socket.
+fn ask(n: &NodeNs, op: meta_crd::agent_api::Op) -> meta_crd::agent_api::Response {
+    use meta_crd::agent_api::{Client, Request};
+    Client::connect(&n.agent_socket(), Duration::from_secs(5))
+        .and_then(|mut c| c.ask(&Request::new(op)))
+        .unwrap_or_else(|e| panic!("{}: {e}", n.agent_socket().display()))
+}
+
+fn nad_op(ns: &str, name: &str) -> meta_crd::agent_api::Op {
+    meta_crd::agent_api::Op::Nad {
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+fn pod_op(ns: &str, name: &str, uid: Option<&str>) -> meta_crd::agent_api::Op {
+    meta_crd::agent_api::Op::Pod {
+        namespace: ns.into(),
+        name: name.into(),
+        uid: uid.map(str::to_string),
+    }
+}
+
+#[test]
+fn agent_serves_nads_and_its_nodes_pods_on_the_socket() {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{DeleteParams, PostParams};
+    use meta_crd::NetworkAttachmentDefinition;
+    use meta_crd::agent_api::ErrorKind;
+    use serde_json::json;
+    const NS: &str = "sock";
+
+    let api = ApiFixture::start();
+    api.rt.block_on(apply_nad_crd(&api.admin));
+    let c = Cluster::new(1);
+    let n = &c.nodes[0];
+    api.create_node(&node_object(&n.name, Some(&n.subnet.to_string()), &[]));
+    let _fwd = Forwarder::start(n.ns.netns(), api.addr, api.addr);
+    let pp = PostParams::default();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    api.rt
+        .block_on(kube::Api::<Namespace>::all(api.admin.clone()).create(&pp, &ns))
+        .expect("namespace");
+    let nads: kube::Api<NetworkAttachmentDefinition> = kube::Api::namespaced(api.admin.clone(), NS);
+    let nad = |name: &str| -> NetworkAttachmentDefinition {
+        serde_json::from_value(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"config": format!(r#"{{"cniVersion":"1.0.0","name":"{name}","type":"bridge","bridge":"br-{name}"}}"#)}
+        }))
+        .unwrap()
+    };
+    api.rt
+        .block_on(nads.create(&pp, &nad("blue")))
+        .expect("create NAD blue");
+    let pods: kube::Api<Pod> = kube::Api::namespaced(api.admin.clone(), NS);
+    let pod = |name: &str, node: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NS,
+                         "annotations": {meta_crd::NETWORKS_ANNOTATION: "blue"}},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "localhost/x:1"}]}
+        }))
+        .unwrap()
+    };
+    let web = api
+        .rt
+        .block_on(pods.create(&pp, &pod("web", &n.name)))
+        .expect("create pod web");
+    let web_uid = web.metadata.uid.clone().expect("uid");
+    api.rt
+        .block_on(pods.create(&pp, &pod("elsewhere", "node-x")))
+        .expect("create pod elsewhere");
+
+    let agent = Agent::start(n.ns.netns(), &kube_env(&api, n));
+    // Both caches synced; only this node's pod is held.
+    let st = wait_for(
+        T,
+        || format!("caches not synced; log:\n{}", agent.log()),
+        || {
+            if !n.agent_socket().exists() {
+                return None;
+            }
+            let st = ask(n, meta_crd::agent_api::Op::Status).status?;
+            (st.nads.synced && st.pods.synced).then_some(st)
+        },
+    );
+    assert_eq!(st.node, n.name);
+    assert_eq!((st.nads.count, st.pods.count), (1, 1), "{st:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(n.agent_socket())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "socket mode");
+    }
+
+    let r = ask(n, nad_op(NS, "blue"));
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.nad.unwrap().spec.config, nad("blue").spec.config);
+    let r = ask(n, pod_op(NS, "web", Some(&web_uid)));
+    let p = r.pod.clone().unwrap_or_else(|| panic!("pod web: {r:?}"));
+    assert_eq!(p.uid.as_deref(), Some(web_uid.as_str()));
+    assert_eq!(p.annotations[meta_crd::NETWORKS_ANNOTATION], "blue");
+    let r = ask(n, pod_op(NS, "elsewhere", None));
+    assert_eq!(
+        r.error,
+        Some(ErrorKind::Unknown),
+        "another node's pod: {r:?}"
+    );
+    let r = ask(n, nad_op(NS, "green"));
+    assert_eq!(r.error, Some(ErrorKind::Unknown), "{r:?}");
+
+    // Created: visible; deleted: gone.
+    api.rt
+        .block_on(nads.create(&pp, &nad("green")))
+        .expect("create NAD green");
+    wait_for(
+        T,
+        || "NAD green never served".into(),
+        || ask(n, nad_op(NS, "green")).ok.then_some(()),
+    );
+    api.rt
+        .block_on(nads.delete("blue", &DeleteParams::default()))
+        .expect("delete NAD blue");
+    wait_for(
+        T,
+        || "NAD blue still served".into(),
+        || (ask(n, nad_op(NS, "blue")).error == Some(ErrorKind::Unknown)).then_some(()),
+    );
+    // A pod's annotation change is served.
+    api.rt
+        .block_on(pods.patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {meta_crd::NETWORKS_ANNOTATION: "green"}}}),
+            ),
+        ))
+        .expect("patch pod web");
+    wait_for(
+        T,
+        || "the pod's new annotation never served".into(),
+        || {
+            let p = ask(n, pod_op(NS, "web", None)).pod?;
+            (p.annotations[meta_crd::NETWORKS_ANNOTATION] == "green").then_some(())
+        },
+    );
+    let st = ask(n, meta_crd::agent_api::Op::Status).status.unwrap();
+    assert_eq!((st.nads.count, st.pods.count), (1, 1), "{st:?}");
+    let mut agent = agent;
+    assert_eq!(agent.terminate(), 0, "{}", agent.log());
+    assert!(!n.agent_socket().exists(), "socket left behind");
+}

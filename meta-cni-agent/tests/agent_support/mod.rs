@@ -132,6 +132,11 @@ impl NodeNs {
         self.dir.join("run/subnet.env")
     }
 
+    /// The local API socket of the node's agent.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.join("agent/agent.sock")
+    }
+
     /// The VTEP MAC the agent derives from the underlay IP.
     pub fn vtep_mac(&self) -> String {
         format_mac(&meta_overlay::vtep_mac_for(self.ip))
@@ -579,6 +584,11 @@ pub fn base_env(n: &NodeNs) -> Vec<(String, String)> {
             "META_CNI_AGENT_FIREWALL_LOCK",
             n.dir.join("firewall.lock").display().to_string(),
         ),
+        // never the host's /run/meta-cni/agent.sock
+        (
+            "META_CNI_AGENT_SOCKET",
+            n.agent_socket().display().to_string(),
+        ),
         ("META_CNI_AGENT_DEBOUNCE", "50ms".to_string()),
         ("META_CNI_AGENT_POLL", "100ms".to_string()),
         (
@@ -643,7 +653,12 @@ impl ApiFixture {
             rbac.contains(&"ClusterRole/meta-cni-agent".to_string()),
             "{rbac:?}"
         );
-        let token = rt.block_on(sa_token(&admin));
+        // The DaemonSet's ServiceAccount, bound to exactly the agent's ClusterRole.
+        let token = rt.block_on(meta_tests::kube::service_account_token(
+            &admin,
+            "kube-system",
+            "meta-cni-agent",
+        ));
         let kubeconfig = server.kubeconfig_for_token(&token);
         ApiFixture {
             admin,
