@@ -40,6 +40,10 @@ fn d_bin_dir() -> String {
 fn d_cache_dir() -> PathBuf {
     "/var/lib/cni/meta-cni".into()
 }
+fn d_agent_socket() -> PathBuf {
+    PathBuf::from(meta_crd::agent_api::DEFAULT_SOCKET)
+}
+
 fn d_timeout() -> u64 {
     10
 }
@@ -119,6 +123,11 @@ pub struct MetaConf {
     /// Upper bound of each API request, seconds.
     #[serde(rename = "apiTimeoutSeconds", default = "d_timeout")]
     pub api_timeout_seconds: u64,
+    /// With `kubeconfig`: the node agent's local API, asked first for NADs and the pod
+    /// (the API server is read when it is down, not synced or does not know the object);
+    /// empty = never ask the agent.
+    #[serde(rename = "agentSocket", default = "d_agent_socket")]
+    pub agent_socket: PathBuf,
 }
 
 impl MetaConf {

@@ -27,7 +27,7 @@ use exec::Runner;
 use journal::{Attachment, Entry, Journal, PodRef};
 use plan::PodCtx;
 use serde_json::{Map, Value};
-use source::{KubeSource, LocalSource, NoSource, Source};
+use source::{AgentSource, KubeSource, LocalSource, NoSource, Source};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -38,6 +38,13 @@ pub struct MetaPlugin;
 /// Where pods and NADs come from: the API server, a local NAD directory, or nowhere.
 pub(crate) fn make_source(conf: &MetaConf) -> Result<Box<dyn Source>> {
     if let Some(kc) = &conf.kubeconfig {
+        if !conf.agent_socket.as_os_str().is_empty() {
+            return Ok(Box::new(AgentSource::new(
+                conf.agent_socket.clone(),
+                kc.clone(),
+                Duration::from_secs(conf.api_timeout_seconds),
+            )));
+        }
         return Ok(Box::new(KubeSource::new(
             kc,
             Duration::from_secs(conf.api_timeout_seconds),
@@ -91,12 +98,14 @@ fn resolve_pod(args: &CmdArgs, src: &mut dyn Source) -> Result<Option<(PodCtx, O
     let (annotations, uid) = match runtime_annotations(args)? {
         Some(a) => (a, p.uid.clone()),
         None if src.has_pods() => {
-            let info = src.pod(&p.namespace, &p.name)?.ok_or_else(|| {
-                Error::try_again(format!(
-                    "pod {}/{} not found in the API server",
-                    p.namespace, p.name
-                ))
-            })?;
+            let info = src
+                .pod_with_uid(&p.namespace, &p.name, p.uid.as_deref())?
+                .ok_or_else(|| {
+                    Error::try_again(format!(
+                        "pod {}/{} not found in the API server",
+                        p.namespace, p.name
+                    ))
+                })?;
             if let (Some(want), Some(have)) = (&p.uid, &info.uid)
                 && want != have
             {

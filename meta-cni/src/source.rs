@@ -2,7 +2,7 @@
 //! local directory (running without Kubernetes). Both can record network-status.
 
 use cni_core::{Error, Result, code};
-use meta_crd::{NadConfig, NetworkAttachmentDefinition};
+use meta_crd::{NadConfig, NetworkAttachmentDefinition, agent_api};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +20,16 @@ pub struct PodInfo {
 pub trait Source {
     /// The pod, `None` when it does not exist or the source has no pods.
     fn pod(&mut self, namespace: &str, name: &str) -> Result<Option<PodInfo>>;
+    /// The pod, knowing the UID the runtime asked for (a cache holding another UID is a
+    /// miss, not an answer).
+    fn pod_with_uid(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        _uid: Option<&str>,
+    ) -> Result<Option<PodInfo>> {
+        self.pod(namespace, name)
+    }
     /// A NAD's configuration, `None` when it does not exist.
     fn nad(&mut self, namespace: &str, name: &str) -> Result<Option<NadConfig>>;
     /// Records the network-status annotation value for the pod.
@@ -296,6 +306,137 @@ impl Source for KubeSource {
                 self.timeout
             ))),
         }
+    }
+
+    fn has_pods(&self) -> bool {
+        true
+    }
+}
+
+/// How long the node agent has to connect and answer all of one invocation's requests.
+pub const AGENT_TIMEOUT: Duration = Duration::from_secs(1);
+
+enum AgentConn {
+    Untried,
+    Up(agent_api::Client),
+    Down,
+}
+
+/// The node agent's caches first, the API server when the agent cannot answer.
+///
+/// Every request goes to the agent's socket first (one connection per invocation, all of
+/// it within [`AGENT_TIMEOUT`]); when the agent is down, slow, not synced, or does not
+/// know the object, the API server is asked exactly as [`KubeSource`] does, so a stale or
+/// cold cache never makes a false "not found". The [`KubeSource`] (runtime, kubeconfig,
+/// client) is built on the first request that needs it: with the agent up, the reads open
+/// no API connection. network-status is still patched through the API server.
+pub struct AgentSource {
+    socket: PathBuf,
+    conn: AgentConn,
+    kubeconfig: PathBuf,
+    timeout: Duration,
+    kube: Option<KubeSource>,
+}
+
+impl AgentSource {
+    /// A source asking the agent at `socket`, then the API server of `kubeconfig` (each
+    /// API request bounded by `timeout`). Makes no connection here.
+    pub fn new(socket: PathBuf, kubeconfig: PathBuf, timeout: Duration) -> AgentSource {
+        AgentSource {
+            socket,
+            conn: AgentConn::Untried,
+            kubeconfig,
+            timeout,
+            kube: None,
+        }
+    }
+
+    /// Whether the API server's client has been built (a fallback or a patch happened).
+    pub fn api_client_built(&self) -> bool {
+        self.kube.is_some()
+    }
+
+    fn kube(&mut self) -> Result<&mut KubeSource> {
+        if self.kube.is_none() {
+            self.kube = Some(KubeSource::new(&self.kubeconfig, self.timeout)?);
+        }
+        Ok(self.kube.as_mut().expect("just built"))
+    }
+
+    /// The agent's answer to `op`, `None` when it cannot answer it (logged).
+    fn ask(&mut self, op: agent_api::Op) -> Option<agent_api::Response> {
+        if let AgentConn::Untried = self.conn {
+            self.conn = match agent_api::Client::connect(&self.socket, AGENT_TIMEOUT) {
+                Ok(c) => AgentConn::Up(c),
+                Err(e) => {
+                    tracing::debug!("node agent not used: {e}");
+                    AgentConn::Down
+                }
+            };
+        }
+        let AgentConn::Up(c) = &mut self.conn else {
+            return None;
+        };
+        match c.ask(&agent_api::Request::new(op)) {
+            Ok(r) if r.ok => Some(r),
+            Ok(r) => {
+                tracing::debug!(
+                    "node agent: {:?}: {}; asking the API server",
+                    r.error,
+                    r.message.unwrap_or_default()
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!("node agent: {e}; asking the API server");
+                self.conn = AgentConn::Down;
+                None
+            }
+        }
+    }
+}
+
+impl Source for AgentSource {
+    fn pod(&mut self, ns: &str, name: &str) -> Result<Option<PodInfo>> {
+        self.pod_with_uid(ns, name, None)
+    }
+
+    fn pod_with_uid(&mut self, ns: &str, name: &str, uid: Option<&str>) -> Result<Option<PodInfo>> {
+        let op = agent_api::Op::Pod {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            uid: uid.map(str::to_string),
+        };
+        if let Some(p) = self.ask(op).and_then(|r| r.pod) {
+            return Ok(Some(PodInfo {
+                annotations: p.annotations,
+                uid: p.uid,
+            }));
+        }
+        self.kube()?.pod(ns, name)
+    }
+
+    fn nad(&mut self, ns: &str, name: &str) -> Result<Option<NadConfig>> {
+        let op = agent_api::Op::Nad {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
+        if let Some(n) = self.ask(op).and_then(|r| r.nad) {
+            return meta_crd::effective_config(&n)
+                .map(Some)
+                .map_err(|e| Error::config(e.to_string()));
+        }
+        self.kube()?.nad(ns, name)
+    }
+
+    fn set_network_status(
+        &mut self,
+        ns: &str,
+        name: &str,
+        uid: Option<&str>,
+        value: &str,
+    ) -> Result<()> {
+        self.kube()?.set_network_status(ns, name, uid, value)
     }
 
     fn has_pods(&self) -> bool {

@@ -224,6 +224,7 @@ impl E2e {
             rbac,
             [
                 "ServiceAccount/meta-cni",
+                "ServiceAccount/meta-cni-agent",
                 "ClusterRole/meta-cni-plugin",
                 "ClusterRole/meta-cni-agent",
                 "ClusterRoleBinding/meta-cni-plugin",
