@@ -7,7 +7,7 @@
 //! `BENCH_ITERS` sets the calls per row (default 5000). Prints a Markdown table for
 //! docs/BENCHMARKS.md.
 
-use meta_netlink::{NamedNetns, Netns};
+use meta_netlink::{NamedNetns, Netlink, NetlinkOps, Netns};
 use std::time::{Duration, Instant};
 
 fn stats(label: &str, mut v: Vec<Duration>) -> String {
@@ -40,6 +40,25 @@ fn main() {
     let ns: &Netns = named.netns();
     let key = "net/ipv4/conf/lo/arp_notify";
     let mut rows = Vec::new();
+    // What a delegate does between hand-offs: a netlink request (here: a link dump of
+    // the namespace, on its shared connection), not timed.
+    let mut nl = Netlink::open(Some(ns)).unwrap();
+    let mut interleaved = |label: &str, rows: &mut Vec<String>| {
+        let mut v = Vec::with_capacity(iters);
+        for i in 0..iters + iters / 10 {
+            nl.links().unwrap();
+            let t = Instant::now();
+            ns.sysctl_get(key).unwrap();
+            if i >= iters / 10 {
+                v.push(t.elapsed());
+            }
+        }
+        rows.push(stats(label, v));
+    };
+    interleaved(
+        "`sysctl_get` after a link dump, fresh thread (no worker held)",
+        &mut rows,
+    );
 
     rows.push(stats(
         "`run` of an empty closure, fresh thread (no worker held)",
@@ -62,6 +81,7 @@ fn main() {
             ns.sysctl_get(key).unwrap();
         }),
     ));
+    interleaved("`sysctl_get` after a link dump, held worker", &mut rows);
     let inline: Vec<Duration> = ns.run(|| time(iters, || ns.run(|| ()).unwrap())).unwrap();
     rows.push(stats(
         "nested `run` of an empty closure on the worker (inline)",

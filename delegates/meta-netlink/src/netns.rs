@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, TryLockError, Weak};
 
 use nix::errno::Errno;
@@ -189,8 +189,8 @@ impl Netns {
     /// another handle of the same namespace) is alive, [`Netns::run`] on any `Netns`
     /// of this namespace runs on that one thread, which `setns()`'d once, instead of
     /// a fresh thread per call. The live worker of the namespace when there is one;
-    /// the thread exits when the last handle is dropped (and the drop waits for it,
-    /// so the thread no longer pins the namespace afterwards).
+    /// the thread exits when the last handle is dropped (the drop joins it), and
+    /// with it the thread's hold on the namespace.
     ///
     /// Closures run there one after another on one thread, so thread-local state
     /// outlives a call; a closure that moves its thread to another network namespace
@@ -378,18 +378,19 @@ impl Worker {
         // borrows: the lifetimes are erased here) only between receiving the job and
         // sending `()` on `done`, and never after; it drops a job it did not run
         // without touching `slot` (a Job has no drop glue), and it drops its `done`
-        // sender only after its last job. So this frame must not return or unwind,
-        // nor touch `slot`, until `done` yields `()` or reports the sender gone:
-        // nothing between the send and the end of `recv` can panic, and `recv`
-        // blocks until one of the two. While this frame holds `chan` no other job is
-        // in flight, so the one `()` received is this job's. `F: Send` and `R: Send`
-        // make running `f` and producing `R` on the worker thread sound; the channel
-        // orders the worker's writes to `slot` before the reads below. No cycle wait:
-        // a caller only waits for a worker whose lock it took (`try_lock`), which is
-        // then idle and starts the job at once; a job that calls `run` for a worker
-        // that is busy (possibly waiting for this very job) gets a fresh thread.
+        // sender only after its last job. So once the job is sent, this frame must not
+        // return or unwind, nor touch `slot`, until `done` yields `()` or reports the
+        // sender gone: `AwaitDone` waits for that, and its drop waits too should the
+        // wait itself unwind (a blocking `recv` cannot panic). While this frame holds
+        // `chan` no other job is in flight, so the one `()` received is this job's.
+        // `F: Send` and `R: Send` make running `f` and producing `R` on the worker
+        // thread sound; the channel orders the worker's writes to `slot` before the
+        // reads below. No cycle wait: a caller only waits for a worker whose lock it
+        // took (`try_lock`), which is then idle and starts the job at once; a job that
+        // calls `run` for a worker that is busy (possibly waiting for this very job)
+        // gets a fresh thread.
         if jobs.send(job).is_ok() {
-            let _ = chan.done.recv();
+            AwaitDone(&chan.done).wait();
         }
         drop(chan);
         match (slot.r.take(), slot.f.take()) {
@@ -402,10 +403,29 @@ impl Worker {
     }
 }
 
+/// The wait for the worker to be done with the job in flight (or gone); dropping it
+/// waits too, so the caller's frame cannot end, not even by unwinding, while its job may
+/// still run.
+struct AwaitDone<'a>(&'a Receiver<()>);
+
+impl AwaitDone<'_> {
+    fn wait(self) {
+        let _ = recv_spinning(self.0);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for AwaitDone<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.recv();
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
-        // Closing the job channel ends the thread's loop; wait for it to exit so it
-        // no longer pins the namespace (unless this is the worker thread itself).
+        // Closing the job channel ends the thread's loop; join it, so that it is gone
+        // (and no longer pins the namespace) right after (unless this is the worker
+        // thread itself).
         self.chan
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
@@ -415,6 +435,28 @@ impl Drop for Worker {
             && t.thread().id() != std::thread::current().id()
         {
             let _ = t.join();
+        }
+    }
+}
+
+/// How long either side of a worker hand-off keeps its CPU busy (yielding) before it
+/// blocks: the caller waiting for its job, the worker waiting for the next one. Two
+/// threads that block hand over through the scheduler's cross-CPU wake-ups, which on an
+/// idle virtual machine cost tens of microseconds each (a halted vCPU is woken); while
+/// one side yields instead, the two trade one CPU and a hand-off is a few microseconds
+/// (measured in `benches/run.rs`). Bounded, so an idle worker sleeps.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// `rx.recv()`, after polling for up to [`SPIN`] (yielding the CPU in between); None
+/// when the sender is gone.
+fn recv_spinning<T>(rx: &Receiver<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return Some(v),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if start.elapsed() < SPIN => std::thread::yield_now(),
+            Err(TryRecvError::Empty) => return rx.recv().ok(),
         }
     }
 }
@@ -437,7 +479,7 @@ fn worker_main(
     WORKER_OF.set(Some(key));
     let _ = ready.send(Ok(()));
     drop(ready);
-    for job in jobs.iter() {
+    while let Some(job) = recv_spinning(&jobs) {
         // SAFETY: the sender waits in `Worker::try_run` until `done` below.
         unsafe { (job.call)(job.slot) };
         // A closure that moved this thread elsewhere is undone, or the worker retires
