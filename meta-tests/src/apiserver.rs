@@ -238,6 +238,17 @@ fn no_proxy(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// The audit log's file name in the fixture's directory.
+const AUDIT_LOG: &str = "audit.log";
+
+/// Every request at level Metadata, once (when the response is complete).
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [\"RequestReceived\", \"ResponseStarted\"]
+rules:
+  - level: Metadata
+";
+
 /// A running etcd + kube-apiserver pair; see the module docs.
 pub struct ApiServer {
     apiserver: Child,
@@ -435,6 +446,9 @@ impl ApiServer {
 
         let pki = dir.join("pki");
         let p = |f: &str| pki.join(f).display().to_string();
+        // Every request is audited (metadata only) to `audit.log`: tests count requests.
+        let policy = dir.join("audit-policy.yaml");
+        fs::write(&policy, AUDIT_POLICY).expect("write the audit policy");
         let mut cmd = Command::new(bin);
         no_proxy(&mut cmd)
             .arg("--advertise-address=127.0.0.1")
@@ -463,6 +477,11 @@ impl ApiServer {
             .arg("--endpoint-reconciler-type=none")
             .arg("--allow-privileged=true")
             .arg("--profiling=false")
+            .arg(format!("--audit-policy-file={}", policy.display()))
+            .arg(format!(
+                "--audit-log-path={}",
+                dir.join(AUDIT_LOG).display()
+            ))
             .arg("--v=1")
             .stdin(Stdio::null())
             .stdout(log_file(&api_log))
@@ -543,6 +562,21 @@ impl ApiServer {
     /// The API server's log file.
     pub fn log_path(&self) -> PathBuf {
         self.dir().join("kube-apiserver.log")
+    }
+
+    /// The audit log: one JSON event per line (`audit.k8s.io/v1` Event, level Metadata,
+    /// stage ResponseComplete), every request the API server answered.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.dir().join(AUDIT_LOG)
+    }
+
+    /// The audit log's events so far (a torn last line is skipped).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.audit_log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// A kubeconfig (JSON, which is YAML) for the admin: client certificate of

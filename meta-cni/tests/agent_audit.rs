@@ -1,0 +1,241 @@
+//! What one ADD of a 3-network pod (cluster network from confDir, NADs `blue` and
+//! `green`) asks the API server, counted in the real kube-apiserver's audit log by the
+//! plugin's user (ServiceAccount kube-system/meta-cni): with the real `meta-cni-agent`
+//! answering on its socket (no reads, one patch) and with the agent stopped (the reads of
+//! before: the pod and both NADs, then the patch). Direct runs of the real binary in the
+//! e2e node namespace (see `e2e_support`); the pod annotations come from the API (the
+//! runtime passes none), so the pod itself is one of the reads the agent saves.
+
+mod e2e_support;
+use e2e_support::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use meta_crd::agent_api::{Client, Op, Request};
+use meta_tests::{Invocation, spawn_in};
+use serde_json::{Value, json};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const PLUGIN_USER: &str = "system:serviceaccount:kube-system:meta-cni";
+const AGENT_USER: &str = "system:serviceaccount:kube-system:meta-cni-agent";
+const NODE: &str = "audit-node";
+
+/// The `meta-cni-agent` binary of this workspace, built with this build's cargo and
+/// target directory (integration tests only get their own package's binaries).
+fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "meta-cni-agent",
+        "--bin",
+        "meta-cni-agent",
+    ])
+    .env("CARGO_TARGET_DIR", target_dir)
+    .current_dir(repo_root());
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("cargo build -p meta-cni-agent");
+    assert!(
+        out.status.success(),
+        "cargo build -p meta-cni-agent: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    profile_dir.join("meta-cni-agent")
+}
+
+/// A pod of [`NODE`] (the agent's pod cache holds only its node's pods); returns its UID.
+fn create_node_pod(e: &E2e, name: &str, networks: &str) -> String {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS,
+                     "annotations": {meta_crd::NETWORKS_ANNOTATION: networks}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
+    }))
+    .unwrap();
+    let api: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
+    e.rt.block_on(api.create(&PostParams::default(), &pod))
+        .expect("create pod")
+        .metadata
+        .uid
+        .expect("uid")
+}
+
+/// `(verb, path of requestURI)` of the audit events of `user` after the first `skip` events.
+fn requests_of(events: &[Value], skip: usize, user: &str) -> Vec<(String, String)> {
+    events[skip..]
+        .iter()
+        .filter(|ev| ev["user"]["username"] == user)
+        .map(|ev| {
+            (
+                ev["verb"].as_str().unwrap_or_default().to_string(),
+                // without the query (kube-rs sends an empty one: `?`)
+                ev["requestURI"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Makes an admin request to a unique path and waits until the audit log holds it: every
+/// request answered before it is in the log too. Returns the events.
+fn settled_events(e: &E2e, marker: &str) -> Vec<Value> {
+    let api = e.api.as_ref().expect("API server");
+    let path = format!("/api/v1/namespaces/{NS}/configmaps/{marker}");
+    let _ = api.admin_get(&path);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let evs = api.audit_events();
+        if evs
+            .iter()
+            .any(|ev| ev["requestURI"].as_str() == Some(path.as_str()))
+        {
+            return evs;
+        }
+        assert!(Instant::now() < deadline, "marker {marker} never audited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(mut agent: Child) -> String {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = agent.wait();
+    let mut log = String::new();
+    if let Some(mut e) = agent.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    log
+}
+
+#[test]
+fn add_reads_nothing_from_the_api_server_with_the_agent_up() {
+    let e = E2e::setup(2);
+    let api = e.api.as_ref().expect("API server");
+    // The agent: its own ServiceAccount, the API through the node's forwarder, every
+    // path in the World's scratch directory; its Node does not exist, so it never gets
+    // to the data plane (it waits for the podCIDR) while its caches serve.
+    let token = e.rt.block_on(meta_tests::kube::service_account_token(
+        &e.admin,
+        "kube-system",
+        "meta-cni-agent",
+    ));
+    let agent_kc = e.w.path("agent.kubeconfig");
+    kubeconfig_with_server(
+        &api.kubeconfig_for_token(&token),
+        &agent_kc,
+        e.fwd.as_ref().expect("forwarder").addr(),
+    );
+    let socket = e.w.path("agent/agent.sock");
+    let p = |name: &str| e.w.path(name).display().to_string();
+    let env = [
+        ("NODE_NAME", NODE.to_string()),
+        ("KUBECONFIG", agent_kc.display().to_string()),
+        ("META_CNI_AGENT_CLUSTER_CIDR", "10.244.0.0/16".to_string()),
+        ("META_CNI_AGENT_SOCKET", socket.display().to_string()),
+        ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
+        ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
+        ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
+        ("META_CNI_AGENT_POLL", "1s".to_string()),
+    ];
+    let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let inv = Invocation {
+        extra_env: extra,
+        ..Default::default()
+    };
+    let uid_a = create_node_pod(&e, "audit-a", "blue, green");
+    let uid_b = create_node_pod(&e, "audit-b", "blue, green");
+    let agent = spawn_in(e.w.node.netns(), &agent_bin(), &inv, b"");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = Client::connect(&socket, Duration::from_secs(2))
+            .and_then(|mut c| c.ask(&Request::new(Op::Status)))
+            .ok()
+            .and_then(|r| r.status);
+        if st.as_ref().is_some_and(|s| s.nads.synced && s.pods.synced) {
+            let s = st.unwrap();
+            assert_eq!((s.nads.count, s.pods.count), (2, 2), "{s:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent's caches never synced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let conf = e.conf(json!({"agentSocket": socket}));
+
+    // Agent up.
+    let before = settled_events(&e, "marker-up-0").len();
+    e.run("ADD", "cid-audit-a", 0, "audit-a", &uid_a, &conf)
+        .ok();
+    let evs = settled_events(&e, "marker-up-1");
+    let up = requests_of(&evs, before, PLUGIN_USER);
+    eprintln!("ADD with the agent up: {} requests: {up:?}", up.len());
+    assert_eq!(
+        up,
+        vec![(
+            "patch".to_string(),
+            format!("/api/v1/namespaces/{NS}/pods/audit-a/status")
+        )],
+        "with the agent up ADD only patches network-status"
+    );
+    assert!(
+        e.network_status("audit-a").is_some(),
+        "network-status written"
+    );
+    // The agent itself only lists and watches (and gets its Node).
+    for (verb, uri) in requests_of(&evs, 0, AGENT_USER) {
+        assert!(
+            ["list", "watch", "get"].contains(&verb.as_str()),
+            "agent: {verb} {uri}"
+        );
+    }
+
+    // Agent down: the API server as before, and ADD still succeeds.
+    let log = stop(agent);
+    assert!(!socket.exists(), "socket left behind; agent log:\n{log}");
+    let before = settled_events(&e, "marker-down-0").len();
+    e.run("ADD", "cid-audit-b", 1, "audit-b", &uid_b, &conf)
+        .ok();
+    let evs = settled_events(&e, "marker-down-1");
+    let down = requests_of(&evs, before, PLUGIN_USER);
+    eprintln!("ADD with the agent down: {} requests: {down:?}", down.len());
+    let nads = format!("/apis/k8s.cni.cncf.io/v1/namespaces/{NS}/network-attachment-definitions");
+    let mut got = down.clone();
+    got.sort();
+    let mut want = vec![
+        (
+            "get".to_string(),
+            format!("/api/v1/namespaces/{NS}/pods/audit-b"),
+        ),
+        ("get".to_string(), format!("{nads}/blue")),
+        ("get".to_string(), format!("{nads}/green")),
+        (
+            "patch".to_string(),
+            format!("/api/v1/namespaces/{NS}/pods/audit-b/status"),
+        ),
+    ];
+    want.sort();
+    assert_eq!(got, want, "with the agent down: {down:?}");
+
+    for (cid, pod, name, uid) in [
+        ("cid-audit-a", 0, "audit-a", &uid_a),
+        ("cid-audit-b", 1, "audit-b", &uid_b),
+    ] {
+        e.run("DEL", cid, pod, name, uid, &conf).ok();
+    }
+}
