@@ -133,6 +133,13 @@ impl Shared {
     }
 }
 
+/// A NAD as cached: without `managedFields` (server-side apply bookkeeping, often larger
+/// than the object and of no use to the plugin).
+pub fn nad_entry(mut n: NetworkAttachmentDefinition) -> NetworkAttachmentDefinition {
+    n.metadata.managed_fields = None;
+    n
+}
+
 /// A pod's metadata as served.
 pub fn pod_meta(p: PartialObjectMeta<Pod>) -> PodMeta {
     PodMeta {
@@ -165,7 +172,7 @@ pub async fn run(client: kube::Client, state: Shared, mut shutdown: crate::Shutd
             ev = nad_stream.next() => match ev {
                 Some(Ok(ev)) => {
                     let mut s = state.lock();
-                    s.nads.apply(ev, |n| n);
+                    s.nads.apply(ev, nad_entry);
                     if s.nads.synced() && !nads_said {
                         nads_said = true;
                         tracing::info!("NAD cache synced: {} NetworkAttachmentDefinitions", s.nads.state().count);

@@ -485,3 +485,110 @@ fn agent_serves_nads_and_its_nodes_pods_on_the_socket() {
     assert_eq!(agent.terminate(), 0, "{}", agent.log());
     assert!(!n.agent_socket().exists(), "socket left behind");
 }
+
+/// Issue 12's memory bound: the agent with 10,000 NADs cluster-wide and 500 pods on its
+/// node (plus 100 pods elsewhere, which its field selector must leave out) synced stays
+/// below 64 MiB peak RSS, half the DaemonSet's 128 MiB limit (measured 2026-12-03, debug
+/// build: 37.9 MiB).
+#[test]
+fn agent_caches_stay_small_with_10000_nads_and_500_pods() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::PostParams;
+    use meta_crd::NetworkAttachmentDefinition;
+    use serde_json::json;
+    const RSS_BOUND_MIB: u64 = 64;
+    const NADS: usize = 10_000;
+    const PODS: usize = 500;
+
+    let api = ApiFixture::start();
+    api.rt.block_on(apply_nad_crd(&api.admin));
+    let c = Cluster::new(1);
+    let n = &c.nodes[0];
+    api.create_node(&node_object(&n.name, Some(&n.subnet.to_string()), &[]));
+    let _fwd = Forwarder::start(n.ns.netns(), api.addr, api.addr);
+    let pp = PostParams::default();
+    let t = std::time::Instant::now();
+    api.rt.block_on(async {
+        for ns in ["mem-a", "mem-b"] {
+            let o: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+            kube::Api::<Namespace>::all(api.admin.clone())
+                .create(&pp, &o)
+                .await
+                .expect("namespace");
+        }
+        let nads = (0..NADS).map(|i| {
+            let ns = if i % 2 == 0 { "mem-a" } else { "mem-b" };
+            let api: kube::Api<NetworkAttachmentDefinition> =
+                kube::Api::namespaced(api.admin.clone(), ns);
+            let name = format!("net-{i}");
+            let cfg = json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan",
+                "master": "eth1", "mode": "bridge",
+                "ipam": {"type": "host-local", "subnet": format!("10.{}.{}.0/24", 100 + i / 256 % 100, i % 256)}});
+            let nad: NetworkAttachmentDefinition = serde_json::from_value(json!({
+                "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"config": cfg.to_string()}
+            }))
+            .unwrap();
+            let pp = pp.clone();
+            async move { api.create(&pp, &nad).await.map(|_| ()) }
+        });
+        let pods = (0..PODS + 100).map(|i| {
+            let api: kube::Api<Pod> = kube::Api::namespaced(api.admin.clone(), "mem-a");
+            let node = if i < PODS { n.name.clone() } else { "node-x".into() };
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": format!("pod-{i}"), "namespace": "mem-a",
+                             "labels": {"app": "mem"},
+                             "annotations": {meta_crd::NETWORKS_ANNOTATION: format!("net-{}, net-{}", 2 * i, 2 * i + 2)}},
+                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "localhost/x:1",
+                         "env": [{"name": "PADDING", "value": "x".repeat(2000)}]}]}
+            }))
+            .unwrap();
+            let pp = pp.clone();
+            async move { api.create(&pp, &pod).await.map(|_| ()) }
+        });
+        let mut s = futures::stream::iter(nads.map(futures::future::Either::Left).chain(pods.map(futures::future::Either::Right)))
+            .buffer_unordered(16);
+        while let Some(r) = s.next().await {
+            r.expect("create");
+        }
+    });
+    eprintln!(
+        "created {NADS} NADs and {} pods in {:?}",
+        PODS + 100,
+        t.elapsed()
+    );
+
+    let agent = Agent::start(n.ns.netns(), &kube_env(&api, n));
+    let st = wait_for(
+        Duration::from_secs(120),
+        || format!("caches not synced; log:\n{}", agent.log()),
+        || {
+            if !n.agent_socket().exists() {
+                return None;
+            }
+            let st = ask(n, meta_crd::agent_api::Op::Status).status?;
+            (st.nads.synced && st.pods.synced).then_some(st)
+        },
+    );
+    assert_eq!((st.nads.count, st.pods.count), (NADS, PODS), "{st:?}");
+    // Served from the cache, both ends of the ranges.
+    assert!(ask(n, nad_op("mem-b", &format!("net-{}", NADS - 1))).ok);
+    assert!(ask(n, pod_op("mem-a", "pod-0", None)).ok);
+    assert_eq!(
+        ask(n, pod_op("mem-a", &format!("pod-{PODS}"), None)).error,
+        Some(meta_crd::agent_api::ErrorKind::Unknown),
+        "another node's pod"
+    );
+    let hwm = agent.vm_hwm_kib();
+    eprintln!(
+        "agent peak RSS (VmHWM) with {NADS} NADs and {PODS} pods synced: {:.1} MiB",
+        hwm as f64 / 1024.0
+    );
+    assert!(hwm > 0, "no VmHWM read");
+    assert!(
+        hwm < RSS_BOUND_MIB * 1024,
+        "agent peak RSS {hwm} KiB, bound {RSS_BOUND_MIB} MiB"
+    );
+}
