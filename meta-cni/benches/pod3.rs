@@ -5,7 +5,8 @@
 //! (eth0 bridge, a bridge with ipMasq + macspoofchk, macvlan, a secondary VXLAN segment;
 //! every delegate in-process) in the same rounds.
 //!
-//! `BENCH_ITERS=100 cargo bench -p meta-cni --bench pod3` (root).
+//! `BENCH_ITERS=100 cargo bench -p meta-cni --bench pod3` (root). `BENCH_GAP_MS` pauses
+//! between each ADD and its DEL (not timed).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -29,6 +30,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
+    // A pause between each ADD and its DEL (default none): a DEL right after its ADD
+    // depends on how far the kernel got with the ADD's aftermath.
+    let gap = Duration::from_millis(
+        std::env::var("BENCH_GAP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     let (e, pod4) = four_network_world(1, 4318);
     let nets = "ns1/br-net, ns1/mv-net";
     let mut modes = vec![
@@ -97,6 +106,9 @@ fn main() {
             let r = run_in(e.w.node.netns(), &m.bin, &mk("ADD"), stdin.as_bytes());
             let ta = t.elapsed();
             assert_eq!(r.code, 0, "{}: {} {}", m.label, r.stdout, r.stderr);
+            if gap > Duration::ZERO {
+                std::thread::sleep(gap);
+            }
             let t = Instant::now();
             let d = run_in(e.w.node.netns(), &m.bin, &mk("DEL"), stdin.as_bytes());
             let td = t.elapsed();
