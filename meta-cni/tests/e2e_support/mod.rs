@@ -13,7 +13,6 @@
 #![allow(dead_code)]
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use meta_crd::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use meta_netlink::{Netlink, NetlinkOps, Netns};
@@ -87,37 +86,6 @@ pub fn kubeconfig_with_server(src: &Path, dst: &Path, addr: SocketAddr) {
             .expect("kubeconfig JSON");
     kc["clusters"][0]["cluster"]["server"] = json!(format!("https://{addr}"));
     std::fs::write(dst, serde_json::to_string_pretty(&kc).unwrap()).expect("write kubeconfig");
-}
-
-/// Loads `deploy/crds/network-attachment-definition.yaml` and waits until it is
-/// Established and the NAD resource is served.
-async fn apply_crd(admin: &kube::Client) {
-    let path = repo_root().join("deploy/crds/network-attachment-definition.yaml");
-    let text = std::fs::read_to_string(&path).expect("read the CRD");
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: not a CRD: {e}", path.display()));
-    let name = crd.metadata.name.clone().expect("CRD name");
-    let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    api.create(&PostParams::default(), &crd)
-        .await
-        .expect("create the NAD CRD");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = api.get(&name).await.expect("get CRD");
-        let established = c
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        if established {
-            break;
-        }
-        assert!(Instant::now() < deadline, "CRD {name} not Established");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Timings of the setup, for the report.
@@ -216,7 +184,7 @@ impl E2e {
             .unwrap();
         let admin = rt.block_on(client_for(&api.admin_kubeconfig()));
         let t = Instant::now();
-        rt.block_on(apply_crd(&admin));
+        rt.block_on(meta_tests::kube::apply_nad_crd(&admin));
         let crd_established = t.elapsed();
         let t = Instant::now();
         let rbac = rt.block_on(apply_rbac(&admin));
