@@ -249,13 +249,17 @@ fn load_conf(args: &CmdArgs) -> Result<MetaConf> {
 /// namespace once, instead of a fresh thread per call), and the node's and the pod's
 /// netlink connections (while a namespace's connection is alive,
 /// `meta_netlink::Netlink::open` hands out that one: one socket and one runtime per
-/// namespace). The node needs no hand-off thread: nothing switches to the namespace the
+/// namespace), and a firewall driver (while one is alive, every in-process delegate's
+/// `meta_firewall::Nftables` shares its netlink sockets, so a pod whose networks masquerade
+/// or spoof-check on several bridges opens one socket and hands it off once, at the end).
+/// The node needs no hand-off thread: nothing switches to the namespace the
 /// verb already runs in. Dropped at the end of the verb, so the thread (which pins the
 /// pod namespace) is gone before DEL returns. Best effort: a namespace that cannot be
 /// opened is skipped (the delegates report it).
 struct Held {
     _netlink: Vec<meta_netlink::Netlink>,
     _worker: Option<meta_netlink::NetnsWorker>,
+    _firewall: meta_firewall::Nftables,
 }
 
 fn hold_namespaces(netns: &str) -> Held {
@@ -271,6 +275,7 @@ fn hold_namespaces(netns: &str) -> Held {
     Held {
         _netlink: netlink,
         _worker: worker,
+        _firewall: meta_firewall::Nftables::new(),
     }
 }
 

@@ -1386,6 +1386,17 @@ mod tests {
         assert_eq!(parse_mac("02:00:00:00:00:00:01"), None);
     }
 
+    /// Drivers alive at the same time share one socket set, across threads (meta-cni
+    /// holds one for the verb, so its delegates' drivers join it). (Whether the set goes
+    /// with its last driver is not checked here: other tests of this binary make drivers
+    /// concurrently.)
+    #[test]
+    fn live_drivers_share_their_sockets() {
+        let a = Sockets::shared();
+        let b = std::thread::spawn(Sockets::shared).join().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+    }
+
     /// A driver dropped right after a commit hands its socket to a child that holds
     /// nothing else but its pipe (not the caller's stdout, which a runtime reads to EOF),
     /// in the caller's namespace, and that exits on its own.
