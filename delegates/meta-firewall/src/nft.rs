@@ -23,6 +23,9 @@ use crate::{Firewall, Mac};
 /// Default lock file serialising list-then-modify sequences between plugin processes.
 pub const DEFAULT_LOCK_PATH: &str = "/run/meta-cni/firewall.lock";
 
+/// Both of our tables' families.
+const BOTH: &[&str] = &[doc::MASQ_FAMILY, doc::MAC_FAMILY];
+
 /// Searched after `$PATH` (a plugin's environment often has a minimal or no `PATH`).
 const NFT_FALLBACK_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/bin"];
 
@@ -324,23 +327,16 @@ impl Nftables {
         }
     }
 
-    /// Removes the rules of both tables whose tag satisfies `doomed`, in one transaction.
-    fn remove_all(&self, doomed: impl Fn(&Tag) -> bool) -> Result<()> {
-        let families = [doc::MASQ_FAMILY, doc::MAC_FAMILY];
-        self.transact_all(&families, |listings| {
+    /// Removes the rules of the tables of `families` whose tag satisfies `doomed`, in one
+    /// transaction.
+    fn remove(&self, families: &[&str], doomed: impl Fn(&Tag) -> bool) -> Result<()> {
+        self.transact_all(families, |listings| {
             let parts = families
                 .iter()
                 .zip(listings)
                 .filter_map(|(f, l)| l.as_ref().and_then(|l| doc::removal(f, l, &doomed)))
                 .collect();
             doc::merge(parts)
-        })
-        .map(|_| ())
-    }
-
-    fn remove(&self, family: &str, doomed: impl Fn(&Tag) -> bool) -> Result<()> {
-        self.transact(family, |listing| {
-            listing.and_then(|l| doc::removal(family, l, &doomed))
         })
         .map(|_| ())
     }
@@ -374,7 +370,7 @@ impl Nftables {
     pub fn list_attachments(&self) -> Result<BTreeSet<Tag>> {
         let _lock = self.lock()?;
         let mut tags = BTreeSet::new();
-        for family in [doc::MASQ_FAMILY, doc::MAC_FAMILY] {
+        for family in BOTH {
             if let Some(listing) = self.list(family)? {
                 tags.extend(listing.tags());
             }
@@ -408,16 +404,12 @@ impl Firewall for Nftables {
         ifname: &str,
         ips: &[IpNet],
     ) -> Result<()> {
-        let tag = Tag::masq(network, container_id, ifname)?;
-        self.transact(doc::MASQ_FAMILY, |existing| {
-            Some(doc::masq_setup(&tag, ips, existing))
-        })
-        .map(|_| ())
+        self.setup_attachment(network, container_id, ifname, Some(ips), None)
     }
 
     fn teardown_masq(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
         let tag = Tag::masq(network, container_id, ifname)?;
-        self.remove(doc::MASQ_FAMILY, |t| *t == tag)
+        self.remove(&[doc::MASQ_FAMILY], |t| *t == tag)
     }
 
     fn setup_macspoofchk(
@@ -428,19 +420,22 @@ impl Firewall for Nftables {
         host_ifname: &str,
         mac: Mac,
     ) -> Result<()> {
-        let tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
-        validate_ifname("host_ifname", host_ifname)?;
-        self.transact(doc::MAC_FAMILY, |existing| {
-            Some(doc::mac_setup(&tag, host_ifname, &mac, existing))
-        })
-        .map(|_| ())
+        self.setup_attachment(
+            network,
+            container_id,
+            ifname,
+            None,
+            Some((host_ifname, mac)),
+        )
     }
 
     fn teardown_macspoofchk(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
         let tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
-        self.remove(doc::MAC_FAMILY, |t| *t == tag)
+        self.remove(&[doc::MAC_FAMILY], |t| *t == tag)
     }
 
+    /// One transaction over the tables of the features asked for; a tag is only built
+    /// (and its length checked) for those.
     fn setup_attachment(
         &self,
         network: &str,
@@ -449,49 +444,54 @@ impl Firewall for Nftables {
         masq: Option<&[IpNet]>,
         spoof_check: Option<(&str, Mac)>,
     ) -> Result<()> {
-        let masq_tag = Tag::masq(network, container_id, ifname)?;
-        let mac_tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
-        if let Some((host_ifname, _)) = spoof_check {
-            validate_ifname("host_ifname", host_ifname)?;
-        }
-        let mut families = Vec::new();
-        if masq.is_some() {
-            families.push(doc::MASQ_FAMILY);
-        }
-        if spoof_check.is_some() {
-            families.push(doc::MAC_FAMILY);
-        }
+        let masq = match masq {
+            Some(ips) => Some((Tag::masq(network, container_id, ifname)?, ips)),
+            None => None,
+        };
+        let spoof_check = match spoof_check {
+            Some((host_ifname, mac)) => {
+                validate_ifname("host_ifname", host_ifname)?;
+                let tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
+                Some((tag, host_ifname, mac))
+            }
+            None => None,
+        };
+        let families: Vec<&str> = [
+            masq.as_ref().map(|_| doc::MASQ_FAMILY),
+            spoof_check.as_ref().map(|_| doc::MAC_FAMILY),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         if families.is_empty() {
             return Ok(());
         }
         self.transact_all(&families, |listings| {
+            let mut existing = listings.iter().map(Option::as_ref);
             let mut parts = Vec::new();
-            let mut l = listings.iter();
-            if let Some(ips) = masq {
-                parts.push(doc::masq_setup(&masq_tag, ips, l.next()?.as_ref()));
+            if let Some((tag, ips)) = &masq {
+                parts.push(doc::masq_setup(tag, ips, existing.next()?));
             }
-            if let Some((host_ifname, mac)) = spoof_check {
-                parts.push(doc::mac_setup(
-                    &mac_tag,
-                    host_ifname,
-                    &mac,
-                    l.next()?.as_ref(),
-                ));
+            if let Some((tag, host_ifname, mac)) = &spoof_check {
+                parts.push(doc::mac_setup(tag, host_ifname, mac, existing.next()?));
             }
             doc::merge(parts)
         })
         .map(|_| ())
     }
 
+    /// Both features' rules of the attachment, in one transaction. A masquerade tag has
+    /// a shorter limit on the container ID than a spoof-check tag; an ID too long for it
+    /// can have no masquerade rule, so only the spoof check is looked for then.
     fn teardown_attachment(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
-        let masq_tag = Tag::masq(network, container_id, ifname)?;
         let mac_tag = Tag::mac_spoof_chk(network, container_id, ifname)?;
-        self.remove_all(|t| *t == masq_tag || *t == mac_tag)
+        let masq_tag = Tag::masq(network, container_id, ifname).ok();
+        self.remove(BOTH, |t| *t == mac_tag || masq_tag.as_ref() == Some(t))
     }
 
     fn gc(&self, network: &str, valid: &HashSet<(String, String)>) -> Result<()> {
         let hash = network_hash(network);
-        self.remove_all(|t| t.is_garbage(&hash, valid))
+        self.remove(BOTH, |t| t.is_garbage(&hash, valid))
     }
 
     fn list_attachments(&self) -> Result<BTreeSet<Tag>> {

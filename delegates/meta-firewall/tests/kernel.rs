@@ -916,3 +916,23 @@ fn attachment_setup_and_teardown_in_one_transaction() {
         assert!(mac_chains().is_empty());
     });
 }
+
+/// A container ID one byte too long for a masquerade tag still fits a spoof-check tag:
+/// the spoof check alone is set up and torn down with it (no masquerade tag is made).
+#[test]
+fn spoof_check_alone_takes_the_longer_container_id() {
+    in_netns(|fw| {
+        let ifname = "eth0123456789ab";
+        let id = "c".repeat(82);
+        assert!(Tag::masq("n", &id, ifname).is_err());
+        fw.setup_attachment("n", &id, ifname, None, Some(("vethlong", MAC1)))
+            .unwrap();
+        assert_eq!(rules_tagged(&mac_tag("n", &id, ifname)).len(), 3);
+        fw.teardown_attachment("n", &id, ifname).unwrap();
+        assert!(fw.list_attachments().unwrap().is_empty());
+        assert!(
+            fw.setup_attachment("n", &id, ifname, Some(&nets(&["10.0.0.2/24"])), None)
+                .is_err()
+        );
+    });
+}
