@@ -282,7 +282,7 @@ pub fn delete_commands(
 }
 
 /// The masquerade setup transaction for `tag` and `ips`, replacing whatever `existing`
-/// holds for the same tag.
+/// holds for the same tag (and the base chain's rules, when they are not as they should be).
 pub fn masq_setup(tag: &Tag, ips: &[IpNet], existing: Option<&Listing>) -> Value {
     let f = MASQ_FAMILY;
     let mut cmds = vec![
@@ -299,7 +299,10 @@ pub fn masq_setup(tag: &Tag, ips: &[IpNet], existing: Option<&Listing>) -> Value
     if let Some(listing) = existing {
         cmds.extend(delete_commands(f, listing, None, |t| t == tag));
     }
-    masq_base_rules(&mut cmds);
+    // the base chain's fixed rules are rewritten only when they are not in place
+    if !existing.is_some_and(masq_base_in_place) {
+        masq_base_rules(&mut cmds);
+    }
     let comment = tag.to_string();
     let mut seen = BTreeSet::new();
     for ip in ips {
@@ -891,6 +894,19 @@ mod tests {
         assert_eq!(l.tags().len(), 1);
         assert!(Listing::parse("bridge", "{}").is_err());
         assert!(Listing::parse("bridge", "garbage").is_err());
+    }
+
+    /// An ADD on a node whose base chain is in place only adds the attachment's rules.
+    #[test]
+    fn masq_setup_leaves_a_base_chain_in_place_alone() {
+        let tag = masq_tag();
+        let ip: IpNet = "10.0.0.5/24".parse().unwrap();
+        let doc = masq_setup(&tag, &[ip], Some(&masq_listing(vec![])));
+        let cmds = doc["nftables"].as_array().unwrap();
+        assert!(cmds.iter().all(|c| c.get("flush").is_none()), "{cmds:#?}");
+        let rules: Vec<&Value> = cmds.iter().filter_map(|c| c["add"].get("rule")).collect();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0]["chain"], MASQ_CHAIN);
     }
 
     fn masq_listing(extra: Vec<ListedRule>) -> Listing {
