@@ -9,7 +9,7 @@
 //! process (the library keeps some global state); between processes the driver's flock
 //! serialises read-modify-write sequences as before.
 //!
-//! `META_CNI_NFT=exec` in the environment disables it (the `nft` binary is spawned).
+//! It is the driver's backend only with `META_CNI_NFT=lib` (or [`crate::Backend::Library`]).
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::sync::{Mutex, OnceLock};
@@ -45,13 +45,10 @@ pub struct LibNft {
 static LIB: OnceLock<Option<LibNft>> = OnceLock::new();
 static CALLS: Mutex<()> = Mutex::new(());
 
-/// The library, loaded once; `None` when it is missing, lacks a symbol, or
-/// `META_CNI_NFT=exec`.
+/// The library, loaded once; `None` when it is missing or lacks a symbol. (Whether it
+/// is used at all is the driver's [`crate::Backend`].)
 pub fn get() -> Option<&'static LibNft> {
     LIB.get_or_init(|| {
-        if std::env::var("META_CNI_NFT").is_ok_and(|v| v == "exec") {
-            return None;
-        }
         let lib = load();
         if lib.is_none() {
             tracing::debug!("{SONAME} not loadable: nftables changes spawn `nft`");
