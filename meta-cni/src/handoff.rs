@@ -23,6 +23,7 @@
 //! Jobs are not fsynced: losing one in a crash costs a stale annotation, never an
 //! attachment or an address, and the durability of the DEL itself is the journal's.
 
+use crate::journal::io;
 use crate::source::{ClearOutcome, KubeSource};
 use cni_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,22 @@ pub struct Job {
     pub not_before: u64,
 }
 
+impl Job {
+    /// A job made now, to clear `pod`'s network-status with `kubeconfig`.
+    pub fn new(pod: &crate::journal::PodRef, kubeconfig: &Path, api_timeout_seconds: u64) -> Job {
+        Job {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            api_timeout_seconds,
+            created: now_ms(),
+            attempts: 0,
+            not_before: 0,
+        }
+    }
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -104,10 +121,6 @@ pub fn backoff_ms(attempts: u32) -> u64 {
         .min(MAX_BACKOFF_MS)
 }
 
-fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::io(format!("{what}: {e}"))
-}
-
 /// Writes `job` into `spool` (temp file and rename: a reader sees all of it or nothing).
 /// The spool is made if missing (an idle worker removes it: tried again if that happens
 /// in between).
@@ -117,7 +130,7 @@ pub fn write_job(spool: &Path, job: &Job) -> Result<PathBuf> {
     let bytes = serde_json::to_vec(job).map_err(|e| Error::internal(e.to_string()))?;
     let mut tries = 0;
     loop {
-        std::fs::create_dir_all(spool).map_err(io_err(format!("create {}", spool.display())))?;
+        std::fs::create_dir_all(spool).map_err(io(format!("create {}", spool.display())))?;
         match std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,

@@ -157,7 +157,7 @@ struct AttachmentUpdate {
     result: Option<Value>,
 }
 
-fn io(ctx: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(ctx: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(format!("{ctx}: {e}"))
 }
 

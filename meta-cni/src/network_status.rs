@@ -109,16 +109,7 @@ pub fn clear_api(conf: &MetaConf, netns: &str, pod: &PodRef) {
     if netns.is_empty() || !std::path::Path::new(netns).exists() {
         return;
     }
-    let job = crate::handoff::Job {
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        uid: pod.uid.clone(),
-        kubeconfig: kubeconfig.clone(),
-        api_timeout_seconds: conf.api_timeout_seconds,
-        created: crate::handoff::now_ms(),
-        attempts: 0,
-        not_before: 0,
-    };
+    let job = crate::handoff::Job::new(pod, kubeconfig, conf.api_timeout_seconds);
     match crate::handoff::hand_off(
         &conf.cache_dir,
         &job,

@@ -87,6 +87,13 @@ impl LocalSource {
     }
 }
 
+/// The configuration a NAD object stands for (a bad one is a configuration error).
+fn nad_config(nad: &NetworkAttachmentDefinition) -> Result<Option<NadConfig>> {
+    meta_crd::effective_config(nad)
+        .map(Some)
+        .map_err(|e| Error::config(e.to_string()))
+}
+
 fn valid_component(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains('/')
 }
@@ -118,9 +125,7 @@ impl Source for LocalSource {
             })?;
             nad.metadata.namespace.get_or_insert_with(|| ns.to_string());
             nad.metadata.name.get_or_insert_with(|| name.to_string());
-            return meta_crd::effective_config(&nad)
-                .map(Some)
-                .map_err(|e| Error::config(e.to_string()));
+            return nad_config(&nad);
         }
         meta_crd::config_from_spec(&id, &text, name)
             .map(Some)
@@ -278,9 +283,7 @@ impl Source for KubeSource {
         )?;
         match nad {
             None => Ok(None),
-            Some(n) => meta_crd::effective_config(&n)
-                .map(Some)
-                .map_err(|e| Error::config(e.to_string())),
+            Some(n) => nad_config(&n),
         }
     }
 
@@ -422,9 +425,7 @@ impl Source for AgentSource {
             name: name.to_string(),
         };
         if let Some(n) = self.ask(op).and_then(|r| r.nad) {
-            return meta_crd::effective_config(&n)
-                .map(Some)
-                .map_err(|e| Error::config(e.to_string()));
+            return nad_config(&n);
         }
         self.kube()?.nad(ns, name)
     }
