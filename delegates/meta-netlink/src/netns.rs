@@ -196,20 +196,9 @@ impl Netns {
     /// outlives a call; a closure that moves its thread to another network namespace
     /// is undone after it returns.
     pub fn worker(&self) -> Result<NetnsWorker> {
-        let key = self.key();
-        let mut workers = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
-        workers.retain(|(_, w)| w.strong_count() > 0);
-        if let Some(inner) = workers
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, w)| w.upgrade())
-        {
-            return Ok(NetnsWorker { inner });
-        }
         // Spawned under the registry lock, so a namespace never has two: the new
         // thread only setns()es before it answers, it takes no lock.
-        let inner = Arc::new(Worker::spawn(self)?);
-        workers.push((key, Arc::downgrade(&inner)));
+        let inner = WORKERS.get_or_insert_with(self.key(), || Worker::spawn(self).map(Arc::new))?;
         Ok(NetnsWorker { inner })
     }
 }
@@ -224,8 +213,59 @@ pub(crate) fn current_key() -> Result<NsKey> {
     Ok((md.dev(), md.ino()))
 }
 
+/// Live objects of one kind by namespace (workers, netlink connections): weak, so an
+/// entry lives exactly as long as some handle holds it.
+pub(crate) struct Registry<T>(Mutex<Vec<(NsKey, Weak<T>)>>);
+
+impl<T> Registry<T> {
+    /// An empty registry.
+    pub(crate) const fn new() -> Registry<T> {
+        Registry(Mutex::new(Vec::new()))
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<(NsKey, Weak<T>)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn find(entries: &[(NsKey, Weak<T>)], key: NsKey) -> Option<Arc<T>> {
+        entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+    }
+
+    /// The live object of namespace `key`.
+    pub(crate) fn get(&self, key: NsKey) -> Option<Arc<T>> {
+        Self::find(&self.entries(), key)
+    }
+
+    /// Records `obj` as namespace `key`'s (dead entries are dropped on the way).
+    pub(crate) fn insert(&self, key: NsKey, obj: &Arc<T>) {
+        let mut entries = self.entries();
+        entries.retain(|(_, w)| w.strong_count() > 0);
+        entries.push((key, Arc::downgrade(obj)));
+    }
+
+    /// The live object of `key`, else one made by `make` under the registry's lock (so
+    /// a namespace never gets two; `make` must not use this registry).
+    pub(crate) fn get_or_insert_with<E>(
+        &self,
+        key: NsKey,
+        make: impl FnOnce() -> std::result::Result<Arc<T>, E>,
+    ) -> std::result::Result<Arc<T>, E> {
+        let mut entries = self.entries();
+        entries.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(obj) = Self::find(&entries, key) {
+            return Ok(obj);
+        }
+        let obj = make()?;
+        entries.push((key, Arc::downgrade(&obj)));
+        Ok(obj)
+    }
+}
+
 /// Live workers by namespace.
-static WORKERS: Mutex<Vec<(NsKey, Weak<Worker>)>> = Mutex::new(Vec::new());
+static WORKERS: Registry<Worker> = Registry::new();
 
 thread_local! {
     /// On a worker thread: the namespace it serves.
@@ -234,12 +274,7 @@ thread_local! {
 
 /// The live worker of a namespace, if one is held.
 fn held_worker(key: NsKey) -> Option<Arc<Worker>> {
-    WORKERS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
+    WORKERS.get(key)
 }
 
 /// A held hand-off thread of one network namespace (see [`Netns::worker`]).

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -30,7 +30,7 @@ use rtnetlink::packet_core::{
 use rtnetlink::sys::AsyncSocket;
 
 use crate::error::{Error, Result};
-use crate::netns::{Netns, NsKey, current_key};
+use crate::netns::{Netns, Registry, current_key};
 use crate::ops::NetlinkOps;
 use crate::types::*;
 
@@ -76,7 +76,7 @@ impl std::fmt::Debug for Netlink {
 }
 
 /// Live connections by namespace.
-static SHARED: Mutex<Vec<(NsKey, Weak<Conn>)>> = Mutex::new(Vec::new());
+static SHARED: Registry<Conn> = Registry::new();
 
 fn connect() -> Result<Conn> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -110,25 +110,16 @@ impl Netlink {
             Some(ns) => ns.key(),
             None => current_key()?,
         };
-        {
-            let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-            shared.retain(|(_, w)| w.strong_count() > 0);
-            if let Some(conn) = shared
-                .iter()
-                .find(|(k, _)| *k == key)
-                .and_then(|(_, w)| w.upgrade())
-            {
-                return Ok(Netlink { conn });
-            }
+        if let Some(conn) = SHARED.get(key) {
+            return Ok(Netlink { conn });
         }
+        // Made outside the registry's lock: connecting in `ns` runs on its worker, which
+        // may itself open a handle.
         let conn = Arc::new(match ns {
             None => connect()?,
             Some(ns) => ns.run(connect)??,
         });
-        SHARED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((key, Arc::downgrade(&conn)));
+        SHARED.insert(key, &conn);
         Ok(Netlink { conn })
     }
 
