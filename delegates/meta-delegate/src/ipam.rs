@@ -8,7 +8,16 @@ use cni_core::registry::IpamType;
 use cni_core::{CmdArgs, CniResult, Error, Result, Verb, Version, invoke};
 
 /// The IPAM types that run in-process: one line per bundled type.
+#[cfg(not(feature = "cluster-ipam"))]
 pub const BUNDLED: &[&IpamType] = &[&meta_ipam::HOST_LOCAL, &meta_ipam::STATIC];
+/// The IPAM types that run in-process: one line per bundled type (with the cluster-wide
+/// `meta-ipam`, feature `cluster-ipam`).
+#[cfg(feature = "cluster-ipam")]
+pub const BUNDLED: &[&IpamType] = &[
+    &meta_ipam::HOST_LOCAL,
+    &meta_ipam::STATIC,
+    &meta_ipam_cluster::META_IPAM,
+];
 
 /// How an IPAM type is served.
 #[derive(Debug, Clone)]

@@ -1,0 +1,844 @@
+//! ADD and DEL: per-node blocks claimed by create-if-absent, addresses allocated under the
+//! node's lock and journal, written to the block object with resourceVersion
+//! preconditions; see docs/ARCHITECTURE.md ("Cluster-wide IPAM") for why this is safe.
+
+use crate::api::{Kube, Write};
+use crate::config::{ClusterIpamConfig, IpRange, from_u128, to_u128};
+use crate::crd::{Allocation, IpBlock, IpBlockSpec, IpPool, IpPoolSpec, NODE_LABEL, POOL_LABEL};
+use crate::error::{Error, Result};
+use crate::journal::{Applied, Locked, Op, Remote, State};
+use cni_core::{CniResult, IpConfig};
+use ipnet::IpNet;
+use kube::api::ObjectMeta;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Bound of the API requests of a DEL: DEL journals first and never fails for the API
+/// server, so it waits at most this long for it.
+pub const DEL_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Who holds an address: pod UID (or container ID) + interface, with the pod's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// `<pod uid>/<ifname>`, or `<container id>/<ifname>` without a pod UID.
+    pub key: String,
+    /// Pod namespace ("" outside Kubernetes).
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Pod UID.
+    pub pod_uid: String,
+    /// Container ID.
+    pub container_id: String,
+}
+
+impl Owner {
+    /// The owner of an invocation: `K8S_POD_UID` when the runtime passes it.
+    pub fn of(args: &cni_core::CmdArgs) -> Owner {
+        let pod = args.env.args.k8s_pod();
+        let uid = pod.as_ref().and_then(|p| p.uid.clone()).unwrap_or_default();
+        let id = if uid.is_empty() {
+            &args.env.container_id
+        } else {
+            &uid
+        };
+        Owner {
+            key: format!("{id}/{}", args.env.ifname),
+            namespace: pod
+                .as_ref()
+                .map(|p| p.namespace.clone())
+                .unwrap_or_default(),
+            pod: pod.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            pod_uid: uid,
+            container_id: args.env.container_id.clone(),
+        }
+    }
+
+    fn allocation(&self, node: &str) -> Allocation {
+        Allocation {
+            owner: self.key.clone(),
+            namespace: self.namespace.clone(),
+            pod: self.pod.clone(),
+            pod_uid: self.pod_uid.clone(),
+            container_id: self.container_id.clone(),
+            node: node.to_string(),
+            created: now(),
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn dns_part(s: &str) -> String {
+    let mut out: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    out.truncate(100);
+    out.trim_matches('-').to_string()
+}
+
+/// The pool of range `r` of `network`: `<network>-<cidr>` in DNS-name form.
+pub fn pool_name(network: &str, r: &IpRange) -> String {
+    format!("{}-{}", dns_part(network), dns_part(&r.subnet.to_string()))
+}
+
+/// One range as blocks.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The range.
+    pub range: IpRange,
+    /// Pool name.
+    pub pool: String,
+    /// Block prefix length.
+    pub prefix: u8,
+    /// Addresses per block.
+    pub size: u128,
+    /// Number of blocks in the range's subnet.
+    pub count: u128,
+}
+
+impl Layout {
+    /// The layout of `r` under `c`.
+    pub fn new(c: &ClusterIpamConfig, r: &IpRange) -> Layout {
+        let prefix = c.block_prefix(r);
+        let bits = r.subnet.max_prefix_len() - prefix;
+        let size = 1u128 << bits.min(127);
+        let count = 1u128 << (prefix - r.subnet.prefix_len()).min(127);
+        Layout {
+            range: r.clone(),
+            pool: pool_name(&c.network, r),
+            prefix,
+            size,
+            count,
+        }
+    }
+
+    /// Name of block `i`.
+    pub fn block_name(&self, i: u128) -> String {
+        format!("{}-b{i}", self.pool)
+    }
+
+    /// First address of block `i`.
+    pub fn block_base(&self, i: u128) -> IpAddr {
+        from_u128(
+            self.range.subnet.network(),
+            to_u128(self.range.subnet.network()) + i * self.size,
+        )
+    }
+
+    /// The block index and offset of `ip`.
+    pub fn locate(&self, ip: IpAddr) -> Option<(u128, u32)> {
+        if !self.range.subnet.contains(&ip) {
+            return None;
+        }
+        let d = to_u128(ip) - to_u128(self.range.subnet.network());
+        Some((d / self.size, (d % self.size) as u32))
+    }
+
+    /// The address at `offset` of block `i`.
+    pub fn addr(&self, i: u128, offset: u32) -> IpAddr {
+        from_u128(
+            self.range.subnet.network(),
+            to_u128(self.block_base(i)) + offset as u128,
+        )
+    }
+
+    /// Index of a block from its name.
+    pub fn index_of(&self, name: &str) -> Option<u128> {
+        name.strip_prefix(&self.pool)?
+            .strip_prefix("-b")?
+            .parse()
+            .ok()
+    }
+
+    /// Whether block `i` has any assignable address.
+    pub fn usable(&self, i: u128) -> bool {
+        (0..self.size.min(u32::MAX as u128) as u32).any(|o| self.range.assignable(self.addr(i, o)))
+    }
+
+    fn new_block(&self, i: u128, node: &str) -> IpBlock {
+        let mut labels = BTreeMap::new();
+        labels.insert(POOL_LABEL.to_string(), self.pool.clone());
+        labels.insert(NODE_LABEL.to_string(), dns_part(node));
+        let size = self.size.min(u32::MAX as u128) as u32;
+        IpBlock {
+            metadata: ObjectMeta {
+                name: Some(self.block_name(i)),
+                labels: Some(labels),
+                ..ObjectMeta::default()
+            },
+            spec: IpBlockSpec {
+                pool: self.pool.clone(),
+                cidr: format!("{}/{}", self.block_base(i), self.prefix),
+                node: node.to_string(),
+                // The owner keeps the lower three quarters for itself (usable while the API
+                // server is unreachable); other nodes may borrow from the top quarter.
+                lend_from: if size < 4 { size } else { size - size / 4 },
+                empty_since: None,
+                allocations: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+fn remote_of(b: &IpBlock) -> Option<(String, Remote)> {
+    Some((
+        b.metadata.name.clone()?,
+        Remote {
+            spec: b.spec.clone(),
+            rv: b.metadata.resource_version.clone()?,
+        },
+    ))
+}
+
+/// One invocation's allocator: the locked state and the API client.
+pub struct Allocator<'a> {
+    conf: &'a ClusterIpamConfig,
+    lock: Locked,
+    /// The node's state.
+    pub state: State,
+    /// The API client.
+    pub kube: Kube,
+}
+
+impl<'a> Allocator<'a> {
+    /// Locks the node's data directory and loads its state.
+    pub fn open(conf: &'a ClusterIpamConfig, kube: Kube) -> Result<Allocator<'a>> {
+        let lock = Locked::open(&conf.data_dir)?;
+        let state = lock.load()?;
+        Ok(Allocator {
+            conf,
+            lock,
+            state,
+            kube,
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        self.lock.save(&self.state)
+    }
+
+    /// Writes the pending ops of `block` to the server (resourceVersion preconditions,
+    /// re-reading on conflict). Ops that cannot apply (the offset is another owner's) are
+    /// dropped and returned.
+    pub fn sync_block(&mut self, block: &str) -> Result<Vec<Op>> {
+        let mut dropped = Vec::new();
+        for _ in 0..16 {
+            let ops: Vec<Op> = self
+                .state
+                .pending
+                .iter()
+                .filter(|o| o.block == block)
+                .cloned()
+                .collect();
+            if ops.is_empty() {
+                return Ok(dropped);
+            }
+            let Some(remote) = self.state.blocks.get(block).cloned() else {
+                // Not seen yet (a journal from before the cache): read it.
+                match self.kube.get_block(block)? {
+                    Some(b) => {
+                        let (n, r) = remote_of(&b).ok_or_else(|| {
+                            Error::Api(format!("IpBlock {block} without resourceVersion"))
+                        })?;
+                        self.state.blocks.insert(n, r);
+                        continue;
+                    }
+                    None => {
+                        self.drop_ops(block, |_| true, &mut dropped);
+                        self.save()?;
+                        return Ok(dropped);
+                    }
+                }
+            };
+            let mut spec = remote.spec.clone();
+            let t = now();
+            let mut conflicts = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                if op.apply(&mut spec, t) == Applied::Conflict {
+                    conflicts.push(i);
+                }
+            }
+            if !conflicts.is_empty() {
+                let bad: Vec<Op> = conflicts.iter().map(|&i| ops[i].clone()).collect();
+                self.drop_ops(block, |o| bad.contains(o), &mut dropped);
+                self.save()?;
+                continue;
+            }
+            if spec == remote.spec {
+                self.drop_ops(block, |_| true, &mut Vec::new());
+                self.save()?;
+                return Ok(dropped);
+            }
+            let obj = IpBlock {
+                metadata: ObjectMeta {
+                    name: Some(block.to_string()),
+                    resource_version: Some(remote.rv.clone()),
+                    labels: Some(BTreeMap::from([
+                        (POOL_LABEL.to_string(), spec.pool.clone()),
+                        (NODE_LABEL.to_string(), dns_part(&spec.node)),
+                    ])),
+                    ..ObjectMeta::default()
+                },
+                spec,
+            };
+            match self.kube.replace_block(&obj)? {
+                Write::Done(b) => {
+                    if let Some((n, r)) = remote_of(&b) {
+                        self.state.blocks.insert(n, r);
+                    }
+                    self.state
+                        .pending
+                        .retain(|o| !(o.block == block && ops.contains(o)));
+                    self.save()?;
+                }
+                Write::Conflict => match self.kube.get_block(block)? {
+                    Some(b) => {
+                        if let Some((n, r)) = remote_of(&b) {
+                            self.state.blocks.insert(n, r);
+                        }
+                    }
+                    None => {
+                        self.state.blocks.remove(block);
+                    }
+                },
+                Write::Gone => {
+                    // Released (empty, or its node is gone): nothing of it is held.
+                    self.state.blocks.remove(block);
+                    self.drop_ops(block, |_| true, &mut dropped);
+                    self.save()?;
+                    return Ok(dropped);
+                }
+            }
+        }
+        Err(Error::Unreachable(format!(
+            "IpBlock {block}: too many concurrent updates, try again"
+        )))
+    }
+
+    fn drop_ops(&mut self, block: &str, which: impl Fn(&Op) -> bool, out: &mut Vec<Op>) {
+        let mut keep = Vec::new();
+        for o in self.state.pending.drain(..) {
+            if o.block == block && which(&o) {
+                if o.alloc.is_some() {
+                    tracing::error!(
+                        "journalled allocation {}@{} for {} could not be written: {}",
+                        o.offset,
+                        block,
+                        o.owner,
+                        "the address is held by another owner"
+                    );
+                }
+                out.push(o);
+            } else {
+                keep.push(o);
+            }
+        }
+        self.state.pending = keep;
+    }
+
+    /// Writes every pending op it can; stops at the first transport failure (the rest
+    /// stays journalled).
+    pub fn sync_all(&mut self) -> Result<()> {
+        let blocks: std::collections::BTreeSet<String> =
+            self.state.pending.iter().map(|o| o.block.clone()).collect();
+        for b in blocks {
+            self.sync_block(&b)?;
+        }
+        Ok(())
+    }
+
+    /// The address held by `owner` in layout `l`, as this node sees it.
+    fn held(&self, l: &Layout, owner: &str) -> Option<IpAddr> {
+        let t = now();
+        for name in self.state.blocks.keys() {
+            let Some(i) = l.index_of(name) else { continue };
+            let v = self.state.view(name, t)?;
+            if let Some((o, _)) = v.allocations.iter().find(|(_, a)| a.owner == owner) {
+                return o.parse().ok().map(|o| l.addr(i, o));
+            }
+        }
+        None
+    }
+
+    /// Journals `op` and, online, writes it; `Ok(true)` when it holds.
+    fn take(&mut self, op: Op) -> Result<bool> {
+        let block = op.block.clone();
+        self.state.pending.push(op.clone());
+        self.save()?;
+        if self.kube.offline().is_some() {
+            return Ok(true);
+        }
+        match self.sync_block(&block) {
+            Ok(dropped) => Ok(!dropped.contains(&op)),
+            // Journalled: it is ours, and is written later.
+            Err(Error::Unreachable(_)) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn free_offset(
+        &self,
+        l: &Layout,
+        name: &str,
+        i: u128,
+        only_below: Option<u32>,
+        from: u32,
+    ) -> Option<u32> {
+        let v = self.state.view(name, now())?;
+        let end = only_below
+            .unwrap_or(u32::MAX)
+            .min(l.size.min(u32::MAX as u128) as u32);
+        (from..end).find(|o| {
+            !v.allocations.contains_key(&o.to_string()) && l.range.assignable(l.addr(i, *o))
+        })
+    }
+
+    /// Tries this node's blocks of `l`: offline only below each block's lend line.
+    fn in_own_blocks(&mut self, l: &Layout, owner: &Owner) -> Result<Option<IpAddr>> {
+        for _ in 0..64 {
+            let offline = self.kube.offline().is_some();
+            let mut mine: Vec<(u128, String, u32)> = self
+                .state
+                .blocks
+                .iter()
+                .filter(|(_, r)| r.spec.node == self.conf.node)
+                .filter_map(|(n, r)| Some((l.index_of(n)?, n.clone(), r.spec.lend_from)))
+                .collect();
+            mine.sort();
+            let pick = mine.iter().find_map(|(i, n, lend)| {
+                let lim = offline.then_some(*lend);
+                self.free_offset(l, n, *i, lim, 0)
+                    .map(|o| (*i, n.clone(), o))
+            });
+            let Some((i, name, o)) = pick else {
+                return Ok(None);
+            };
+            let op = Op {
+                block: name,
+                offset: o,
+                owner: owner.key.clone(),
+                alloc: Some(owner.allocation(&self.conf.node)),
+            };
+            if self.take(op)? {
+                return Ok(Some(l.addr(i, o)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn refresh(&mut self, l: &Layout) -> Result<Vec<IpBlock>> {
+        let blocks = self.kube.list_blocks(&l.pool)?;
+        let names: std::collections::BTreeSet<String> = blocks
+            .iter()
+            .filter_map(|b| b.metadata.name.clone())
+            .collect();
+        // Forget blocks of this pool the server no longer has (released), unless journalled.
+        let pending: std::collections::BTreeSet<String> =
+            self.state.pending.iter().map(|o| o.block.clone()).collect();
+        self.state
+            .blocks
+            .retain(|n, _| l.index_of(n).is_none() || names.contains(n) || pending.contains(n));
+        for b in &blocks {
+            if let Some((n, r)) = remote_of(b) {
+                self.state.blocks.insert(n, r);
+            }
+        }
+        self.save()?;
+        Ok(blocks)
+    }
+
+    fn ensure_pool(&mut self, l: &Layout) -> Result<()> {
+        if self.state.pools.contains(&l.pool) {
+            return Ok(());
+        }
+        let want = IpPoolSpec {
+            network: self.conf.network.clone(),
+            cidr: l.range.subnet.to_string(),
+            block_prefix: l.prefix,
+        };
+        let p = self.kube.ensure_pool(&IpPool {
+            metadata: ObjectMeta {
+                name: Some(l.pool.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: want.clone(),
+        })?;
+        if p.spec != want {
+            return Err(Error::Config(format!(
+                "IpPool {} exists with network {} cidr {} blockPrefix {}, this configuration wants network {} cidr {} blockPrefix {}: blockSize cannot change while the pool holds blocks",
+                l.pool,
+                p.spec.network,
+                p.spec.cidr,
+                p.spec.block_prefix,
+                want.network,
+                want.cidr,
+                want.block_prefix
+            )));
+        }
+        self.state.pools.insert(l.pool.clone());
+        self.save()
+    }
+
+    /// Allocates one address of layout `l` for `owner` (idempotent: an owner that holds
+    /// one gets it again).
+    pub fn allocate(
+        &mut self,
+        l: &Layout,
+        owner: &Owner,
+        requested: Option<IpAddr>,
+    ) -> Result<IpAddr> {
+        if let Err(e) = self.sync_all() {
+            tracing::info!("journal not synced: {e}");
+        }
+        if let Some(ip) = self.held(l, &owner.key) {
+            if requested.is_some_and(|r| r != ip) {
+                return Err(Error::Taken(format!(
+                    "{} already holds {ip} in network {}, not the requested {}",
+                    owner.key,
+                    self.conf.network,
+                    requested.unwrap_or(ip)
+                )));
+            }
+            return Ok(ip);
+        }
+        if let Some(ip) = requested {
+            return self.allocate_requested(l, owner, ip);
+        }
+        if self.kube.offline().is_none()
+            && let Err(e) = self.ensure_pool(l)
+            && !matches!(e, Error::Unreachable(_))
+        {
+            return Err(e);
+        }
+        if let Some(ip) = self.in_own_blocks(l, owner)? {
+            return Ok(ip);
+        }
+        if let Some(why) = self.kube.offline() {
+            return Err(Error::Unreachable(format!(
+                "{why}; this node's blocks of pool {} have no free address it may use offline, and claiming a new block needs the API server: retry when it is reachable",
+                l.pool
+            )));
+        }
+        let blocks = self.refresh(l)?;
+        // A block of ours the cache did not know (lost state) may have room.
+        if let Some(ip) = self.in_own_blocks(l, owner)? {
+            return Ok(ip);
+        }
+        let taken: std::collections::BTreeSet<u128> = blocks
+            .iter()
+            .filter_map(|b| l.index_of(b.metadata.name.as_deref()?))
+            .collect();
+        let mut i = 0u128;
+        while i < l.count {
+            if !taken.contains(&i) && l.usable(i) {
+                match self.kube.create_block(&l.new_block(i, &self.conf.node))? {
+                    Write::Done(b) => {
+                        if let Some((n, r)) = remote_of(&b) {
+                            self.state.blocks.insert(n, r);
+                        }
+                        self.save()?;
+                        tracing::info!("claimed block {} of pool {}", b.spec.cidr, l.pool);
+                        if let Some(ip) = self.in_own_blocks(l, owner)? {
+                            return Ok(ip);
+                        }
+                    }
+                    Write::Conflict | Write::Gone => {}
+                }
+            }
+            i += 1;
+        }
+        // No free block: borrow single addresses from other nodes' blocks (lend area).
+        let foreign: Vec<(u128, String, u32)> = self
+            .state
+            .blocks
+            .iter()
+            .filter(|(_, r)| r.spec.node != self.conf.node)
+            .filter_map(|(n, r)| Some((l.index_of(n)?, n.clone(), r.spec.lend_from)))
+            .collect();
+        for (i, name, lend) in foreign {
+            for _ in 0..16 {
+                let Some(o) = self.free_offset(l, &name, i, None, lend) else {
+                    break;
+                };
+                let op = Op {
+                    block: name.clone(),
+                    offset: o,
+                    owner: owner.key.clone(),
+                    alloc: Some(owner.allocation(&self.conf.node)),
+                };
+                if self.take(op)? {
+                    return Ok(l.addr(i, o));
+                }
+            }
+        }
+        let used: usize = self
+            .state
+            .blocks
+            .iter()
+            .filter(|(n, _)| l.index_of(n).is_some())
+            .map(|(_, r)| r.spec.allocations.len())
+            .sum();
+        Err(Error::Exhausted(format!(
+            "no free address in range {} of network {}: every block is claimed and full ({used} addresses in use); delete pods or widen the range",
+            l.range.subnet, self.conf.network
+        )))
+    }
+
+    fn allocate_requested(&mut self, l: &Layout, owner: &Owner, ip: IpAddr) -> Result<IpAddr> {
+        if !l.range.assignable(ip) {
+            return Err(Error::Config(format!(
+                "requested IP {ip} is not assignable in range {} (outside range_start..range_end, excluded, the gateway, or a network/broadcast address)",
+                l.range.subnet
+            )));
+        }
+        let (i, o) = l.locate(ip).ok_or_else(|| {
+            Error::Config(format!("requested IP {ip} is not in {}", l.range.subnet))
+        })?;
+        let name = l.block_name(i);
+        if self.kube.offline().is_none() {
+            self.ensure_pool(l)?;
+            match self.kube.get_block(&name)? {
+                Some(b) => {
+                    if let Some((n, r)) = remote_of(&b) {
+                        self.state.blocks.insert(n, r);
+                    }
+                }
+                None => {
+                    if let Write::Done(b) =
+                        self.kube.create_block(&l.new_block(i, &self.conf.node))?
+                        && let Some((n, r)) = remote_of(&b)
+                    {
+                        self.state.blocks.insert(n, r);
+                    }
+                    if let Some(b) = self.kube.get_block(&name)?
+                        && let Some((n, r)) = remote_of(&b)
+                    {
+                        self.state.blocks.insert(n, r);
+                    }
+                }
+            }
+        }
+        let Some(remote) = self.state.blocks.get(&name).cloned() else {
+            return Err(Error::Unreachable(format!(
+                "{}: requested IP {ip} is in a block this node has not seen",
+                self.kube.offline().unwrap_or("API server unreachable")
+            )));
+        };
+        let mine = remote.spec.node == self.conf.node;
+        if !mine && o < remote.spec.lend_from {
+            return Err(Error::Taken(format!(
+                "requested IP {ip} is in block {} of node {} below its lend line (offset {o} < {}): that node may hand it out while the API server is unreachable, so it can only be requested on node {}",
+                remote.spec.cidr, remote.spec.node, remote.spec.lend_from, remote.spec.node
+            )));
+        }
+        if self.kube.offline().is_some() && (!mine || o >= remote.spec.lend_from) {
+            return Err(Error::Unreachable(format!(
+                "{}: requested IP {ip} is in the lend area of block {}, which needs the API server",
+                self.kube.offline().unwrap_or_default(),
+                remote.spec.cidr
+            )));
+        }
+        if let Some(a) = self
+            .state
+            .view(&name, now())
+            .and_then(|v| v.allocations.get(&o.to_string()).cloned())
+        {
+            return Err(Error::Taken(format!(
+                "requested IP {ip} is already allocated to {} (pod {}/{}, node {})",
+                a.owner, a.namespace, a.pod, a.node
+            )));
+        }
+        let op = Op {
+            block: name,
+            offset: o,
+            owner: owner.key.clone(),
+            alloc: Some(owner.allocation(&self.conf.node)),
+        };
+        if self.take(op)? {
+            Ok(ip)
+        } else {
+            Err(Error::Taken(format!(
+                "requested IP {ip} was allocated to another pod meanwhile"
+            )))
+        }
+    }
+
+    /// Releases everything `owner` holds in layout `l`: journalled first, then written
+    /// when the API server answers. Returns the number of addresses released.
+    pub fn release(&mut self, l: &Layout, owner: &str) -> Result<usize> {
+        let t = now();
+        let mut ops = Vec::new();
+        for name in self.state.blocks.keys() {
+            if l.index_of(name).is_none() {
+                continue;
+            }
+            if let Some(v) = self.state.view(name, t) {
+                for (o, a) in &v.allocations {
+                    if a.owner == owner
+                        && let Ok(o) = o.parse()
+                    {
+                        ops.push(Op {
+                            block: name.clone(),
+                            offset: o,
+                            owner: owner.to_string(),
+                            alloc: None,
+                        });
+                    }
+                }
+            }
+        }
+        let n = ops.len();
+        if n > 0 {
+            self.state.pending.extend(ops);
+            self.save()?;
+        }
+        match self.sync_all() {
+            Ok(()) => {}
+            Err(Error::Unreachable(e)) => {
+                tracing::info!("release of {owner} journalled, not yet written: {e}");
+                return Ok(n);
+            }
+            Err(e) => return Err(e),
+        }
+        if n == 0 && self.kube.offline().is_none() {
+            // Not known here (state lost, or allocated elsewhere): look on the server.
+            let blocks = match self.refresh(l) {
+                Ok(b) => b,
+                Err(Error::Unreachable(_)) => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            let mut found = 0;
+            for b in blocks {
+                let Some(name) = b.metadata.name.clone() else {
+                    continue;
+                };
+                for (o, a) in &b.spec.allocations {
+                    if a.owner == owner
+                        && let Ok(o) = o.parse()
+                    {
+                        self.state.pending.push(Op {
+                            block: name.clone(),
+                            offset: o,
+                            owner: owner.to_string(),
+                            alloc: None,
+                        });
+                        found += 1;
+                    }
+                }
+            }
+            if found > 0 {
+                self.save()?;
+                if let Err(e) = self.sync_all() {
+                    tracing::info!("release of {owner} journalled, not yet written: {e}");
+                }
+            }
+            return Ok(found);
+        }
+        Ok(n)
+    }
+
+    /// Deletes this node's blocks of `l` that have been empty for `grace` (precondition:
+    /// the resourceVersion in which they were seen empty). Returns how many.
+    pub fn release_empty_blocks(&mut self, l: &Layout, grace: Duration) -> Result<usize> {
+        let t = now();
+        let pending: std::collections::BTreeSet<String> =
+            self.state.pending.iter().map(|o| o.block.clone()).collect();
+        let empty: Vec<(String, String)> = self
+            .state
+            .blocks
+            .iter()
+            .filter(|(n, r)| {
+                l.index_of(n).is_some()
+                    && r.spec.node == self.conf.node
+                    && !pending.contains(*n)
+                    && r.spec.allocations.is_empty()
+                    && r.spec.empty_since.is_some_and(|s| s + grace.as_secs() <= t)
+            })
+            .map(|(n, r)| (n.clone(), r.rv.clone()))
+            .collect();
+        let mut n = 0;
+        for (name, rv) in empty {
+            match self.kube.delete_block(&name, &rv)? {
+                Write::Done(()) | Write::Gone => {
+                    self.state.blocks.remove(&name);
+                    n += 1;
+                }
+                Write::Conflict => {}
+            }
+        }
+        self.save()?;
+        Ok(n)
+    }
+}
+
+/// The address `ip` in `r` as a CNI IP config.
+fn ip_config(ip: IpAddr, r: &IpRange) -> Result<IpConfig> {
+    Ok(IpConfig {
+        address: IpNet::new(ip, r.subnet.prefix_len())
+            .map_err(|e| Error::Config(format!("{ip}/{}: {e}", r.subnet.prefix_len())))?,
+        gateway: r.gateway,
+        interface: None,
+        extra: Default::default(),
+    })
+}
+
+/// ADD: one address per range for `owner`; on failure of a later range the earlier ones
+/// are released again.
+pub fn add(conf: &ClusterIpamConfig, owner: &Owner) -> Result<CniResult> {
+    let kube = Kube::new(conf.kubeconfig.as_deref(), conf.api_timeout)?;
+    let mut a = Allocator::open(conf, kube)?;
+    let mut ips = Vec::new();
+    for r in &conf.ranges {
+        let l = Layout::new(conf, r);
+        let req = conf
+            .requested
+            .iter()
+            .copied()
+            .find(|ip| r.subnet.contains(ip));
+        match a.allocate(&l, owner, req) {
+            Ok(ip) => ips.push(ip_config(ip, r)?),
+            Err(e) => {
+                for r2 in &conf.ranges[..ips.len()] {
+                    let _ = a.release(&Layout::new(conf, r2), &owner.key);
+                }
+                return Err(e);
+            }
+        }
+    }
+    tracing::debug!("ADD {}: {} API requests", owner.key, a.kube.requests);
+    Ok(CniResult {
+        ips,
+        routes: conf.routes.clone(),
+        dns: conf.dns.clone(),
+        ..CniResult::default()
+    })
+}
+
+/// DEL: releases what `owner` holds; never fails because the API server is unreachable
+/// (the release is journalled and written later), and waits for it at most
+/// [`DEL_TIMEOUT`] per request.
+pub fn del(conf: &ClusterIpamConfig, owner: &Owner) -> Result<()> {
+    let mut kube = Kube::new(conf.kubeconfig.as_deref(), conf.api_timeout)?;
+    kube.set_timeout(conf.api_timeout.min(DEL_TIMEOUT));
+    let mut a = Allocator::open(conf, kube)?;
+    for r in &conf.ranges {
+        let l = Layout::new(conf, r);
+        a.release(&l, &owner.key)?;
+        if a.kube.offline().is_none()
+            && let Err(e) = a.release_empty_blocks(&l, conf.block_release_grace)
+        {
+            tracing::info!("empty blocks of {} not released: {e}", l.pool);
+        }
+    }
+    Ok(())
+}

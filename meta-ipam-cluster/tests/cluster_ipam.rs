@@ -1,0 +1,376 @@
+//! meta-ipam against the real kube-apiserver fixture (v1.20.2 + etcd): "nodes" are
+//! allocators with distinct node names and data directories, each with several threads
+//! (every call opens its own client and lock, as separate plugin processes would).
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, PostParams};
+use meta_ipam_cluster::crd::{IpBlock, crds};
+use meta_ipam_cluster::{ClusterIpamConfig, Error, Owner};
+use meta_tests::apiserver::ApiServer;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+struct Fixture {
+    api: ApiServer,
+    rt: tokio::runtime::Runtime,
+    admin: kube::Client,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let api = ApiServer::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let admin = rt.block_on(meta_tests::kube::client_for(&api.admin_kubeconfig()));
+        rt.block_on(apply_crds(&admin));
+        Fixture {
+            api,
+            rt,
+            admin,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn conf(&self, node: &str, ipam: Value) -> ClusterIpamConfig {
+        self.conf_with(node, ipam, json!({}), "")
+    }
+
+    fn conf_with(
+        &self,
+        node: &str,
+        mut ipam: Value,
+        runtime: Value,
+        args: &str,
+    ) -> ClusterIpamConfig {
+        let m = ipam.as_object_mut().unwrap();
+        m.insert("type".into(), json!("meta-ipam"));
+        m.entry("kubeconfig")
+            .or_insert(json!(self.api.admin_kubeconfig().display().to_string()));
+        m.insert(
+            "dataDir".into(),
+            json!(self.dir.path().join(node).display().to_string()),
+        );
+        m.insert("nodeName".into(), json!(node));
+        let conf = cni_core::NetConf::from_map(
+            json!({"cniVersion": "1.0.0", "name": "net1", "type": "macvlan",
+                   "ipam": ipam, "runtimeConfig": runtime})
+            .as_object()
+            .unwrap()
+            .clone(),
+        )
+        .unwrap();
+        ClusterIpamConfig::from_conf(&conf, &cni_core::CniArgs::parse(args).unwrap()).unwrap()
+    }
+
+    fn blocks(&self) -> Vec<IpBlock> {
+        let api: Api<IpBlock> = Api::all(self.admin.clone());
+        self.rt
+            .block_on(api.list(&ListParams::default()))
+            .unwrap()
+            .items
+    }
+
+    /// (address offset key per block) -> owner, over every block on the server.
+    fn server_allocations(&self) -> BTreeMap<(String, String), String> {
+        self.blocks()
+            .into_iter()
+            .flat_map(|b| {
+                let name = b.metadata.name.clone().unwrap();
+                b.spec
+                    .allocations
+                    .into_iter()
+                    .map(move |(o, a)| ((name.clone(), o), a.owner))
+            })
+            .collect()
+    }
+
+    /// Audit events of meta-ipam's objects so far.
+    fn ipam_requests(&self) -> usize {
+        self.api
+            .audit_events()
+            .iter()
+            .filter(|e| {
+                e["objectRef"]["apiGroup"] == "ipam.meta-cni.io"
+                    && e["user"]["username"] != "system:apiserver"
+            })
+            .count()
+    }
+}
+
+async fn apply_crds(admin: &kube::Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for crd in crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        api.create(&PostParams::default(), &crd).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = api.get(&name).await.unwrap();
+            let ok = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if ok {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CRD {name} not Established"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn owner(uid: &str) -> Owner {
+    Owner {
+        key: format!("{uid}/net1"),
+        namespace: "default".into(),
+        pod: format!("pod-{uid}"),
+        pod_uid: uid.into(),
+        container_id: format!("ctr-{uid}"),
+    }
+}
+
+fn first_ip(r: &cni_core::CniResult) -> IpAddr {
+    r.ips[0].address.addr()
+}
+
+#[test]
+fn crd_file_matches_the_types() {
+    let want = meta_ipam_cluster::crd::crds_yaml().unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/meta-ipam.yaml");
+    let have = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        have, want,
+        "deploy/crds/meta-ipam.yaml is stale: cargo run -p meta-ipam-cluster --bin meta-ipam-crdgen deploy/crds/meta-ipam.yaml"
+    );
+}
+
+/// 3 nodes x 8 parallel allocators, 1000 allocations on one /22: no address twice, all
+/// released after DEL; API requests per allocation from the audit log.
+#[test]
+fn three_nodes_thousand_allocations_no_duplicates() {
+    let f = Fixture::start();
+    let ipam = json!({"range": "10.40.0.0/22"});
+    let nodes = ["node-a", "node-b", "node-c"];
+    let confs: Vec<ClusterIpamConfig> = nodes.iter().map(|n| f.conf(n, ipam.clone())).collect();
+    const TOTAL: usize = 1000;
+    const THREADS: usize = 8;
+    let before = f.ipam_requests();
+    let got: Mutex<Vec<(String, IpAddr, usize)>> = Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for (ni, c) in confs.iter().enumerate() {
+            for _ in 0..THREADS {
+                let (got, next) = (&got, &next);
+                s.spawn(move || {
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if k >= TOTAL {
+                            break;
+                        }
+                        let uid = format!("uid-{k}");
+                        let r = meta_ipam_cluster::add(c, &owner(&uid))
+                            .unwrap_or_else(|e| panic!("ADD {uid} on {}: {e}", c.node));
+                        got.lock().unwrap().push((uid, first_ip(&r), ni));
+                    }
+                });
+            }
+        }
+    });
+    let got = got.into_inner().unwrap();
+    let adds = f.ipam_requests() - before;
+    assert_eq!(got.len(), TOTAL);
+    let distinct: BTreeSet<IpAddr> = got.iter().map(|g| g.1).collect();
+    assert_eq!(distinct.len(), TOTAL, "duplicate addresses handed out");
+    for ip in &distinct {
+        let v4 = match ip {
+            IpAddr::V4(v) => v.octets(),
+            IpAddr::V6(_) => panic!("{ip}"),
+        };
+        assert!(
+            v4[0] == 10 && v4[1] == 40 && v4[2] < 4 && v4[3] != 0,
+            "{ip}"
+        );
+    }
+    // The server agrees: 1000 allocations, each owner once.
+    let server = f.server_allocations();
+    assert_eq!(server.len(), TOTAL);
+    let owners: BTreeSet<&String> = server.values().collect();
+    assert_eq!(owners.len(), TOTAL);
+    let borrowed = f
+        .blocks()
+        .iter()
+        .map(|b| {
+            b.spec
+                .allocations
+                .values()
+                .filter(|a| a.node != b.spec.node)
+                .count()
+        })
+        .sum::<usize>();
+    // DEL everything, in parallel, each on the node that allocated it.
+    let before_del = f.ipam_requests();
+    std::thread::scope(|s| {
+        for chunk in got.chunks(got.len().div_ceil(24)) {
+            let confs = &confs;
+            s.spawn(move || {
+                for (uid, _, ni) in chunk {
+                    meta_ipam_cluster::del(&confs[*ni], &owner(uid)).unwrap();
+                }
+            });
+        }
+    });
+    let dels = f.ipam_requests() - before_del;
+    assert!(
+        f.server_allocations().is_empty(),
+        "addresses left after DEL"
+    );
+    let blocks = f.blocks().len();
+    let report = format!(
+        "meta-ipam 3 nodes x {THREADS} allocators, {TOTAL} allocations on a /22: 0 duplicates, \
+         {blocks} blocks, {borrowed} borrowed addresses, ADD {:.2} API requests/allocation, DEL {:.2}/release",
+        adds as f64 / TOTAL as f64,
+        dels as f64 / TOTAL as f64
+    );
+    eprintln!("{report}");
+}
+
+/// A /28 (one block of 14 usable addresses) and 20 pods on two nodes: node-a claims the
+/// block, node-b borrows its lend area (the top quarter: offsets 12..14); the rest fail
+/// with a clear error, and succeed after deletions.
+#[test]
+fn exhaustion_is_a_clear_error_and_deletions_make_room() {
+    let f = Fixture::start();
+    let ipam = json!({"range": "10.50.0.0/28"});
+    let confs = [
+        f.conf("node-a", ipam.clone()),
+        f.conf("node-b", ipam.clone()),
+    ];
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    let exhausted = |e: Error| match e {
+        Error::Exhausted(m) => {
+            assert!(m.contains("no free address in range 10.50.0.0/28"), "{m}");
+            let ce: cni_core::Error = Error::Exhausted(m).into();
+            assert_eq!(ce.code, cni_core::code::INTERNAL);
+        }
+        e => panic!("want exhaustion, got {e}"),
+    };
+    for k in 0..20 {
+        let n = if k < 12 { 0 } else { 1 };
+        let uid = format!("ex-{k}");
+        match meta_ipam_cluster::add(&confs[n], &owner(&uid)) {
+            Ok(r) => ok.push((uid, first_ip(&r), n)),
+            Err(e) => {
+                exhausted(e);
+                failed.push((uid, n));
+            }
+        }
+    }
+    // node-a: 11 below the lend line (offsets 1..11) and the first of the lend area; node-b
+    // borrows the other two; 6 fail.
+    assert_eq!(ok.len(), 14, "{ok:?}");
+    assert_eq!(failed.len(), 6);
+    let distinct: BTreeSet<IpAddr> = ok.iter().map(|o| o.1).collect();
+    assert_eq!(distinct.len(), 14);
+    let all: BTreeSet<IpAddr> = (1..15)
+        .map(|i| format!("10.50.0.{i}").parse().unwrap())
+        .collect();
+    assert_eq!(distinct, all);
+    assert_eq!(
+        ok.iter().filter(|o| o.2 == 1).count(),
+        2,
+        "node-b borrows the lend area"
+    );
+    exhausted(meta_ipam_cluster::add(&confs[0], &owner("ex-more")).unwrap_err());
+    // Deleting two of node-a's pods in the lend area's reach and one below it.
+    let gone: Vec<_> = ok
+        .iter()
+        .filter(|o| o.0 == "ex-0" || o.0 == "ex-11" || o.0 == "ex-12")
+        .cloned()
+        .collect();
+    assert_eq!(gone.len(), 3);
+    for (uid, _, n) in &gone {
+        meta_ipam_cluster::del(&confs[*n], &owner(uid)).unwrap();
+    }
+    // node-b gets the two lend-area addresses back, node-a the one below the line.
+    let mut again = Vec::new();
+    for (uid, n) in failed.iter().take(2) {
+        let r = meta_ipam_cluster::add(&confs[*n], &owner(uid))
+            .unwrap_or_else(|e| panic!("ADD {uid} after deletions: {e}"));
+        again.push(first_ip(&r));
+    }
+    exhausted(meta_ipam_cluster::add(&confs[1], &owner("ex-b-more")).unwrap_err());
+    again.push(first_ip(
+        &meta_ipam_cluster::add(&confs[0], &owner("ex-a-new")).unwrap(),
+    ));
+    let freed: BTreeSet<IpAddr> = gone.iter().map(|g| g.1).collect();
+    assert_eq!(again.iter().copied().collect::<BTreeSet<_>>(), freed);
+    assert_eq!(f.server_allocations().len(), 14);
+}
+
+/// The API server stopped (SIGSTOP: requests hang until the timeout): ADD with room in a
+/// claimed block succeeds from the journal, an ADD needing a new block fails with code
+/// 11, DEL succeeds; after SIGCONT the next invocation writes the journal and the objects
+/// agree with what was handed out.
+#[test]
+fn api_server_down_journal_then_sync() {
+    let f = Fixture::start();
+    let ipam = json!({"range": "10.60.0.0/24", "blockSize": 28, "apiTimeoutMs": 1500});
+    let c = f.conf("node-a", ipam.clone());
+    let first = meta_ipam_cluster::add(&c, &owner("up-0")).unwrap();
+    assert_eq!(first_ip(&first), "10.60.0.1".parse::<IpAddr>().unwrap());
+    let apiserver = f.api.pids()[1] as i32;
+    assert_eq!(signal(apiserver, libc::SIGSTOP), 0, "SIGSTOP");
+    let guard = Cont(apiserver);
+    // lend_from of a /28 block is 12: offline, offsets 2..11 are this node's.
+    let mut offline = Vec::new();
+    for k in 0..10 {
+        let r = meta_ipam_cluster::add(&c, &owner(&format!("down-{k}")))
+            .unwrap_or_else(|e| panic!("offline ADD {k}: {e}"));
+        offline.push(first_ip(&r));
+    }
+    let e = meta_ipam_cluster::add(&c, &owner("down-x")).unwrap_err();
+    assert!(matches!(e, Error::Unreachable(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("claiming a new block needs the API server"),
+        "{e}"
+    );
+    let ce: cni_core::Error = e.into();
+    assert_eq!(ce.code, 11);
+    // DEL of an online and an offline allocation: journalled, no error.
+    meta_ipam_cluster::del(&c, &owner("up-0")).unwrap();
+    meta_ipam_cluster::del(&c, &owner("down-0")).unwrap();
+    drop(guard);
+    // Back: the next ADD writes the journal first.
+    let r = meta_ipam_cluster::add(&c, &owner("after")).unwrap();
+    let server = f.server_allocations();
+    let owners: BTreeSet<String> = server.values().cloned().collect();
+    let mut want: BTreeSet<String> = (1..10).map(|k| format!("down-{k}/net1")).collect();
+    want.insert("after/net1".into());
+    assert_eq!(owners, want);
+    let ips: BTreeSet<IpAddr> = offline[1..].iter().copied().chain([first_ip(&r)]).collect();
+    assert_eq!(ips.len(), 10, "no address twice");
+}
+
+fn signal(pid: i32, sig: i32) -> i32 {
+    // SAFETY: kill(2) on the fixture's own child process.
+    unsafe { libc::kill(pid, sig) }
+}
+
+/// SIGCONTs the API server when dropped (also when the test fails).
+struct Cont(i32);
+impl Drop for Cont {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
