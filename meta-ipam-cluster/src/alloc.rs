@@ -312,8 +312,41 @@ impl<'a> Allocator<'a> {
                     }
                 },
                 Write::Gone => {
-                    // Released (empty, or its node is gone): nothing of it is held.
+                    // Deleted meanwhile (released empty, or taken for a gone node's): this
+                    // node's journalled allocations in its own block are handed out, so
+                    // the block is created again with them; if another node claimed it
+                    // first they cannot be kept and are dropped (and logged).
                     self.state.blocks.remove(block);
+                    let mut fresh = remote.spec.clone();
+                    fresh.allocations.clear();
+                    fresh.empty_since = None;
+                    let mut any = false;
+                    for op in ops.iter().filter(|o| o.alloc.is_some()) {
+                        any |= op.apply(&mut fresh, t) == Applied::Changed;
+                    }
+                    if any && remote.spec.node == self.conf.node {
+                        let obj = IpBlock {
+                            metadata: ObjectMeta {
+                                name: Some(block.to_string()),
+                                labels: Some(BTreeMap::from([
+                                    (POOL_LABEL.to_string(), fresh.pool.clone()),
+                                    (NODE_LABEL.to_string(), dns_part(&fresh.node)),
+                                ])),
+                                ..ObjectMeta::default()
+                            },
+                            spec: fresh,
+                        };
+                        if let Write::Done(b) = self.kube.create_block(&obj)?
+                            && let Some((n, r)) = remote_of(&b)
+                        {
+                            self.state.blocks.insert(n, r);
+                            self.state
+                                .pending
+                                .retain(|o| !(o.block == block && ops.contains(o)));
+                            self.save()?;
+                            return Ok(dropped);
+                        }
+                    }
                     self.drop_ops(block, |_| true, &mut dropped);
                     self.save()?;
                     return Ok(dropped);
@@ -790,6 +823,18 @@ fn ip_config(ip: IpAddr, r: &IpRange) -> Result<IpConfig> {
         interface: None,
         extra: Default::default(),
     })
+}
+
+/// Writes the node's journal to the API server (the agent calls this periodically, so
+/// what an ADD or DEL journalled while the API server was unreachable is written even
+/// when no further CNI call comes). Returns the number of ops still pending.
+pub fn sync_journal(conf: &ClusterIpamConfig) -> Result<usize> {
+    let kube = Kube::new(conf.kubeconfig.as_deref(), conf.api_timeout)?;
+    let mut a = Allocator::open(conf, kube)?;
+    match a.sync_all() {
+        Ok(()) | Err(Error::Unreachable(_)) => Ok(a.state.pending.len()),
+        Err(e) => Err(e),
+    }
 }
 
 /// ADD: one address per range for `owner`; on failure of a later range the earlier ones

@@ -6,6 +6,8 @@
 //!   IPAMClaim.
 //! * [`journal`]: the node's lock, state file and journal.
 //! * [`alloc`]: ADD / DEL over per-node blocks; see docs/ARCHITECTURE.md.
+//! * [`reconcile::reconcile`]: frees allocations of pods that are gone, blocks of nodes
+//!   that are gone (for the node agent).
 //! * [`registry::META_IPAM`]: the in-process IPAM type (`meta-ipam`), also served by the
 //!   `meta-ipam` binary.
 
@@ -17,9 +19,10 @@ pub mod config;
 pub mod crd;
 pub mod error;
 pub mod journal;
+pub mod reconcile;
 pub mod registry;
 
-pub use alloc::{Owner, add, del};
+pub use alloc::{Owner, add, del, sync_journal};
 pub use config::ClusterIpamConfig;
 pub use error::{Error, Result};
 pub use registry::META_IPAM;

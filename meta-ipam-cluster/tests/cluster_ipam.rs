@@ -374,3 +374,198 @@ impl Drop for Cont {
         signal(self.0, libc::SIGCONT);
     }
 }
+
+fn create_pod(f: &Fixture, name: &str, node: &str) -> String {
+    use k8s_openapi::api::core::v1::Pod;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "localhost/app:1"}]}
+    }))
+    .unwrap();
+    let api: Api<Pod> = Api::namespaced(f.admin.clone(), "default");
+    f.rt.block_on(api.create(&PostParams::default(), &pod))
+        .expect("create pod")
+        .metadata
+        .uid
+        .expect("uid")
+}
+
+fn delete_pod(f: &Fixture, name: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: Api<Pod> = Api::namespaced(f.admin.clone(), "default");
+    // No kubelet: grace period 0 removes the object at once.
+    let dp = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    f.rt.block_on(api.delete(name, &dp)).expect("delete pod");
+}
+
+/// The `meta-ipam` binary's ADD for pod `name` (uid) with `ipam` as the network's.
+fn plugin_add(ipam: &Value, name: &str, uid: &str) -> std::process::Child {
+    use std::io::Write as _;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_meta-ipam"))
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", format!("ctr-{uid}"))
+        .env("CNI_NETNS", "/run/netns/meta-ipam-test-pod")
+        .env("CNI_IFNAME", "net1")
+        .env("CNI_PATH", "/nonexistent")
+        .env(
+            "CNI_ARGS",
+            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_UID={uid}"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn meta-ipam");
+    let conf = json!({"cniVersion": "1.0.0", "name": "net1", "type": "macvlan", "ipam": ipam});
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    c
+}
+
+/// Plugin processes killed with SIGKILL at staggered moments of their ADD: no address is
+/// held twice, every completed ADD is on the server with its owner, and after the
+/// journal is written and the reconciler ran (the killed pods deleted), nothing leaks.
+#[test]
+fn kill_9_then_reconcile_no_duplicates_no_leaks() {
+    let f = Fixture::start();
+    let mut ipam = json!({"range": "10.70.0.0/24", "blockSize": 28});
+    let c = f.conf("node-k", ipam.clone());
+    {
+        let m = ipam.as_object_mut().unwrap();
+        m.insert("type".into(), json!("meta-ipam"));
+        m.insert(
+            "kubeconfig".into(),
+            json!(f.api.admin_kubeconfig().display().to_string()),
+        );
+        m.insert("dataDir".into(), json!(c.data_dir.display().to_string()));
+        m.insert("nodeName".into(), json!("node-k"));
+    }
+    let mut done: BTreeMap<String, IpAddr> = BTreeMap::new();
+    let mut killed = Vec::new();
+    for round in 0..6 {
+        let mut procs = Vec::new();
+        for k in 0..8 {
+            let name = format!("k-{round}-{k}");
+            let uid = create_pod(&f, &name, "node-k");
+            procs.push((name.clone(), uid.clone(), plugin_add(&ipam, &name, &uid)));
+        }
+        // Kill half of them at staggered moments (0..70 ms after their start).
+        for (k, (name, uid, child)) in procs.iter_mut().enumerate() {
+            if k % 2 == 0 {
+                std::thread::sleep(Duration::from_millis((k as u64 * 10 + round * 3) % 70));
+                let _ = child.kill();
+                let _ = child.wait();
+                killed.push((name.clone(), uid.clone()));
+            }
+        }
+        for (k, (name, uid, mut child)) in procs.into_iter().enumerate() {
+            if k % 2 == 0 {
+                continue;
+            }
+            let mut out = String::new();
+            use std::io::Read as _;
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            assert!(child.wait().unwrap().success(), "ADD {name}: {out}");
+            let r: Value = serde_json::from_str(&out).unwrap();
+            let ip: ipnet::IpNet = r["ips"][0]["address"].as_str().unwrap().parse().unwrap();
+            done.insert(uid, ip.addr());
+        }
+    }
+    let distinct: BTreeSet<IpAddr> = done.values().copied().collect();
+    assert_eq!(distinct.len(), done.len(), "an address handed out twice");
+    // The killed pods are deleted; the journal is written, the reconciler runs.
+    for (name, _) in &killed {
+        delete_pod(&f, name);
+    }
+    meta_ipam_cluster::sync_journal(&c).unwrap();
+    let mut kube =
+        meta_ipam_cluster::api::Kube::new(Some(&f.api.admin_kubeconfig()), Duration::from_secs(10))
+            .unwrap();
+    let report = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::ZERO).unwrap();
+    eprintln!("reconcile after kill -9: {report:?}");
+    let server = f.server_allocations();
+    let owners: BTreeSet<String> = server.values().cloned().collect();
+    let want: BTreeSet<String> = done.keys().map(|u| format!("{u}/net1")).collect();
+    assert_eq!(owners, want, "leaked or lost allocations");
+    assert_eq!(server.len(), done.len(), "an owner twice");
+    // Every completed ADD's address is the one the server holds for it.
+    for b in f.blocks() {
+        let base: ipnet::IpNet = b.spec.cidr.parse().unwrap();
+        for (o, a) in &b.spec.allocations {
+            let ip = meta_ipam_cluster::config::from_u128(
+                base.network(),
+                meta_ipam_cluster::config::to_u128(base.network()) + o.parse::<u128>().unwrap(),
+            );
+            assert_eq!(done[&a.pod_uid], ip, "{}", a.owner);
+        }
+    }
+    // The pods that remain, deleted: the reconciler frees them too; a fresh allocation
+    // (pod alive) is never touched.
+    let live = create_pod(&f, "fresh", "node-k");
+    let fresh = meta_ipam_cluster::add(&c, &owner(&live)).unwrap();
+    let names: Vec<String> = (0..6)
+        .flat_map(|r| {
+            (0..8)
+                .filter(|k| k % 2 == 1)
+                .map(move |k| format!("k-{r}-{k}"))
+        })
+        .collect();
+    for n in &names {
+        delete_pod(&f, n);
+    }
+    let report = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::ZERO).unwrap();
+    assert_eq!(report.freed, done.len());
+    let server = f.server_allocations();
+    assert_eq!(server.len(), 1);
+    assert_eq!(
+        server.values().next().unwrap(),
+        &format!("{live}/net1"),
+        "fresh allocation {} kept",
+        first_ip(&fresh)
+    );
+}
+
+/// A block of a node that is gone (no Node object) is deleted by the reconciler once its
+/// pods are gone; blocks of existing nodes stay.
+#[test]
+fn reconcile_releases_blocks_of_gone_nodes() {
+    use k8s_openapi::api::core::v1::Node;
+    let f = Fixture::start();
+    let ipam = json!({"range": "10.80.0.0/24"});
+    let (alive, gone) = (f.conf("alive", ipam.clone()), f.conf("gone", ipam.clone()));
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "alive"}})).unwrap();
+    f.rt.block_on(Api::<Node>::all(f.admin.clone()).create(&PostParams::default(), &node))
+        .unwrap();
+    let a = create_pod(&f, "pa", "alive");
+    let g = create_pod(&f, "pg", "gone");
+    meta_ipam_cluster::add(&alive, &owner(&a)).unwrap();
+    meta_ipam_cluster::add(&gone, &owner(&g)).unwrap();
+    assert_eq!(f.blocks().len(), 2);
+    let mut kube =
+        meta_ipam_cluster::api::Kube::new(Some(&f.api.admin_kubeconfig()), Duration::from_secs(10))
+            .unwrap();
+    // Pod of the gone node still exists: nothing happens.
+    let r = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::ZERO).unwrap();
+    assert_eq!((r.freed, r.blocks_deleted), (0, 0));
+    delete_pod(&f, "pg");
+    let r = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::ZERO).unwrap();
+    assert_eq!((r.freed, r.blocks_deleted), (1, 1));
+    let left = f.blocks();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].spec.node, "alive");
+    // A young allocation of a gone pod is left for a later pass.
+    delete_pod(&f, "pa");
+    let r = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::from_secs(3600)).unwrap();
+    assert_eq!((r.freed, r.too_young), (0, 1));
+}
