@@ -706,6 +706,32 @@ impl<'a> Allocator<'a> {
         }
     }
 
+    /// Makes sure the claim `owner` holds `ip` (recorded in its status): the block's
+    /// allocation is the claim's already, or the address is free and taken for it.
+    pub fn claimed(&mut self, l: &Layout, owner: &Owner, ip: IpAddr) -> Result<IpAddr> {
+        let (i, o) = l.locate(ip).ok_or_else(|| {
+            Error::Config(format!(
+                "IPAMClaim address {ip} is not in {}",
+                l.range.subnet
+            ))
+        })?;
+        if let Some(b) = self.kube.get_block(&l.block_name(i))?
+            && let Some((n, r)) = remote_of(&b)
+        {
+            self.state.blocks.insert(n, r);
+            if let Some(a) = b.spec.allocations.get(&o.to_string()) {
+                if a.owner == owner.key {
+                    return Ok(ip);
+                }
+                return Err(Error::Taken(format!(
+                    "IPAMClaim address {ip} is allocated to {} (pod {}/{}): the claim's record and the block disagree",
+                    a.owner, a.namespace, a.pod
+                )));
+            }
+        }
+        self.allocate_requested(l, owner, ip)
+    }
+
     /// Releases everything `owner` holds in layout `l`: journalled first, then written
     /// when the API server answers. Returns the number of addresses released.
     pub fn release(&mut self, l: &Layout, owner: &str) -> Result<usize> {
@@ -842,6 +868,9 @@ pub fn sync_journal(conf: &ClusterIpamConfig) -> Result<usize> {
 pub fn add(conf: &ClusterIpamConfig, owner: &Owner) -> Result<CniResult> {
     let kube = Kube::new(conf.kubeconfig.as_deref(), conf.api_timeout)?;
     let mut a = Allocator::open(conf, kube)?;
+    if let Some(claim) = &conf.claim {
+        return add_claimed(&mut a, conf, owner, claim);
+    }
     let mut ips = Vec::new();
     for r in &conf.ranges {
         let l = Layout::new(conf, r);
@@ -869,10 +898,107 @@ pub fn add(conf: &ClusterIpamConfig, owner: &Owner) -> Result<CniResult> {
     })
 }
 
+/// The owner key of an IPAMClaim's addresses.
+pub fn claim_owner(namespace: &str, name: &str) -> String {
+    format!("claim:{namespace}/{name}")
+}
+
+fn answered(what: &str, s: kube::core::Status) -> Error {
+    Error::Api(format!(
+        "{what}: API server answered {}: {}",
+        s.code, s.message
+    ))
+}
+
+/// ADD through an NPWG IPAMClaim: the claim's `status.ips` are the pod's addresses (kept
+/// in the blocks under the claim's owner key, not the pod's); a claim without addresses
+/// for a range gets one allocated and recorded in its status.
+fn add_claimed(
+    a: &mut Allocator<'_>,
+    conf: &ClusterIpamConfig,
+    pod: &Owner,
+    claim: &str,
+) -> Result<CniResult> {
+    use crate::crd::IPAMClaim;
+    use kube::api::{Api, Patch, PatchParams};
+    if pod.namespace.is_empty() {
+        return Err(Error::Config(format!(
+            "ipam-claim-reference {claim}: the runtime passed no K8S_POD_NAMESPACE"
+        )));
+    }
+    let ns = pod.namespace.clone();
+    let what = format!("get IPAMClaim {ns}/{claim}");
+    let (n2, c2) = (ns.clone(), claim.to_string());
+    let obj = match a.kube.raw(&what, async move |c| {
+        Api::<IPAMClaim>::namespaced(c, &n2).get(&c2).await
+    })? {
+        Ok(o) => o,
+        Err(s) if s.code == 404 => {
+            return Err(Error::Config(format!(
+                "IPAMClaim {ns}/{claim} (ipam-claim-reference) does not exist"
+            )));
+        }
+        Err(s) => return Err(answered(&what, s)),
+    };
+    let owner = Owner {
+        key: claim_owner(&ns, claim),
+        pod_uid: String::new(),
+        ..pod.clone()
+    };
+    let have: Vec<IpAddr> = obj
+        .status
+        .as_ref()
+        .map(|s| {
+            s.ips
+                .iter()
+                .filter_map(|i| {
+                    i.parse::<IpNet>()
+                        .map(|n| n.addr())
+                        .or_else(|_| i.parse())
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ips = Vec::new();
+    for r in &conf.ranges {
+        let l = Layout::new(conf, r);
+        let ip = match have.iter().copied().find(|ip| r.subnet.contains(ip)) {
+            Some(ip) => a.claimed(&l, &owner, ip)?,
+            None => a.allocate(&l, &owner, None)?,
+        };
+        ips.push(ip_config(ip, r)?);
+    }
+    let want: Vec<String> = ips.iter().map(|i| i.address.to_string()).collect();
+    if obj.status.as_ref().map(|s| &s.ips) != Some(&want) {
+        let what = format!("update IPAMClaim {ns}/{claim} status");
+        let c2 = claim.to_string();
+        let patch = serde_json::json!({"status": {"ips": want}});
+        a.kube
+            .raw(&what, async move |c| {
+                Api::<IPAMClaim>::namespaced(c, &ns)
+                    .patch_status(&c2, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            })?
+            .map_err(|s| answered(&what, s))?;
+    }
+    Ok(CniResult {
+        ips,
+        routes: conf.routes.clone(),
+        dns: conf.dns.clone(),
+        ..CniResult::default()
+    })
+}
+
 /// DEL: releases what `owner` holds; never fails because the API server is unreachable
 /// (the release is journalled and written later), and waits for it at most
 /// [`DEL_TIMEOUT`] per request.
 pub fn del(conf: &ClusterIpamConfig, owner: &Owner) -> Result<()> {
+    if let Some(claim) = &conf.claim {
+        // The claim keeps its addresses until it is deleted (the reconciler frees them).
+        tracing::info!("DEL {}: addresses stay with IPAMClaim {claim}", owner.key);
+        return Ok(());
+    }
     let mut kube = Kube::new(conf.kubeconfig.as_deref(), conf.api_timeout)?;
     kube.set_timeout(conf.api_timeout.min(DEL_TIMEOUT));
     let mut a = Allocator::open(conf, kube)?;

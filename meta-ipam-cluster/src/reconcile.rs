@@ -1,5 +1,6 @@
 //! Reconciliation, for the node agent (on pod deletion events and periodically) or any
-//! process with the RBAC: frees allocations whose pod UID no longer exists and deletes
+//! process with the RBAC: frees allocations whose pod UID no longer exists (an
+//! IPAMClaim's: whose claim no longer exists) and deletes
 //! empty blocks of nodes that are gone. Never races a fresh allocation: blocks are listed
 //! *before* pods, so every allocation seen was made for a pod that existed before the pod
 //! list was taken (a CNI ADD runs for an existing pod); it compares pod UIDs, never
@@ -63,6 +64,22 @@ pub fn reconcile(kube: &mut Kube, min_age: Duration) -> Result<Report> {
         .into_iter()
         .filter_map(|n| n.metadata.name)
         .collect();
+    let claims: BTreeSet<String> = kube
+        .raw("list IPAMClaims", async |c| {
+            Api::<crate::crd::IPAMClaim>::all(c)
+                .list_metadata(&ListParams::default())
+                .await
+        })?
+        .map_err(|s| api("list IPAMClaims", s))?
+        .items
+        .into_iter()
+        .filter_map(|m| {
+            Some(crate::alloc::claim_owner(
+                &m.metadata.namespace?,
+                &m.metadata.name?,
+            ))
+        })
+        .collect();
     let mut report = Report::default();
     let t = now();
     for mut b in blocks {
@@ -75,7 +92,13 @@ pub fn reconcile(kube: &mut Kube, min_age: Duration) -> Result<Report> {
             .spec
             .allocations
             .iter()
-            .filter(|(_, a)| !a.pod_uid.is_empty() && !pods.contains(&a.pod_uid))
+            .filter(|(_, a)| {
+                if a.owner.starts_with("claim:") {
+                    !claims.contains(&a.owner)
+                } else {
+                    !a.pod_uid.is_empty() && !pods.contains(&a.pod_uid)
+                }
+            })
             .filter(|(_, a)| {
                 let young = a.created + min_age.as_secs() > t;
                 if young {

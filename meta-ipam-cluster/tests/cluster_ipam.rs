@@ -569,3 +569,162 @@ fn reconcile_releases_blocks_of_gone_nodes() {
     let r = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::from_secs(3600)).unwrap();
     assert_eq!((r.freed, r.too_young), (0, 1));
 }
+
+/// IPAMClaim: the same address when the pod is recreated (new UID) on another node; DEL
+/// keeps it; deleting the claim frees it (reconciler). `ipam-claim-reference` with `ips`
+/// is refused.
+#[test]
+fn ipam_claim_keeps_the_address_across_recreation_and_nodes() {
+    use meta_ipam_cluster::crd::IPAMClaim;
+    let f = Fixture::start();
+    let claim: IPAMClaim = serde_json::from_value(json!({
+        "apiVersion": "k8s.cni.cncf.io/v1alpha1", "kind": "IPAMClaim",
+        "metadata": {"name": "db-0.net1", "namespace": "default"},
+        "spec": {"network": "net1", "interface": "net1"}
+    }))
+    .unwrap();
+    let claims: Api<IPAMClaim> = Api::namespaced(f.admin.clone(), "default");
+    f.rt.block_on(claims.create(&PostParams::default(), &claim))
+        .unwrap();
+    let ipam = json!({"ipRanges": [{"range": "10.90.0.0/24"}, {"range": "fd00:90::/64"}]});
+    let rc = json!({"ipam-claim-reference": "db-0.net1"});
+    let on_a = f.conf_with("node-a", ipam.clone(), rc.clone(), "");
+    let on_b = f.conf_with("node-b", ipam.clone(), rc.clone(), "");
+    // Someone else first, so the claim's address is not simply the first one.
+    meta_ipam_cluster::add(&f.conf("node-a", ipam.clone()), &owner("other")).unwrap();
+    let uid1 = create_pod(&f, "db-0", "node-a");
+    let r1 = meta_ipam_cluster::add(&on_a, &owner(&uid1)).unwrap();
+    assert_eq!(r1.ips.len(), 2);
+    let st =
+        f.rt.block_on(claims.get("db-0.net1"))
+            .unwrap()
+            .status
+            .unwrap();
+    let want: Vec<String> = r1.ips.iter().map(|i| i.address.to_string()).collect();
+    assert_eq!(st.ips, want);
+    meta_ipam_cluster::del(&on_a, &owner(&uid1)).unwrap();
+    delete_pod(&f, "db-0");
+    // Recreated with the same name (new UID) on node-b.
+    let uid2 = create_pod(&f, "db-0", "node-b");
+    assert_ne!(uid1, uid2);
+    let r2 = meta_ipam_cluster::add(&on_b, &owner(&uid2)).unwrap();
+    assert_eq!(
+        r2.ips.iter().map(|i| i.address).collect::<Vec<_>>(),
+        r1.ips.iter().map(|i| i.address).collect::<Vec<_>>()
+    );
+    let mut kube =
+        meta_ipam_cluster::api::Kube::new(Some(&f.api.admin_kubeconfig()), Duration::from_secs(10))
+            .unwrap();
+    // The claim exists: the reconciler keeps its addresses although pod db-0 (uid1) is gone.
+    let before = f.server_allocations().len();
+    let r = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::ZERO).unwrap();
+    assert_eq!(r.freed, 2, "only the pod-less 'other' (v4 and v6): {r:?}");
+    assert_eq!(f.server_allocations().len(), before - 2);
+    assert!(
+        f.server_allocations()
+            .values()
+            .all(|o| o == "claim:default/db-0.net1")
+    );
+    f.rt.block_on(claims.delete("db-0.net1", &Default::default()))
+        .unwrap();
+    let r = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::ZERO).unwrap();
+    assert_eq!(r.freed, 2, "{r:?}");
+    assert!(f.server_allocations().is_empty());
+    // A missing claim is a clear error.
+    let e = meta_ipam_cluster::add(&on_b, &owner(&uid2)).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+}
+
+/// Requested IPs (runtimeConfig.ips, CNI_ARGS IP=): honoured when free, refused with the
+/// holder when taken.
+#[test]
+fn requested_ips_honoured_or_refused() {
+    let f = Fixture::start();
+    let ipam = json!({"range": "10.91.0.0/24"});
+    let c = f.conf_with(
+        "node-a",
+        ipam.clone(),
+        json!({"ips": ["10.91.0.77/24"]}),
+        "",
+    );
+    let r = meta_ipam_cluster::add(&c, &owner("want-77")).unwrap();
+    assert_eq!(first_ip(&r), "10.91.0.77".parse::<IpAddr>().unwrap());
+    let c2 = f.conf_with("node-a", ipam.clone(), json!({}), "IP=10.91.0.77");
+    let e = meta_ipam_cluster::add(&c2, &owner("also-77")).unwrap_err();
+    assert!(
+        e.to_string().contains("already allocated to want-77/net1"),
+        "{e}"
+    );
+    let c3 = f.conf_with("node-a", ipam, json!({}), "IP=10.91.0.78");
+    assert_eq!(
+        first_ip(&meta_ipam_cluster::add(&c3, &owner("want-78")).unwrap()),
+        "10.91.0.78".parse::<IpAddr>().unwrap()
+    );
+}
+
+/// A whereabouts NAD config (whereabouts README's keys: range, exclude, gateway, routes,
+/// log_file, log_level, kubernetes.kubeconfig) with only `type` changed, through the
+/// `meta-ipam` binary: ADD, then DEL.
+#[test]
+fn whereabouts_config_with_only_type_changed_through_the_binary() {
+    use std::io::Read as _;
+    let f = Fixture::start();
+    let dir = f.dir.path().join("wb");
+    let ipam = json!({
+        "type": "meta-ipam",
+        "range": "192.168.2.225/28",
+        "exclude": ["192.168.2.229/30"],
+        "gateway": "192.168.2.225",
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "log_file": "/tmp/whereabouts.log",
+        "log_level": "debug",
+        "kubernetes": {"kubeconfig": f.api.admin_kubeconfig().display().to_string()},
+        "dataDir": dir.display().to_string(),
+        "nodeName": "node-w"
+    });
+    let mut got = Vec::new();
+    for k in 0..3 {
+        let mut c = plugin_add(&ipam, &format!("w-{k}"), &format!("w-uid-{k}"));
+        let mut out = String::new();
+        c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        assert!(c.wait().unwrap().success(), "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["ips"][0]["gateway"], "192.168.2.225", "{v}");
+        assert_eq!(v["routes"][0]["dst"], "0.0.0.0/0", "{v}");
+        got.push(v["ips"][0]["address"].as_str().unwrap().to_string());
+    }
+    // .225 is the gateway, .228-.231 excluded (/30 of .229).
+    assert_eq!(
+        got,
+        ["192.168.2.226/28", "192.168.2.227/28", "192.168.2.232/28"]
+    );
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_meta-ipam"))
+        .env("CNI_COMMAND", "DEL")
+        .env("CNI_CONTAINERID", "ctr-w-uid-0")
+        .env("CNI_IFNAME", "net1")
+        .env("CNI_PATH", "/nonexistent")
+        .env(
+            "CNI_ARGS",
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=w-0;K8S_POD_UID=w-uid-0",
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            let conf =
+                json!({"cniVersion": "1.0.0", "name": "net1", "type": "macvlan", "ipam": ipam});
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(conf.to_string().as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stdout)
+    );
+    assert_eq!(f.server_allocations().len(), 2);
+}
