@@ -11,8 +11,12 @@ use meta_crd::{NadConfig, NetworkAttachmentDefinition};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// The ServiceAccount that may write network-status by default (deploy/rbac.yaml).
-pub const DEFAULT_STATUS_WRITER: &str = "system:serviceaccount:kube-system:meta-cni";
+/// The ServiceAccounts that may write network-status by default (deploy/rbac.yaml): the
+/// plugin's, and the node agent's (which patches it for the plugin).
+pub const DEFAULT_STATUS_WRITERS: &[&str] = &[
+    "system:serviceaccount:kube-system:meta-cni",
+    "system:serviceaccount:kube-system:meta-cni-agent",
+];
 
 /// What to do with a pod that names a NAD that does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +65,10 @@ impl Default for Settings {
             cluster_vni: meta_overlay::DEFAULT_VNI,
             missing_nads: MissingNads::Refuse,
             protect_in_use: true,
-            status_writers: vec![DEFAULT_STATUS_WRITER.into()],
+            status_writers: DEFAULT_STATUS_WRITERS
+                .iter()
+                .map(|w| w.to_string())
+                .collect(),
             cluster_ifname: "eth0".into(),
         }
     }
@@ -435,7 +442,7 @@ fn admit_pod(settings: &Settings, world: &dyn World, req: &Request) -> Decision 
     {
         return Decision::deny(
             format!(
-                "pod {}/{}: annotation {} may be set or changed only by {} (the meta-cni ServiceAccount), not by {:?}: it tells other tools which addresses the pod has",
+                "pod {}/{}: annotation {} may be set or changed only by {} (the webhook's --status-writers), not by {:?}: it tells other tools which addresses the pod has",
                 req.namespace,
                 req.name,
                 meta_crd::NETWORK_STATUS_ANNOTATION,

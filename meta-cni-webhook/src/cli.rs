@@ -2,7 +2,7 @@
 //! plugin's configuration keys must be given the values the nodes' conflist has
 //! (deploy/webhook.yaml and deploy/meta-cni.conflist are kept in step by a test).
 
-use crate::admission::{DEFAULT_STATUS_WRITER, MissingNads, Settings};
+use crate::admission::{DEFAULT_STATUS_WRITERS, MissingNads, Settings};
 use clap::Args;
 
 /// The admission checks' settings as flags.
@@ -44,8 +44,8 @@ pub struct AdmissionOpts {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub protect_nads_in_use: bool,
     /// Who may set or change a pod's network-status annotation (comma-separated user
-    /// names; the meta-cni ServiceAccount by default).
-    #[arg(long, value_delimiter = ',', default_value = DEFAULT_STATUS_WRITER, value_name = "USER,...")]
+    /// names; the meta-cni and meta-cni-agent ServiceAccounts by default).
+    #[arg(long, value_delimiter = ',', default_values = DEFAULT_STATUS_WRITERS, value_name = "USER,...")]
     pub status_writers: Vec<String>,
 }
 
