@@ -204,7 +204,12 @@ pub async fn run(
     let state = Shared::new(&cfg.node_name);
     let listener = socket::Listener::bind(&cfg.socket)?;
     tokio::spawn(cache::run(client.clone(), state.clone(), shutdown.clone()));
-    tokio::spawn(socket::serve(listener, state, shutdown.clone()));
+    tokio::spawn(socket::serve(
+        listener,
+        state,
+        Some(client.clone()),
+        shutdown.clone(),
+    ));
     let api: Api<Node> = Api::all(client);
     let name = cfg.node_name.clone();
     let Some(subnet) = shutdown.until(wait_pod_cidr(&api, &name, cfg.poll)).await else {

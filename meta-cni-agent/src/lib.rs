@@ -28,11 +28,12 @@
 //!
 //! 6. Kube mode: keeps caches of every NetworkAttachmentDefinition and of this node's pods
 //!    (metadata only) through watchers ([`cache`]) and serves them to meta-cni on a unix
-//!    socket only root may use ([`socket`], protocol [`meta_crd::agent_api`]).
+//!    socket only root may use ([`socket`], protocol [`meta_crd::agent_api`]), and patches
+//!    network-status of its node's pods for meta-cni over its long-lived API connection.
 //!
 //! The API permissions it needs are exactly `deploy/rbac.yaml`'s ClusterRole
 //! `meta-cni-agent`: nodes get, list, watch, patch; network-attachment-definitions and
-//! pods list, watch.
+//! pods list, watch; pods/status patch.
 //!
 //! Configuration: [`config`] (flags and environment variables through clap, `--help`).
 

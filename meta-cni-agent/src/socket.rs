@@ -6,6 +6,12 @@
 //! agent creates it, 0700), and every connection's peer credentials (`SO_PEERCRED`) must
 //! say uid 0; any other peer gets one `forbidden` response and the connection is closed.
 //! A connection that sends nothing for [`IDLE`] is closed.
+//!
+//! `network-status` is the one request that is not answered from the caches: the agent
+//! patches the pod through its own API connection (kept open for the agent's life, so a
+//! patch costs one round trip, no TLS handshake or client setup) and answers once the API
+//! server has, within [`PATCH_TIMEOUT`]. Only pods of this node that the pod cache holds
+//! (with the given UID) are patched.
 
 use crate::cache::Shared;
 use crate::{Error, Result, Shutdown};
@@ -18,6 +24,9 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// How long a connection may stay silent.
 pub const IDLE: Duration = Duration::from_secs(30);
+
+/// How long a `network-status` patch may wait for the API server.
+pub const PATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
@@ -81,10 +90,14 @@ impl Drop for Listener {
     }
 }
 
-/// The answer to `req` from `state`.
+/// The answer to `req` from `state` (`network-status` is [`set_network_status`]'s).
 pub fn answer(state: &Shared, req: &Request) -> Response {
     let s = state.lock();
     match &req.op {
+        Op::NetworkStatus { .. } => Response::error(
+            ErrorKind::Unknown,
+            "network-status is not answered from the caches",
+        ),
         Op::Status => Response::status(s.status()),
         Op::Nad { namespace, name } => {
             if !s.nads.synced() {
@@ -128,16 +141,84 @@ pub fn answer(state: &Shared, req: &Request) -> Response {
     }
 }
 
-/// Serves `listener` until `shutdown`, one task per connection.
-pub async fn serve(listener: Listener, state: Shared, mut shutdown: Shutdown) {
+/// The answer to a `network-status` request: `value` patched onto pod `namespace/name`
+/// (a JSON merge patch of `pods/status`, the UID as precondition when given) through
+/// `client`, once the API server has acknowledged it. Without a client (local mode), or
+/// for a pod the cache does not hold with that UID, `unknown`: the plugin then patches
+/// it itself.
+pub async fn set_network_status(
+    state: &Shared,
+    client: Option<&::kube::Client>,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+    value: &str,
+) -> Response {
+    {
+        let s = state.lock();
+        if !s.pods.synced() {
+            return Response::error(ErrorKind::NotSynced, "the pod cache is not synced yet");
+        }
+        match s.pods.get(namespace, name) {
+            Some(p) if uid.is_none() || uid == p.uid.as_deref() => {}
+            Some(p) => {
+                return Response::error(
+                    ErrorKind::Unknown,
+                    format!(
+                        "pod {namespace}/{name} is cached with UID {}, not {}",
+                        p.uid.as_deref().unwrap_or("(none)"),
+                        uid.unwrap_or_default()
+                    ),
+                );
+            }
+            None => {
+                return Response::error(
+                    ErrorKind::Unknown,
+                    format!(
+                        "pod {namespace}/{name} is not in the cache of node {}",
+                        s.node
+                    ),
+                );
+            }
+        }
+    }
+    let Some(client) = client else {
+        return Response::error(ErrorKind::Unknown, "this agent has no API connection");
+    };
+    let api: ::kube::Api<k8s_openapi::api::core::v1::Pod> =
+        ::kube::Api::namespaced(client.clone(), namespace);
+    let patch = meta_crd::network_status_patch(value, uid);
+    let pp = ::kube::api::PatchParams::default();
+    let merge = ::kube::api::Patch::Merge(&patch);
+    let fut = api.patch_status(name, &pp, &merge);
+    match tokio::time::timeout(PATCH_TIMEOUT, fut).await {
+        Ok(Ok(_)) => Response::done(),
+        Ok(Err(::kube::Error::Api(s))) => Response::api_error(Some(s.code), s.message.clone()),
+        Ok(Err(e)) => Response::api_error(None, e.to_string()),
+        Err(_) => Response::api_error(
+            None,
+            format!("the API server did not answer within {PATCH_TIMEOUT:?}"),
+        ),
+    }
+}
+
+/// Serves `listener` until `shutdown`, one task per connection; `client` patches
+/// network-status (none: `network-status` is refused as `unknown`).
+pub async fn serve(
+    listener: Listener,
+    state: Shared,
+    client: Option<::kube::Client>,
+    mut shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             r = listener.listener.accept() => match r {
                 Ok((stream, _)) => {
                     let state = state.clone();
+                    let client = client.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, state).await {
+                        if let Err(e) = connection(stream, state, client).await {
                             tracing::debug!("local API connection: {e}");
                         }
                     });
@@ -151,7 +232,11 @@ pub async fn serve(listener: Listener, state: Shared, mut shutdown: Shutdown) {
     }
 }
 
-async fn connection(stream: UnixStream, state: Shared) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    state: Shared,
+    client: Option<::kube::Client>,
+) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let (rd, mut wr) = stream.into_split();
     if cred.uid() != 0 {
@@ -192,6 +277,32 @@ async fn connection(stream: UnixStream, state: Shared) -> std::io::Result<()> {
             return wr.shutdown().await;
         }
         let r = match agent_api::decode_request(&line) {
+            Ok(Request {
+                op:
+                    Op::NetworkStatus {
+                        namespace,
+                        name,
+                        uid,
+                        value,
+                    },
+                ..
+            }) => {
+                let r = set_network_status(
+                    &state,
+                    client.as_ref(),
+                    &namespace,
+                    &name,
+                    uid.as_deref(),
+                    &value,
+                )
+                .await;
+                tracing::debug!(
+                    "local API: network-status of pod {namespace}/{name}: ok={} {}",
+                    r.ok,
+                    r.message.as_deref().unwrap_or_default()
+                );
+                r
+            }
             Ok(req) => answer(&state, &req),
             Err(refusal) => *refusal,
         };

@@ -41,7 +41,7 @@ impl Server {
             rt.block_on(async {
                 let l = Listener::bind(&path).expect("bind");
                 tx.send(()).expect("ready");
-                serve(l, state, shutdown).await;
+                serve(l, state, None, shutdown).await;
             });
         });
         rx.recv_timeout(T).expect("the listener is bound");
@@ -178,6 +178,24 @@ fn socket_serves_the_caches_by_the_protocol() {
     let st = c.ask(&Request::new(Op::Status)).unwrap().status.unwrap();
     assert!(st.nads.synced && st.pods.synced);
     assert_eq!((st.nads.count, st.pods.count), (1, 1));
+
+    // network-status: only for a pod the cache holds with that UID; this server has no
+    // API connection, so even that one is refused (the plugin then patches it itself).
+    let status_op = |name: &str, uid: &str| Op::NetworkStatus {
+        namespace: "ns1".into(),
+        name: name.into(),
+        uid: Some(uid.into()),
+        value: "[]".into(),
+    };
+    for (name, uid, says) in [
+        ("other", "u1", "not in the cache of node node0"),
+        ("web", "u2", "cached with UID u1, not u2"),
+        ("web", "u1", "no API connection"),
+    ] {
+        let r = c.ask(&Request::new(status_op(name, uid))).unwrap();
+        assert_eq!((r.ok, r.error), (false, Some(ErrorKind::Unknown)), "{r:?}");
+        assert!(r.message.as_deref().unwrap().contains(says), "{r:?}");
+    }
 
     // Raw lines: a bad one and another version get a refusal, the connection stays usable.
     let mut s = UnixStream::connect(&path).expect("connect");

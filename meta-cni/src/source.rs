@@ -331,8 +331,9 @@ enum AgentConn {
 /// it within [`AGENT_TIMEOUT`]); when the agent is down, slow, not synced, or does not
 /// know the object, the API server is asked exactly as [`KubeSource`] does, so a stale or
 /// cold cache never makes a false "not found". The [`KubeSource`] (runtime, kubeconfig,
-/// client) is built on the first request that needs it: with the agent up, the reads open
-/// no API connection. network-status is still patched through the API server.
+/// client) is built on the first request that needs it. network-status is patched
+/// through the agent's own API connection, answered once the API server acknowledged it:
+/// with the agent up, an ADD opens no API connection at all.
 pub struct AgentSource {
     socket: PathBuf,
     conn: AgentConn,
@@ -368,6 +369,27 @@ impl AgentSource {
 
     /// The agent's answer to `op`, `None` when it cannot answer it (logged).
     fn ask(&mut self, op: agent_api::Op) -> Option<agent_api::Response> {
+        match self.ask_within(op, None)? {
+            r if r.ok => Some(r),
+            r => {
+                tracing::debug!(
+                    "node agent: {:?}: {}; asking the API server",
+                    r.error,
+                    r.message.unwrap_or_default()
+                );
+                None
+            }
+        }
+    }
+
+    /// The agent's response to `op` (a refusal too), `None` when there is none: the
+    /// agent is down or did not answer in time (logged; not asked again). `wait`: how long
+    /// this one request may take, beyond the invocation's [`AGENT_TIMEOUT`].
+    fn ask_within(
+        &mut self,
+        op: agent_api::Op,
+        wait: Option<Duration>,
+    ) -> Option<agent_api::Response> {
         if let AgentConn::Untried = self.conn {
             self.conn = match agent_api::Client::connect(&self.socket, AGENT_TIMEOUT) {
                 Ok(c) => AgentConn::Up(c),
@@ -380,16 +402,13 @@ impl AgentSource {
         let AgentConn::Up(c) = &mut self.conn else {
             return None;
         };
-        match c.ask(&agent_api::Request::new(op)) {
-            Ok(r) if r.ok => Some(r),
-            Ok(r) => {
-                tracing::debug!(
-                    "node agent: {:?}: {}; asking the API server",
-                    r.error,
-                    r.message.unwrap_or_default()
-                );
-                None
-            }
+        let req = agent_api::Request::new(op);
+        let r = match wait {
+            Some(t) => c.ask_within(&req, t),
+            None => c.ask(&req),
+        };
+        match r {
+            Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!("node agent: {e}; asking the API server");
                 self.conn = AgentConn::Down;
@@ -437,6 +456,36 @@ impl Source for AgentSource {
         uid: Option<&str>,
         value: &str,
     ) -> Result<()> {
+        let op = agent_api::Op::NetworkStatus {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            uid: uid.map(str::to_string),
+            value: value.to_string(),
+        };
+        // The agent's patch waits on the API server: as long as a patch of ours may.
+        match self.ask_within(op, Some(self.timeout)) {
+            Some(r) if r.ok => return Ok(()),
+            // Final: the API server refused the UID precondition (the pod was recreated);
+            // asking it again ourselves would get the same answer.
+            Some(r)
+                if uid.is_some()
+                    && r.error == Some(agent_api::ErrorKind::Api)
+                    && matches!(r.code, Some(409 | 422)) =>
+            {
+                return Err(Error::try_again(format!(
+                    "patch network-status of pod {ns}/{name}: the pod's UID is no longer {} \
+                     (pod recreated?): {}",
+                    uid.unwrap_or_default(),
+                    r.message.unwrap_or_default()
+                )));
+            }
+            Some(r) => tracing::debug!(
+                "node agent: network-status of pod {ns}/{name}: {:?}: {}; patching it ourselves",
+                r.error,
+                r.message.unwrap_or_default()
+            ),
+            None => {}
+        }
         self.kube()?.set_network_status(ns, name, uid, value)
     }
 
@@ -481,13 +530,8 @@ impl KubeSource {
     ) -> std::result::Result<(), PatchError> {
         use k8s_openapi::api::core::v1::Pod;
         let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), ns);
-        let mut meta =
-            serde_json::json!({"annotations": {meta_crd::NETWORK_STATUS_ANNOTATION: value}});
-        if let Some(u) = uid {
-            // A precondition: the patch fails if the pod was recreated meanwhile.
-            meta["uid"] = serde_json::Value::String(u.to_string());
-        }
-        let patch = serde_json::json!({"metadata": meta});
+        // The UID is a precondition: the patch fails if the pod was recreated meanwhile.
+        let patch = meta_crd::network_status_patch(value, uid);
         let pp = kube::api::PatchParams::default();
         let merge = kube::api::Patch::Merge(&patch);
         // Through the status subresource: RBAC then needs `patch` on `pods/status` only,

@@ -1,8 +1,9 @@
 //! What one ADD of a 3-network pod (cluster network from confDir, NADs `blue` and
 //! `green`) asks the API server, counted in the real kube-apiserver's audit log by the
-//! plugin's user (ServiceAccount kube-system/meta-cni): with the real `meta-cni-agent`
-//! answering on its socket (no reads, one patch) and with the agent stopped (the reads of
-//! before: the pod and both NADs, then the patch). Direct runs of the real binary in the
+//! plugin's user (ServiceAccount kube-system/meta-cni) and the agent's
+//! (kube-system/meta-cni-agent): with the real `meta-cni-agent` answering on its socket
+//! (the plugin asks nothing; the agent's one network-status patch) and with the agent
+//! stopped (the plugin's reads of before: the pod and both NADs, then its patch). Direct runs of the real binary in the
 //! e2e node namespace (see `e2e_support`); the pod annotations come from the API (the
 //! runtime passes none), so the pod itself is one of the reads the agent saves.
 
@@ -136,11 +137,23 @@ fn add_reads_nothing_from_the_api_server_with_the_agent_up() {
         "kube-system",
         "meta-cni-agent",
     ));
+    // The agent reaches the API server through a forwarder of its own, so the plugin's
+    // (e.fwd) counts only the plugin's connections.
+    let upstream: std::net::SocketAddr = api
+        .url()
+        .trim_start_matches("https://")
+        .parse()
+        .expect("API server address");
+    let agent_fwd = meta_tests::kube::Forwarder::start(
+        e.w.node.netns(),
+        "127.0.0.1:0".parse().expect("addr"),
+        upstream,
+    );
     let agent_kc = e.w.path("agent.kubeconfig");
     kubeconfig_with_server(
         &api.kubeconfig_for_token(&token),
         &agent_kc,
-        e.fwd.as_ref().expect("forwarder").addr(),
+        agent_fwd.addr(),
     );
     let socket = e.w.path("agent/agent.sock");
     let p = |name: &str| e.w.path(name).display().to_string();
@@ -180,27 +193,44 @@ fn add_reads_nothing_from_the_api_server_with_the_agent_up() {
 
     // Agent up.
     let before = settled_events(&e, "marker-up-0").len();
+    let plugin_fwd = e.fwd.as_ref().expect("forwarder");
+    let conns = plugin_fwd.accepted();
     e.run("ADD", "cid-audit-a", 0, "audit-a", &uid_a, &conf)
         .ok();
+    assert_eq!(
+        plugin_fwd.accepted(),
+        conns,
+        "with the agent up ADD opens no API connection of its own"
+    );
     let evs = settled_events(&e, "marker-up-1");
     let up = requests_of(&evs, before, PLUGIN_USER);
-    eprintln!("ADD with the agent up: {} requests: {up:?}", up.len());
+    let agent_up = requests_of(&evs, before, AGENT_USER);
+    eprintln!(
+        "ADD with the agent up: plugin {} requests {up:?}; agent {agent_up:?}",
+        up.len()
+    );
     assert_eq!(
         up,
+        vec![],
+        "with the agent up the plugin asks the API server nothing"
+    );
+    assert_eq!(
+        agent_up,
         vec![(
             "patch".to_string(),
             format!("/api/v1/namespaces/{NS}/pods/audit-a/status")
         )],
-        "with the agent up ADD only patches network-status"
+        "with the agent up ADD's one request is the agent's network-status patch"
     );
     assert!(
         e.network_status("audit-a").is_some(),
         "network-status written"
     );
-    // The agent itself only lists and watches (and gets its Node).
+    // Besides that patch the agent only lists and watches (and gets its Node).
     for (verb, uri) in requests_of(&evs, 0, AGENT_USER) {
         assert!(
-            ["list", "watch", "get"].contains(&verb.as_str()),
+            ["list", "watch", "get"].contains(&verb.as_str())
+                || (verb == "patch" && uri.ends_with("/pods/audit-a/status")),
             "agent: {verb} {uri}"
         );
     }

@@ -23,7 +23,8 @@ const NS: &str = "agent-src";
 /// How the stand-in agent behaves.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
-    /// Serves NAD `blue` and pod `web` (uid u1); everything else unknown.
+    /// Serves NAD `blue` and pod `web` (uid u1), patches network-status `[]` of `web` (the
+    /// API server's 409 for another UID); everything else unknown.
     Serving,
     /// Every lookup: not-synced.
     NotSynced,
@@ -60,6 +61,15 @@ fn answer(mode: Mode, line: &[u8]) -> Option<Response> {
                 annotations: BTreeMap::from([("from".to_string(), "agent".to_string())]),
             })
         }
+        (
+            Mode::Serving,
+            Op::NetworkStatus {
+                name, uid, value, ..
+            },
+        ) if name == "web" && value == "[]" => match uid.as_deref() {
+            Some("u1") => Response::done(),
+            _ => Response::api_error(Some(409), "Precondition failed: UID in precondition"),
+        },
         _ => Response::error(ErrorKind::Unknown, "not in the cache"),
     })
 }
@@ -198,4 +208,30 @@ fn agent_first_then_the_api_server() {
         // A second lookup of the same invocation: the API server again.
         assert!(src.nad(NS, "blue").unwrap().is_none(), "{what}");
     }
+
+    // network-status through the agent: acknowledged, no API client built.
+    let sock = f.socket("status.sock");
+    let seen = fake_agent(&sock, Mode::Serving);
+    let mut src = f.source(&sock);
+    src.set_network_status(NS, "web", Some("u1"), "[]")
+        .expect("patched by the agent");
+    assert!(!src.api_client_built(), "the agent patched; no API client");
+    // The API server refused the agent's UID precondition: final, code 11, and not asked
+    // again by the plugin (it would say the same).
+    let e = src
+        .set_network_status(NS, "web", Some("u0"), "[]")
+        .unwrap_err();
+    assert_eq!(e.code, 11, "{e:?}");
+    assert!(e.msg.contains("pod recreated?"), "{}", e.msg);
+    assert!(!src.api_client_built(), "no fallback after a final refusal");
+    // A pod the agent does not hold: the plugin patches it itself, and the API server's
+    // verdict (no such pod) is the answer.
+    let e = src
+        .set_network_status(NS, "elsewhere", None, "[]")
+        .unwrap_err();
+    assert!(src.api_client_built(), "fell back to the API server");
+    assert!(e.msg.contains("404"), "{}", e.msg);
+    let reqs = seen.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(reqs[0].contains("\"op\":\"network-status\""), "{reqs:?}");
 }

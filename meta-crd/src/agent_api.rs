@@ -15,7 +15,14 @@
 //! {"v":1,"op":"nad","namespace":"ns1","name":"blue"}
 //! {"v":1,"op":"pod","namespace":"ns1","name":"web","uid":"…"}     (uid optional)
 //! {"v":1,"op":"status"}
+//! {"v":1,"op":"network-status","namespace":"ns1","name":"web","uid":"…","value":"[…]"}
 //! ```
+//!
+//! `network-status` sets the pod's `k8s.v1.cni.cncf.io/network-status` annotation to
+//! `value` through the agent's own, long-lived API connection (a JSON merge patch of the
+//! `pods/status` subresource, with the UID as precondition when given) and is answered
+//! once the API server has acknowledged it. The agent only patches pods of its own node
+//! that its pod cache holds (with that UID); any other is `unknown`.
 //!
 //! Responses:
 //!
@@ -23,15 +30,19 @@
 //! {"v":1,"ok":true,"nad":{…the NetworkAttachmentDefinition object…}}
 //! {"v":1,"ok":true,"pod":{"uid":"…","annotations":{…}}}
 //! {"v":1,"ok":true,"status":{"node":"n1","nads":{"synced":true,"count":12},"pods":{"synced":true,"count":3}}}
+//! {"v":1,"ok":true}                                              (network-status)
 //! {"v":1,"ok":false,"error":"not-synced","message":"…"}
+//! {"v":1,"ok":false,"error":"api","code":409,"message":"…"}
 //! ```
 //!
 //! Errors ([`ErrorKind`]): `not-synced` (that cache has not finished its first listing),
 //! `unknown` (not in the cache: for a pod also when its UID differs from the requested
 //! one), `bad-request`, `unsupported-version`, `forbidden` (the peer is not root; the agent
-//! closes the connection after it). None of them means "does not exist": a client falls
-//! back to the API server on every error, so a stale or cold cache can never produce a
-//! false "NAD not found".
+//! closes the connection after it), `api` (the API server refused or failed the agent's
+//! request: `code` is its HTTP status when it answered). None of them means "does not
+//! exist": a client falls back to the API server on every error, so a stale or cold cache
+//! can never produce a false "NAD not found"; only `api` with 409 or 422 on a
+//! `network-status` with a UID is final (the pod was recreated).
 
 use crate::{Error, NetworkAttachmentDefinition, Result};
 use serde::{Deserialize, Serialize};
@@ -83,6 +94,18 @@ pub enum Op {
     },
     /// The caches' sync state and object counts.
     Status,
+    /// Set a pod's network-status annotation (through the API server).
+    NetworkStatus {
+        /// metadata.namespace
+        namespace: String,
+        /// metadata.name
+        name: String,
+        /// When given, the patch's precondition (and the cached pod must have it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<String>,
+        /// The annotation's new value.
+        value: String,
+    },
 }
 
 impl Request {
@@ -137,6 +160,8 @@ pub enum ErrorKind {
     UnsupportedVersion,
     /// The peer may not use the socket (not root).
     Forbidden,
+    /// The API server refused or failed the agent's request (`code` when it answered).
+    Api,
     /// An error this client does not know (a newer agent).
     #[serde(other)]
     Other,
@@ -164,6 +189,9 @@ pub struct Response {
     /// A message for humans, with `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// With `api`: the API server's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
 }
 
 impl Response {
@@ -176,6 +204,21 @@ impl Response {
             status: None,
             error: None,
             message: None,
+            code: None,
+        }
+    }
+
+    /// The answer to a request that returns nothing (`network-status`).
+    pub fn done() -> Response {
+        Response::empty(true)
+    }
+
+    /// The API server's refusal or failure of the agent's request (`code`: its HTTP
+    /// status, when it answered).
+    pub fn api_error(code: Option<u16>, message: impl Into<String>) -> Response {
+        Response {
+            code,
+            ..Response::error(ErrorKind::Api, message)
         }
     }
 
@@ -280,6 +323,14 @@ impl Client {
         }
     }
 
+    /// Sends `req` and reads its response, which must arrive within `timeout` from now
+    /// (for a request that waits on the API server); the connection's deadline moves
+    /// out to that if it is earlier.
+    pub fn ask_within(&mut self, req: &Request, timeout: Duration) -> Result<Response> {
+        self.deadline = self.deadline.max(Instant::now() + timeout);
+        self.ask(req)
+    }
+
     /// Sends `req` and reads its response.
     pub fn ask(&mut self, req: &Request) -> Result<Response> {
         let io = |what: &'static str| move |e: std::io::Error| Error::Agent(format!("{what}: {e}"));
@@ -349,6 +400,37 @@ mod tests {
         );
         let s = decode_request(br#"{"v":1,"op":"status"}"#).unwrap();
         assert_eq!(s.op, Op::Status);
+        let ns = Request::new(Op::NetworkStatus {
+            namespace: "a".into(),
+            name: "b".into(),
+            uid: Some("u1".into()),
+            value: "[]".into(),
+        });
+        let text = String::from_utf8(encode(&ns)).unwrap();
+        assert_eq!(
+            text,
+            "{\"v\":1,\"op\":\"network-status\",\"namespace\":\"a\",\"name\":\"b\",\"uid\":\"u1\",\"value\":\"[]\"}\n"
+        );
+        assert_eq!(decode_request(text.as_bytes()).unwrap(), ns);
+        // a network-status without its value is refused
+        let e = decode_request(&line(
+            json!({"v":1,"op":"network-status","namespace":"a","name":"b"}),
+        ))
+        .unwrap_err();
+        assert_eq!(e.error, Some(ErrorKind::BadRequest));
+    }
+
+    #[test]
+    fn done_and_api_errors_in_the_documented_shape() {
+        let done = String::from_utf8(encode(&Response::done())).unwrap();
+        assert_eq!(done, "{\"v\":1,\"ok\":true}\n");
+        let e = Response::api_error(Some(409), "conflict");
+        let text = String::from_utf8(encode(&e)).unwrap();
+        assert_eq!(
+            text,
+            "{\"v\":1,\"ok\":false,\"error\":\"api\",\"message\":\"conflict\",\"code\":409}\n"
+        );
+        assert_eq!(decode_response(text.as_bytes()).unwrap(), e);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub use selection::{
 };
 pub use status::{
     DeviceInfo, Dns, NETWORK_STATUS_ANNOTATION, NetworkStatus, ResultInterface, ResultIp,
-    ResultRoute, ResultSummary, network_status_annotation, network_statuses, parse_network_status,
+    ResultRoute, ResultSummary, network_status_annotation, network_status_patch, network_statuses,
+    parse_network_status,
 };
 pub use validate::{HwAddr, IpRequest};

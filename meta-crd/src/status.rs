@@ -278,6 +278,17 @@ fn go_html_escape(s: &str) -> String {
     out
 }
 
+/// The JSON merge patch that sets a pod's network-status to `value` (for the `pods/status`
+/// subresource), with the pod's UID as a precondition when given: the API server refuses
+/// the patch (409 or 422) if the pod was deleted and recreated under the same name.
+pub fn network_status_patch(value: &str, uid: Option<&str>) -> serde_json::Value {
+    let mut meta = serde_json::json!({"annotations": {NETWORK_STATUS_ANNOTATION: value}});
+    if let Some(u) = uid {
+        meta["uid"] = serde_json::Value::String(u.to_string());
+    }
+    serde_json::json!({"metadata": meta})
+}
+
 /// Reads a network-status annotation value (ours, Multus', or any NPWG implementation's).
 pub fn parse_network_status(value: &str) -> Result<Vec<NetworkStatus>> {
     serde_json::from_str::<Option<Vec<NetworkStatus>>>(value)

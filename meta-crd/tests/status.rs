@@ -359,3 +359,19 @@ fn result_without_interfaces_gives_a_minimal_entry() {
         }]
     );
 }
+
+#[test]
+fn network_status_patch_sets_only_the_annotation_with_the_uid_precondition() {
+    use meta_crd::network_status_patch;
+    assert_eq!(
+        network_status_patch("[]", Some("u-1")),
+        serde_json::json!({"metadata": {
+            "annotations": {"k8s.v1.cni.cncf.io/network-status": "[]"},
+            "uid": "u-1"}})
+    );
+    assert_eq!(
+        network_status_patch("[{}]", None),
+        serde_json::json!({"metadata": {
+            "annotations": {"k8s.v1.cni.cncf.io/network-status": "[{}]"}}})
+    );
+}

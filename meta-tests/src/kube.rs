@@ -28,6 +28,7 @@ fn repo_root() -> PathBuf {
 /// closes the listener (connections are then refused).
 pub struct Forwarder {
     addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
@@ -44,12 +45,15 @@ impl Forwarder {
         let addr = listener.local_addr().expect("local_addr");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
         let accept = std::thread::Builder::new()
             .name("api-forwarder".into())
             .spawn(move || {
                 while !flag.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((client, _)) => {
+                            count.fetch_add(1, Ordering::SeqCst);
                             std::thread::spawn(move || relay(client, upstream));
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -62,6 +66,7 @@ impl Forwarder {
             .expect("spawn forwarder");
         Forwarder {
             addr,
+            accepted,
             stop,
             accept: Some(accept),
         }
@@ -70,6 +75,11 @@ impl Forwarder {
     /// Where it listens (in the namespace it was started in).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many connections it has accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
