@@ -133,7 +133,36 @@ pub struct MetaConf {
 impl MetaConf {
     /// Parses and validates the configuration of one invocation.
     pub fn load(args: &CmdArgs) -> Result<MetaConf> {
-        let c: MetaConf = args.conf.typed()?;
+        Self::validate(args.conf.typed()?)
+    }
+
+    /// The configuration in the network configuration file `path` (what the runtime reads
+    /// from its CNI conf dir): a `.conflist` whose first plugin of type `meta-cni` is
+    /// taken, or a single `.conf`. The node agent's hot-plug runs with it.
+    pub fn from_file(path: &std::path::Path) -> Result<MetaConf> {
+        let text =
+            std::fs::read(path).map_err(|e| Error::io(format!("read {}: {e}", path.display())))?;
+        let v: Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::decode(format!("{}: {e}", path.display())))?;
+        let plugin = match v.get("plugins").and_then(Value::as_array) {
+            Some(list) => list
+                .iter()
+                .find(|p| p.get("type").and_then(Value::as_str) == Some("meta-cni"))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "{}: no plugin of type \"meta-cni\" in the list",
+                        path.display()
+                    ))
+                })?,
+            None => v,
+        };
+        let c: MetaConf = serde_json::from_value(plugin)
+            .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+        Self::validate(c)
+    }
+
+    fn validate(c: MetaConf) -> Result<MetaConf> {
         if c.cluster_network.as_deref().unwrap_or("").is_empty() && c.delegates.is_empty() {
             return Err(Error::config(
                 "meta-cni needs \"clusterNetwork\" (a NAD, network or file name) or inline \"delegates\"",

@@ -461,6 +461,60 @@ pub fn list(dir: &Path) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// The entry of slot (container ID, ifname) as it is on disk now, read without its lock:
+/// a snapshot for finding entries (the plan is written by rename, later lines are ignored
+/// until complete). Act on an entry only under [`Journal::open`]'s lock, after a fresh
+/// [`Journal::load`].
+pub fn peek(dir: &Path, container_id: &str, ifname: &str) -> Result<Option<Entry>> {
+    let path = dir.join(file_name(container_id, ifname));
+    match std::fs::read(&path) {
+        Ok(b) => parse(&b)
+            .map(Some)
+            .map_err(|e| Error::decode(format!("corrupt journal {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(format!("read {}", path.display()))(e)),
+    }
+}
+
+/// The slot (container ID, ifname) of the pod `namespace/name` (with UID `uid` when given)
+/// in `dir`: the entry naming that pod, the most recently written one if a sandbox's
+/// entry was never deleted. `None` when no entry names the pod (not added yet, or an ADD
+/// is writing its plan). Corrupt entries are skipped (logged): they belong to DEL and GC.
+pub fn find_pod(
+    dir: &Path,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> Result<Option<(String, String)>> {
+    let mut best: Option<(std::time::SystemTime, String, String)> = None;
+    for (cid, ifname) in list(dir)? {
+        let e = match peek(dir, &cid, &ifname) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        let Some(p) = &e.pod else { continue };
+        if p.namespace != namespace || p.name != name {
+            continue;
+        }
+        if let (Some(want), Some(have)) = (uid, p.uid.as_deref())
+            && want != have
+        {
+            continue;
+        }
+        let mtime = std::fs::metadata(dir.join(file_name(&cid, &ifname)))
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if best.as_ref().is_none_or(|(t, _, _)| mtime >= *t) {
+            best = Some((mtime, cid, ifname));
+        }
+    }
+    Ok(best.map(|(_, c, i)| (c, i)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,6 +704,27 @@ mod tests {
         .unwrap();
         let j = Journal::open(d.path(), "c1", "eth0").unwrap();
         assert_eq!(j.load().unwrap(), Some(e));
+    }
+
+    #[test]
+    fn find_pod_by_name_and_uid() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(find_pod(d.path(), "ns", "p", None).unwrap(), None);
+        let mut e = entry();
+        e.pod.as_mut().unwrap().uid = Some("u1".into());
+        Journal::open(d.path(), "c1", "eth0")
+            .unwrap()
+            .store(&e)
+            .unwrap();
+        std::fs::write(d.path().join("c9:eth0.json"), b"{garbage").unwrap();
+        let slot = Some(("c1".to_string(), "eth0".to_string()));
+        assert_eq!(find_pod(d.path(), "ns", "p", Some("u1")).unwrap(), slot);
+        assert_eq!(find_pod(d.path(), "ns", "p", None).unwrap(), slot);
+        assert_eq!(find_pod(d.path(), "ns", "p", Some("u2")).unwrap(), None);
+        assert_eq!(find_pod(d.path(), "ns", "q", None).unwrap(), None);
+        assert_eq!(find_pod(d.path(), "other", "p", None).unwrap(), None);
+        assert_eq!(peek(d.path(), "c1", "eth0").unwrap(), Some(e));
+        assert_eq!(peek(d.path(), "c2", "eth0").unwrap(), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod config;
 pub mod default_route;
 pub mod exec;
 pub mod handoff;
+pub mod hotplug;
 pub mod journal;
 pub mod network_status;
 pub mod plan;

@@ -170,6 +170,44 @@ fn cluster_conflist(conf: &MetaConf, src: &mut dyn Source) -> Result<(String, Va
     }
 }
 
+/// The attachment of the pod's `networks[i]` element `el` on interface `ifname`: isolation
+/// checked, its NAD resolved, capabilities checked, `args.cni` and `default-route` taken.
+/// ADD's plan and hot-plug ([`crate::hotplug`]) both resolve elements with this.
+pub fn element_attachment(
+    conf: &MetaConf,
+    pod: &PodCtx,
+    i: usize,
+    el: &meta_crd::NetworkSelectionElement,
+    ifname: String,
+    src: &mut dyn Source,
+) -> Result<Attachment> {
+    let id = el.namespaced_name();
+    check_isolation(
+        conf,
+        pod,
+        &format!("networks[{i}]"),
+        &el.namespace,
+        &id,
+        &ifname,
+    )?;
+    let list = nad_conflist(conf, src, &el.namespace, &el.name)
+        .map_err(|e| e.context(format!("pod {}/{}: networks[{i}]", pod.namespace, pod.name)))?;
+    let caps = meta_crd::pod::capability_args(el).map_err(|e| Error::internal(e.to_string()))?;
+    meta_crd::pod::check_capabilities((&pod.namespace, &pod.name), i, &id, &caps, &list)
+        .map_err(Error::config)?;
+    Ok(Attachment {
+        network: id,
+        ifname,
+        conf: list,
+        cap_args: caps,
+        cni_args: el.cni_args.clone(),
+        default_route: el.default_route.clone(),
+        is_cluster: false,
+        state: State::Planned,
+        result: None,
+    })
+}
+
 /// Builds the plan. `runtime_rc` is the runtime's own runtimeConfig (given to the cluster
 /// network only); `pod` is None when the runtime gave no Kubernetes pod identity.
 pub fn build(
@@ -257,27 +295,8 @@ pub fn build(
         }
         for (i, el) in sel.networks.iter().enumerate() {
             idx += 1;
-            let id = el.namespaced_name();
             let ifname = meta_crd::pod::element_ifname(el, idx);
-            check_isolation(
-                conf,
-                pod,
-                &format!("networks[{i}]"),
-                &el.namespace,
-                &id,
-                &ifname,
-            )?;
-            let list = nad_conflist(conf, src, &el.namespace, &el.name).map_err(|e| {
-                e.context(format!("pod {}/{}: networks[{i}]", pod.namespace, pod.name))
-            })?;
-            let caps =
-                meta_crd::pod::capability_args(el).map_err(|e| Error::internal(e.to_string()))?;
-            meta_crd::pod::check_capabilities((&pod.namespace, &pod.name), i, &id, &caps, &list)
-                .map_err(Error::config)?;
-            let mut a = attach(id, ifname, list, caps, false);
-            a.cni_args = el.cni_args.clone();
-            a.default_route = el.default_route.clone();
-            out.push(a);
+            out.push(element_attachment(conf, pod, i, el, ifname, src)?);
         }
     }
     // Interface names unique in the pod, default-route on one network at most.
