@@ -155,7 +155,14 @@ pub fn node_pods_selector(node: &str) -> String {
 
 /// Runs both watchers until `shutdown`, feeding `state`; watch errors are logged and
 /// retried with kube-runtime's default backoff.
-pub async fn run(client: kube::Client, state: Shared, mut shutdown: crate::Shutdown) {
+///
+/// With `hotplug`, every pod event is also handed to hot-plug ([`crate::hotplug`]).
+pub async fn run(
+    client: kube::Client,
+    state: Shared,
+    hotplug: Option<crate::hotplug::Events>,
+    mut shutdown: crate::Shutdown,
+) {
     let node = state.lock().node.clone();
     let nads: Api<NetworkAttachmentDefinition> = Api::all(client.clone());
     // Metadata only: `Api<PartialObjectMeta<_>>` makes metadata-only requests.
@@ -186,6 +193,9 @@ pub async fn run(client: kube::Client, state: Shared, mut shutdown: crate::Shutd
             },
             ev = pod_stream.next() => match ev {
                 Some(Ok(ev)) => {
+                    if let Some(h) = &hotplug {
+                        h.send(&ev);
+                    }
                     let mut s = state.lock();
                     s.pods.apply(ev, pod_meta);
                     if s.pods.synced() && !pods_said {

@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub firewall_lock: PathBuf,
     /// The local API's unix socket (kube mode).
     pub socket: PathBuf,
+    /// Kube mode: meta-cni's network configuration file; set = hot-plug on
+    /// ([`crate::hotplug`]).
+    pub hotplug_conf: Option<PathBuf>,
     /// Full reconciliation period (also repairs drift in the kernel).
     pub resync: Duration,
     /// How long to wait for further changes before reconciling.
@@ -170,6 +173,9 @@ pub struct Cli {
     #[arg(long, env = "META_CNI_AGENT_SOCKET", value_name = "PATH",
           default_value = meta_crd::agent_api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Kube mode: meta-cni's network configuration (e.g. /etc/cni/net.d/00-meta-cni.conflist); set = hot-plug of the networks annotation into running pods
+    #[arg(long, env = "META_CNI_AGENT_HOTPLUG_CONF", value_name = "PATH")]
+    pub hotplug_conf: Option<PathBuf>,
     /// Full reconciliation period, repairs kernel drift (0 = never)
     #[arg(long, env = "META_CNI_AGENT_RESYNC", value_name = "DURATION",
           value_parser = parse_duration, default_value = "60s")]
@@ -273,6 +279,7 @@ impl Cli {
             masquerade: self.masquerade && !self.no_masquerade,
             firewall_lock: self.firewall_lock,
             socket: self.socket,
+            hotplug_conf: self.hotplug_conf,
             resync: self.resync,
             debounce: self.debounce,
             poll: self.poll,
@@ -463,6 +470,7 @@ mod tests {
                 masquerade: false,
                 firewall_lock: "/tmp/fw.lock".into(),
                 socket: "/tmp/agent.sock".into(),
+                hotplug_conf: None,
                 resync: Duration::ZERO,
                 debounce: Duration::from_millis(1500),
                 poll: Duration::from_millis(20),
@@ -722,6 +730,7 @@ mod tests {
         ("no-masquerade", None),
         ("firewall-lock", Some("META_CNI_AGENT_FIREWALL_LOCK")),
         ("socket", Some("META_CNI_AGENT_SOCKET")),
+        ("hotplug-conf", Some("META_CNI_AGENT_HOTPLUG_CONF")),
         ("resync", Some("META_CNI_AGENT_RESYNC")),
         ("debounce", Some("META_CNI_AGENT_DEBOUNCE")),
         ("poll", Some("META_CNI_AGENT_POLL")),

@@ -203,7 +203,23 @@ pub async fn run(
     // The local API first: its caches do not wait for the node's pod subnet.
     let state = Shared::new(&cfg.node_name);
     let listener = socket::Listener::bind(&cfg.socket)?;
-    tokio::spawn(cache::run(client.clone(), state.clone(), shutdown.clone()));
+    let hotplug = match &cfg.hotplug_conf {
+        Some(path) => Some(crate::hotplug::spawn(
+            path,
+            client.clone(),
+            state.clone(),
+            cfg.debounce,
+            cfg.resync,
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
+    tokio::spawn(cache::run(
+        client.clone(),
+        state.clone(),
+        hotplug,
+        shutdown.clone(),
+    ));
     tokio::spawn(socket::serve(
         listener,
         state,

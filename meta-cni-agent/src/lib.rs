@@ -40,6 +40,7 @@
 pub mod cache;
 pub mod config;
 pub mod dataplane;
+pub mod hotplug;
 pub mod kube;
 pub mod local;
 pub mod records;
