@@ -30,10 +30,12 @@
 //!    (metadata only) through watchers ([`cache`]) and serves them to meta-cni on a unix
 //!    socket only root may use ([`socket`], protocol [`meta_crd::agent_api`]), and patches
 //!    network-status of its node's pods for meta-cni over its long-lived API connection.
+//! 7. Kube mode with `--hotplug-conf`: hot-plug of the networks annotation into this
+//!    node's running pods ([`hotplug`]).
 //!
 //! The API permissions it needs are exactly `deploy/rbac.yaml`'s ClusterRole
 //! `meta-cni-agent`: nodes get, list, watch, patch; network-attachment-definitions and
-//! pods list, watch; pods/status patch.
+//! pods list, watch; pods/status patch (the plugin's network-status and hot-plug's).
 //!
 //! Configuration: [`config`] (flags and environment variables through clap, `--help`).
 
