@@ -117,6 +117,11 @@ pub struct MetaConf {
     /// Local mode: NADs from `<dir>/<namespace>/<name>.json` instead of the API server.
     #[serde(rename = "localNadDir", default)]
     pub local_nad_dir: Option<PathBuf>,
+    /// Where each verb drops its record for the node agent (Events, metrics); unset = the
+    /// `spool` directory next to `agentSocket`, empty = none. Nothing is written while the
+    /// directory does not exist (the agent creates it).
+    #[serde(rename = "spoolDir", default)]
+    pub spool_dir: Option<PathBuf>,
     /// Delegate types to exec even though they are bundled.
     #[serde(rename = "forceExec", default, deserialize_with = "string_or_list")]
     pub force_exec: Vec<String>,

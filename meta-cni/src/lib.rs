@@ -21,6 +21,7 @@ pub mod journal;
 pub mod network_status;
 pub mod plan;
 pub mod source;
+pub mod spool;
 
 use cni_core::{CmdArgs, CniResult, Error, Plugin, Result, code};
 use config::MetaConf;
@@ -30,7 +31,7 @@ use plan::PodCtx;
 use serde_json::{Map, Value};
 use source::{AgentSource, KubeSource, LocalSource, NoSource, Source};
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The meta plugin.
 #[derive(Default)]
@@ -131,10 +132,24 @@ fn resolve_pod(args: &CmdArgs, src: &mut dyn Source) -> Result<Option<(PodCtx, O
 
 /// Deletes `attachments` in reverse order; returns the failures.
 fn delete_in_reverse(run: &Runner, attachments: &[Attachment]) -> Vec<String> {
+    delete_recorded(run, attachments, None)
+}
+
+/// [`delete_in_reverse`], each delegate's run recorded in `rec` (DEL's spool record).
+fn delete_recorded(
+    run: &Runner,
+    attachments: &[Attachment],
+    mut rec: Option<&mut spool::Recorder>,
+) -> Vec<String> {
     run.remove_pod_links(attachments);
     let mut errs = Vec::new();
     for a in attachments.iter().rev() {
-        if let Err(e) = run.del(a, a.cni_result().as_ref()) {
+        let t = Instant::now();
+        let r = run.del(a, a.cni_result().as_ref());
+        if let Some(rec) = rec.as_deref_mut() {
+            rec.attachment(a, t.elapsed(), r.as_ref().map(|_| None));
+        }
+        if let Err(e) = r {
             errs.push(format!("network {} ({}): {e}", a.network, a.ifname));
         }
     }
@@ -330,120 +345,24 @@ impl Plugin for MetaPlugin {
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult> {
-        // Configuration; the cluster network must be ready.
-        let conf = load_conf(args)?;
-        check_ready(&conf, code::TRY_AGAIN_LATER)?;
-        // The pod and its networks.
-        let mut src = make_source(&conf)?;
-        let pod = resolve_pod(args, src.as_mut())?;
-        let plan = plan::build(
-            &conf,
-            &args.env.ifname,
-            &runtime_config(args),
-            pod.as_ref().map(|(p, _)| p),
-            src.as_mut(),
-        )?;
-        // ADD's configuration checks for every network before anything is journaled or
-        // attached (the admission webhook runs the same ones).
-        let run = runner(&conf, args, &args.env.netns);
-        for a in &plan {
-            run.check_config(a)
-                .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
-        }
-        let _held = hold_namespaces(&args.env.netns);
-        // The plan goes to the journal before anything is attached.
-        let mut journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
-        delete_leftover(&conf, args, &journal)?;
-        let pod = pod.map(|(p, uid)| PodRef {
-            namespace: p.namespace,
-            name: p.name,
-            uid,
-        });
-        let mut entry = Entry::planned(&args.env, pod, plan);
-        journal.store(&entry)?;
-        // Attach in order, each result durable before the next attachment starts; the last
-        // one is journaled together with the default-route adjustments, before
-        // network-status and the return. Any failure rolls back the attempted attachments.
-        let mut attempted = 0;
-        let n = entry.attachments.len();
-        let attached = (|| -> Result<()> {
-            for i in 0..n {
-                attempted = i + 1;
-                let a = &entry.attachments[i];
-                let r = run
-                    .add(a)
-                    .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
-                entry.attachments[i].record(&r);
-                if i + 1 < n {
-                    journal.store(&entry)?;
-                }
-            }
-            default_route::apply(&mut entry, &args.env.netns)?;
-            journal.store(&entry)?;
-            network_status::publish(src.as_mut(), &entry)
-        })();
-        if let Err(e) = attached {
-            return Err(roll_back(&run, &entry, attempted, journal, e));
-        }
-        // The runtime gets the cluster network's result.
-        entry
-            .attachments
-            .iter()
-            .find(|a| a.is_cluster)
-            .and_then(Attachment::cni_result)
-            .ok_or_else(|| Error::internal("cluster network produced no result"))
+        let mut rec = spool::Recorder::start(meta_crd::spool::Verb::Add);
+        let r = add(args, &mut rec);
+        rec.finish(args, r.as_ref().map(|_| ()));
+        r
     }
 
     fn del(&self, args: &CmdArgs) -> Result<()> {
-        let conf = load_conf(args)?;
-        kick_handoff(&conf);
-        let journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
-        // What to delete: the journal's attachments, else what resolves now.
-        let (attachments, pod, journaled) = match journal.load()? {
-            Some(entry) => (entry.attachments, entry.pod, true),
-            None => {
-                let (attachments, pod) = resolve_without_journal(&conf, args);
-                (attachments, pod, false)
-            }
-        };
-        let _held = hold_namespaces(&args.env.netns);
-        let errs = delete_in_reverse(&runner(&conf, args, &args.env.netns), &attachments);
-        if !errs.is_empty() {
-            return Err(Error::internal(format!(
-                "DEL failed for {}",
-                errs.join("; ")
-            )));
-        }
-        forget(&conf, journal, pod.as_ref())?;
-        // Only a journaled pod's network-status is cleared in the API server (its UID is
-        // known).
-        if journaled && let Some(p) = &pod {
-            network_status::clear_api(&conf, &args.env.netns, p);
-        }
-        Ok(())
+        let mut rec = spool::Recorder::start(meta_crd::spool::Verb::Del);
+        let r = del(args, &mut rec);
+        rec.finish(args, r.as_ref().copied());
+        r
     }
 
     fn check(&self, args: &CmdArgs) -> Result<()> {
-        let conf = load_conf(args)?;
-        let journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
-        let entry = journal.load()?.ok_or_else(|| {
-            Error::internal(format!(
-                "CHECK: no journal entry for container {} interface {}",
-                args.env.container_id, args.env.ifname
-            ))
-        })?;
-        let run = runner(&conf, args, &args.env.netns);
-        for a in &entry.attachments {
-            let r = a.cni_result().ok_or_else(|| {
-                Error::internal(format!(
-                    "CHECK: network {} ({}) was never added",
-                    a.network, a.ifname
-                ))
-            })?;
-            run.check(a, &r)
-                .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
-        }
-        Ok(())
+        let mut rec = spool::Recorder::start(meta_crd::spool::Verb::Check);
+        let r = check(args, &mut rec);
+        rec.finish(args, r.as_ref().copied());
+        r
     }
 
     fn status(&self, args: &CmdArgs) -> Result<()> {
@@ -536,4 +455,135 @@ impl Plugin for MetaPlugin {
             Err(Error::internal(format!("GC: {}", errs.join("; "))))
         }
     }
+}
+
+/// ADD, recorded in `rec`.
+fn add(args: &CmdArgs, rec: &mut spool::Recorder) -> Result<CniResult> {
+    // Configuration; the cluster network must be ready.
+    let conf = load_conf(args)?;
+    rec.configure(&conf);
+    check_ready(&conf, code::TRY_AGAIN_LATER)?;
+    // The pod and its networks.
+    let mut src = make_source(&conf)?;
+    let pod = resolve_pod(args, src.as_mut())?;
+    rec.pod_uid(pod.as_ref().and_then(|(_, uid)| uid.as_deref()));
+    let plan = plan::build(
+        &conf,
+        &args.env.ifname,
+        &runtime_config(args),
+        pod.as_ref().map(|(p, _)| p),
+        src.as_mut(),
+    )?;
+    // ADD's configuration checks for every network before anything is journaled or
+    // attached (the admission webhook runs the same ones).
+    let run = runner(&conf, args, &args.env.netns);
+    for a in &plan {
+        run.check_config(a)
+            .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
+    }
+    let _held = hold_namespaces(&args.env.netns);
+    // The plan goes to the journal before anything is attached.
+    let mut journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
+    delete_leftover(&conf, args, &journal)?;
+    let pod = pod.map(|(p, uid)| PodRef {
+        namespace: p.namespace,
+        name: p.name,
+        uid,
+    });
+    let mut entry = Entry::planned(&args.env, pod, plan);
+    journal.store(&entry)?;
+    // Attach in order, each result durable before the next attachment starts; the last
+    // one is journaled together with the default-route adjustments, before
+    // network-status and the return. Any failure rolls back the attempted attachments.
+    let mut attempted = 0;
+    let n = entry.attachments.len();
+    let attached = (|| -> Result<()> {
+        for i in 0..n {
+            attempted = i + 1;
+            let a = &entry.attachments[i];
+            let t = Instant::now();
+            let r = run
+                .add(a)
+                .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)));
+            rec.attachment(a, t.elapsed(), r.as_ref().map(Some));
+            entry.attachments[i].record(&r?);
+            if i + 1 < n {
+                journal.store(&entry)?;
+            }
+        }
+        default_route::apply(&mut entry, &args.env.netns)?;
+        journal.store(&entry)?;
+        network_status::publish(src.as_mut(), &entry)
+    })();
+    if let Err(e) = attached {
+        return Err(roll_back(&run, &entry, attempted, journal, e));
+    }
+    // The runtime gets the cluster network's result.
+    entry
+        .attachments
+        .iter()
+        .find(|a| a.is_cluster)
+        .and_then(Attachment::cni_result)
+        .ok_or_else(|| Error::internal("cluster network produced no result"))
+}
+
+/// DEL, recorded in `rec`.
+fn del(args: &CmdArgs, rec: &mut spool::Recorder) -> Result<()> {
+    let conf = load_conf(args)?;
+    rec.configure(&conf);
+    kick_handoff(&conf);
+    let journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
+    // What to delete: the journal's attachments, else what resolves now.
+    let (attachments, pod, journaled) = match journal.load()? {
+        Some(entry) => (entry.attachments, entry.pod, true),
+        None => {
+            let (attachments, pod) = resolve_without_journal(&conf, args);
+            (attachments, pod, false)
+        }
+    };
+    rec.pod_uid(pod.as_ref().and_then(|p| p.uid.as_deref()));
+    let _held = hold_namespaces(&args.env.netns);
+    let errs = delete_recorded(
+        &runner(&conf, args, &args.env.netns),
+        &attachments,
+        Some(rec),
+    );
+    if !errs.is_empty() {
+        return Err(Error::internal(format!(
+            "DEL failed for {}",
+            errs.join("; ")
+        )));
+    }
+    forget(&conf, journal, pod.as_ref())?;
+    // Only a journaled pod's network-status is cleared in the API server (its UID is
+    // known).
+    if journaled && let Some(p) = &pod {
+        network_status::clear_api(&conf, &args.env.netns, p);
+    }
+    Ok(())
+}
+
+/// CHECK, recorded in `rec`.
+fn check(args: &CmdArgs, rec: &mut spool::Recorder) -> Result<()> {
+    let conf = load_conf(args)?;
+    rec.configure(&conf);
+    let journal = Journal::open(&conf.cache_dir, &args.env.container_id, &args.env.ifname)?;
+    let entry = journal.load()?.ok_or_else(|| {
+        Error::internal(format!(
+            "CHECK: no journal entry for container {} interface {}",
+            args.env.container_id, args.env.ifname
+        ))
+    })?;
+    let run = runner(&conf, args, &args.env.netns);
+    for a in &entry.attachments {
+        let r = a.cni_result().ok_or_else(|| {
+            Error::internal(format!(
+                "CHECK: network {} ({}) was never added",
+                a.network, a.ifname
+            ))
+        })?;
+        run.check(a, &r)
+            .map_err(|e| e.context(format!("network {} ({})", a.network, a.ifname)))?;
+    }
+    Ok(())
 }

@@ -13,6 +13,8 @@
 //! - [`validate`]: the name, interface, MAC and IP validators the parsers use.
 //! - [`agent_api`]: the node agent's unix-socket protocol (the plugin asks it for NADs and
 //!   pods), shared by both sides.
+//! - [`spool`]: the records the plugin drops for the agent (Events and metrics), shared by
+//!   both sides.
 //!
 //! This crate knows no delegate crate (see ARCHITECTURE.md); it links kube for the derive
 //! only. As a library it enables no `k8s-openapi` version feature: the final binary does.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod nad;
 pub mod pod;
 pub mod selection;
+pub mod spool;
 pub mod status;
 pub mod validate;
 
