@@ -63,6 +63,10 @@ pub struct AgentConfig {
     /// Kube mode: meta-cni's network configuration file; set = hot-plug on
     /// ([`crate::hotplug`]).
     pub hotplug_conf: Option<PathBuf>,
+    /// The plugin's spool of records (Events, metrics).
+    pub spool_dir: PathBuf,
+    /// Where `/metrics` is served; `None` = nowhere.
+    pub metrics_bind_address: Option<std::net::SocketAddr>,
     /// Full reconciliation period (also repairs drift in the kernel).
     pub resync: Duration,
     /// How long to wait for further changes before reconciling.
@@ -73,6 +77,10 @@ pub struct AgentConfig {
     /// Log filter (`info`, `debug`, `meta_cni_agent=debug,kube=info`, ...).
     pub log_level: String,
 }
+
+/// `--metrics-bind-address`'s default: the node's loopback (the agent runs in the host
+/// network namespace), off the pod network.
+pub const DEFAULT_METRICS_BIND_ADDRESS: &str = "127.0.0.1:9191";
 
 /// The description at the top of `--help`.
 const LONG_ABOUT: &str = "\
@@ -176,6 +184,13 @@ pub struct Cli {
     /// Kube mode: meta-cni's network configuration (e.g. /etc/cni/net.d/00-meta-cni.conflist); set = hot-plug of the networks annotation into running pods
     #[arg(long, env = "META_CNI_AGENT_HOTPLUG_CONF", value_name = "PATH")]
     pub hotplug_conf: Option<PathBuf>,
+    /// The plugin's spool of ADD/DEL/CHECK records, turned into Events and metrics (default: spool next to --socket)
+    #[arg(long, env = "META_CNI_AGENT_SPOOL_DIR", value_name = "PATH")]
+    pub spool_dir: Option<PathBuf>,
+    /// Prometheus metrics on http://ADDR/metrics; 0 or empty = off
+    #[arg(long, env = "META_CNI_AGENT_METRICS_BIND_ADDRESS", value_name = "ADDR",
+          default_value = DEFAULT_METRICS_BIND_ADDRESS)]
+    pub metrics_bind_address: String,
     /// Full reconciliation period, repairs kernel drift (0 = never)
     #[arg(long, env = "META_CNI_AGENT_RESYNC", value_name = "DURATION",
           value_parser = parse_duration, default_value = "60s")]
@@ -265,6 +280,19 @@ impl Cli {
         let cluster_cidr = self.cluster_cidr.ok_or_else(|| {
             cfg_err("the cluster CIDR is required: --cluster-cidr or META_CNI_AGENT_CLUSTER_CIDR")
         })?;
+        let metrics_bind_address = match self.metrics_bind_address.trim() {
+            "" | "0" => None,
+            a => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+                Error::Config(format!(
+                    "--metrics-bind-address {a:?}: {e} (IP:PORT, or 0 to turn metrics off)"
+                ))
+            })?),
+        };
+        let spool_dir = self.spool_dir.unwrap_or_else(|| {
+            self.socket
+                .parent()
+                .map_or_else(|| PathBuf::from("spool"), |p| p.join("spool"))
+        });
         Ok(AgentConfig {
             node_name,
             mode,
@@ -280,6 +308,8 @@ impl Cli {
             firewall_lock: self.firewall_lock,
             socket: self.socket,
             hotplug_conf: self.hotplug_conf,
+            spool_dir,
+            metrics_bind_address,
             resync: self.resync,
             debounce: self.debounce,
             poll: self.poll,
@@ -422,6 +452,11 @@ mod tests {
                 PathBuf::from("/run/meta-cni/firewall.lock")
             );
             assert_eq!(c.socket, PathBuf::from("/run/meta-cni/agent.sock"));
+            assert_eq!(c.spool_dir, PathBuf::from("/run/meta-cni/spool"));
+            assert_eq!(
+                c.metrics_bind_address,
+                Some("127.0.0.1:9191".parse().unwrap())
+            );
             assert!(c.masquerade);
             assert_eq!(c.resync, Duration::from_secs(60));
             assert_eq!(c.debounce, Duration::from_millis(100));
@@ -447,6 +482,8 @@ mod tests {
             ("META_CNI_AGENT_MASQUERADE", "OFF"),
             ("META_CNI_AGENT_FIREWALL_LOCK", "/tmp/fw.lock"),
             ("META_CNI_AGENT_SOCKET", "/tmp/agent.sock"),
+            ("META_CNI_AGENT_SPOOL_DIR", "/tmp/spool"),
+            ("META_CNI_AGENT_METRICS_BIND_ADDRESS", "0"),
             ("META_CNI_AGENT_RESYNC", "0"),
             ("META_CNI_AGENT_DEBOUNCE", "1.5s"),
             ("META_CNI_AGENT_POLL", "20ms"),
@@ -471,6 +508,8 @@ mod tests {
                 firewall_lock: "/tmp/fw.lock".into(),
                 socket: "/tmp/agent.sock".into(),
                 hotplug_conf: None,
+                spool_dir: "/tmp/spool".into(),
+                metrics_bind_address: None,
                 resync: Duration::ZERO,
                 debounce: Duration::from_millis(1500),
                 poll: Duration::from_millis(20),
@@ -731,11 +770,29 @@ mod tests {
         ("firewall-lock", Some("META_CNI_AGENT_FIREWALL_LOCK")),
         ("socket", Some("META_CNI_AGENT_SOCKET")),
         ("hotplug-conf", Some("META_CNI_AGENT_HOTPLUG_CONF")),
+        ("spool-dir", Some("META_CNI_AGENT_SPOOL_DIR")),
+        (
+            "metrics-bind-address",
+            Some("META_CNI_AGENT_METRICS_BIND_ADDRESS"),
+        ),
         ("resync", Some("META_CNI_AGENT_RESYNC")),
         ("debounce", Some("META_CNI_AGENT_DEBOUNCE")),
         ("poll", Some("META_CNI_AGENT_POLL")),
         ("log-level", Some("META_CNI_AGENT_LOG")),
     ];
+
+    #[test]
+    fn metrics_address_and_spool_dir() {
+        in_env("metrics_address_and_spool_dir", "flags", BASE, || {
+            let c = run(&["--metrics-bind-address", "", "--socket", "/x/a.sock"]).unwrap();
+            assert_eq!(c.metrics_bind_address, None);
+            assert_eq!(c.spool_dir, PathBuf::from("/x/spool"));
+            let c = run(&["--metrics-bind-address=[::1]:9300"]).unwrap();
+            assert_eq!(c.metrics_bind_address, Some("[::1]:9300".parse().unwrap()));
+            let (msg, _, code) = refused(&["--metrics-bind-address", "localhost"]);
+            assert!(msg.contains("metrics-bind-address") && code == 2, "{msg}");
+        });
+    }
 
     #[test]
     fn help_lists_every_option_and_env() {

@@ -396,6 +396,13 @@ fn serve<N: NetlinkOps + ?Sized>(
             None => Ok(None),
         });
         let elapsed = t0.elapsed();
+        crate::metrics::global().reconciled(
+            elapsed,
+            outcome
+                .as_ref()
+                .ok()
+                .and_then(|r| r.as_ref().map(|r| r.programmed)),
+        );
         let ok = match outcome {
             Ok(Some(report)) => {
                 log_report(&report, latest.as_ref().map_or(0, Vec::len), elapsed);

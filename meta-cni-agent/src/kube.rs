@@ -220,6 +220,13 @@ pub async fn run(
         hotplug,
         shutdown.clone(),
     ));
+    super::start_observability(
+        cfg,
+        Some(client.clone()),
+        Some(state.clone()),
+        shutdown.clone(),
+    )
+    .await?;
     tokio::spawn(socket::serve(
         listener,
         state,

@@ -33,20 +33,28 @@
 //! 7. Kube mode with `--hotplug-conf`: hot-plug of the networks annotation into this
 //!    node's running pods ([`hotplug`]).
 //!
+//! 7. Consumes the plugin's spool of ADD/DEL/CHECK records ([`spool`]): Kubernetes Events
+//!    as Multus emits them (kube mode, [`events`]) and Prometheus metrics ([`metrics`],
+//!    `--metrics-bind-address`, default `127.0.0.1:9191`).
+//!
 //! The API permissions it needs are exactly `deploy/rbac.yaml`'s ClusterRole
 //! `meta-cni-agent`: nodes get, list, watch, patch; network-attachment-definitions and
-//! pods list, watch; pods/status patch (the plugin's network-status and hot-plug's).
+//! pods list, watch; pods/status patch (the plugin's network-status and hot-plug's);
+//! events create, patch.
 //!
 //! Configuration: [`config`] (flags and environment variables through clap, `--help`).
 
 pub mod cache;
 pub mod config;
 pub mod dataplane;
+pub mod events;
 pub mod hotplug;
 pub mod kube;
 pub mod local;
+pub mod metrics;
 pub mod records;
 pub mod socket;
+pub mod spool;
 
 pub use config::{AgentConfig, Mode};
 pub use records::{ANNOTATION_UNDERLAY_IP, ANNOTATION_VTEP_MAC};
@@ -192,6 +200,25 @@ pub fn firewall(cfg: &AgentConfig) -> Box<dyn NodeMasq> {
     Box::new(meta_firewall::Nftables::new().with_lock_path(cfg.firewall_lock.clone()))
 }
 
+/// Starts the spool consumer (Events through `client`, kube mode) and the metrics server
+/// (the caches' state from `caches`), both until `shutdown`.
+pub async fn start_observability(
+    cfg: &AgentConfig,
+    client: Option<::kube::Client>,
+    caches: Option<cache::Shared>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    spool::prepare(&cfg.spool_dir)?;
+    let events = client.map(|c| events::Recorder::new(c, &cfg.node_name));
+    let consumer = spool::Consumer::new(cfg.spool_dir.clone(), events);
+    tokio::spawn(spool::run(consumer, shutdown.clone()));
+    if let Some(addr) = cfg.metrics_bind_address {
+        let l = metrics::Listener::bind(addr).await?;
+        tokio::spawn(metrics::serve(l, caches, shutdown));
+    }
+    Ok(())
+}
+
 /// Runs the agent in the calling thread's network namespace until `shutdown`.
 pub async fn run_until(cfg: &AgentConfig, shutdown: Shutdown) -> Result<()> {
     tracing::info!(
@@ -207,7 +234,10 @@ pub async fn run_until(cfg: &AgentConfig, shutdown: Shutdown) -> Result<()> {
     );
     match &cfg.mode {
         Mode::Kube { kubeconfig } => kube::run(cfg, kubeconfig.as_deref(), shutdown).await,
-        Mode::Local { nodes_file } => local::run(cfg, nodes_file, shutdown).await,
+        Mode::Local { nodes_file } => {
+            start_observability(cfg, None, None, shutdown.clone()).await?;
+            local::run(cfg, nodes_file, shutdown).await
+        }
     }
 }
 

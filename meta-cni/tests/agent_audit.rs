@@ -226,11 +226,13 @@ fn add_reads_nothing_from_the_api_server_with_the_agent_up() {
         e.network_status("audit-a").is_some(),
         "network-status written"
     );
-    // Besides that patch the agent only lists and watches (and gets its Node).
+    // Besides that patch the agent only lists and watches (and gets its Node), and
+    // creates the Events of the plugin's spool records.
     for (verb, uri) in requests_of(&evs, 0, AGENT_USER) {
         assert!(
             ["list", "watch", "get"].contains(&verb.as_str())
-                || (verb == "patch" && uri.ends_with("/pods/audit-a/status")),
+                || (verb == "patch" && uri.ends_with("/pods/audit-a/status"))
+                || (verb == "create" && uri.ends_with("/events")),
             "agent: {verb} {uri}"
         );
     }

@@ -1,0 +1,424 @@
+//! The agent's Prometheus metrics (OpenMetrics text), served on `GET /metrics` of
+//! `--metrics-bind-address` (default `127.0.0.1:9191`: the node's loopback, off the pod
+//! network; `0` or an empty value turns it off).
+//!
+//! From the plugin's spool records ([`crate::spool`]):
+//! - `meta_cni_cni_duration_seconds{verb,outcome}`: whole ADD/DEL/CHECK (histogram);
+//! - `meta_cni_attachment_duration_seconds{verb,network,delegate_type}`: each delegate run
+//!   of a verb (histogram);
+//! - `meta_cni_cni_failures_total{verb,code}`: failed verbs by CNI error code;
+//! - `meta_cni_agent_spool_records_total{outcome}`: records taken from the spool
+//!   (`processed`, `invalid`, `stale`);
+//! - `meta_cni_agent_events_total{type,outcome}`: Kubernetes Events (`created`,
+//!   `aggregated` = an existing Event's count patched, `rate_limited`, `failed`).
+//!
+//! From the agent itself:
+//! - `meta_cni_agent_hotplug_operations_total{op,outcome}` ([`Metrics::hotplug`]);
+//! - `meta_cni_agent_cache_synced{cache}` (1 once the first listing arrived) and
+//!   `meta_cni_agent_cache_objects{cache}` for `nads` and `pods` (kube mode);
+//! - `meta_cni_agent_overlay_peers`: remote nodes programmed by the last reconciliation;
+//! - `meta_cni_agent_reconcile_duration_seconds`: each data plane reconciliation
+//!   (histogram).
+
+use crate::cache::Shared;
+use crate::{Error, Result, Shutdown};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttachmentLabels {
+    verb: String,
+    network: String,
+    delegate_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    verb: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    r#type: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HotplugLabels {
+    op: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The registry and the metrics in it; one per process ([`global`]).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    cni_duration: Family<VerbLabels, Histogram, fn() -> Histogram>,
+    attachment_duration: Family<AttachmentLabels, Histogram, fn() -> Histogram>,
+    cni_failures: Family<FailureLabels, Counter>,
+    spool_records: Family<OutcomeLabels, Counter>,
+    events: Family<EventLabels, Counter>,
+    hotplug: Family<HotplugLabels, Counter>,
+    cache_synced: Family<CacheLabels, Gauge>,
+    cache_objects: Family<CacheLabels, Gauge>,
+    overlay_peers: Gauge,
+    reconcile_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric of the module docs.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let cni_duration = Family::<VerbLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let attachment_duration =
+            Family::<AttachmentLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        let m = Metrics {
+            cni_duration,
+            attachment_duration,
+            cni_failures: Family::default(),
+            spool_records: Family::default(),
+            events: Family::default(),
+            hotplug: Family::default(),
+            cache_synced: Family::default(),
+            cache_objects: Family::default(),
+            overlay_peers: Gauge::default(),
+            reconcile_duration: latency_histogram(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "meta_cni_cni_duration_seconds",
+            "Duration of meta-cni's ADD, DEL and CHECK",
+            m.cni_duration.clone(),
+        );
+        registry.register(
+            "meta_cni_attachment_duration_seconds",
+            "Duration of each delegate run of a verb, per network and delegate type",
+            m.attachment_duration.clone(),
+        );
+        registry.register(
+            "meta_cni_cni_failures",
+            "Failed meta-cni verbs by CNI error code",
+            m.cni_failures.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_spool_records",
+            "Records taken from the plugin's spool, by outcome",
+            m.spool_records.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_events",
+            "Kubernetes Events from spool records, by type and outcome",
+            m.events.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_hotplug_operations",
+            "Hot-plug attach and detach operations, by outcome",
+            m.hotplug.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_cache_synced",
+            "1 once the cache's first complete listing has arrived",
+            m.cache_synced.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_cache_objects",
+            "Objects in the cache",
+            m.cache_objects.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_overlay_peers",
+            "Remote nodes programmed by the last overlay reconciliation",
+            m.overlay_peers.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_reconcile_duration_seconds",
+            "Duration of each data plane reconciliation",
+            m.reconcile_duration.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one hot-plug operation: `op` `attach` or `detach`, `outcome` `success`,
+    /// `failure` or `rolled_back`.
+    pub fn hotplug(&self, op: &str, outcome: &str) {
+        self.hotplug
+            .get_or_create(&HotplugLabels {
+                op: op.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Observes one spool record's verb and attachments.
+    pub fn observe_record(&self, rec: &meta_crd::spool::Record) {
+        let verb = rec.verb.as_str().to_string();
+        let outcome = if rec.code == 0 { "success" } else { "failure" };
+        self.cni_duration
+            .get_or_create(&VerbLabels {
+                verb: verb.clone(),
+                outcome: outcome.to_string(),
+            })
+            .observe(rec.duration_seconds.max(0.0));
+        if rec.code != 0 {
+            self.cni_failures
+                .get_or_create(&FailureLabels {
+                    verb: verb.clone(),
+                    code: rec.code.to_string(),
+                })
+                .inc();
+        }
+        for a in &rec.attachments {
+            self.attachment_duration
+                .get_or_create(&AttachmentLabels {
+                    verb: verb.clone(),
+                    network: a.network.clone(),
+                    delegate_type: a.delegate_type.clone(),
+                })
+                .observe(a.duration_seconds.max(0.0));
+        }
+    }
+
+    /// Counts a record taken from the spool (`processed`, `invalid`, `stale`).
+    pub fn spool_record(&self, outcome: &str) {
+        self.spool_records
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts an Event (`type` Normal/Warning; `outcome` created, aggregated,
+    /// rate_limited, failed).
+    pub fn event(&self, type_: &str, outcome: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                r#type: type_.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records one data plane reconciliation: its duration and, when it produced a
+    /// report, the peers programmed.
+    pub fn reconciled(&self, took: Duration, peers: Option<usize>) {
+        self.reconcile_duration.observe(took.as_secs_f64());
+        if let Some(p) = peers {
+            self.overlay_peers.set(i64::try_from(p).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Copies the caches' state into the gauges.
+    pub fn caches(&self, state: &Shared) {
+        let st = state.lock().status();
+        for (name, c) in [("nads", st.nads), ("pods", st.pods)] {
+            let l = CacheLabels {
+                cache: name.to_string(),
+            };
+            self.cache_synced.get_or_create(&l).set(i64::from(c.synced));
+            self.cache_objects
+                .get_or_create(&l)
+                .set(i64::try_from(c.count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// Counts one hot-plug operation in [`global`] (see [`Metrics::hotplug`]).
+pub fn hotplug(op: &str, outcome: &str) {
+    global().hotplug(op, outcome);
+}
+
+/// A bound metrics listener.
+#[derive(Debug)]
+pub struct Listener(tokio::net::TcpListener);
+
+impl Listener {
+    /// Binds `addr` (must run inside a tokio runtime).
+    pub async fn bind(addr: SocketAddr) -> Result<Listener> {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map(Listener)
+            .map_err(|source| Error::Io {
+                context: format!("bind the metrics address {addr}"),
+                source,
+            })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.0.local_addr().ok()
+    }
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    caches: Option<Shared>,
+) -> std::result::Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let resp = |status: StatusCode, ct: &'static str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(ct),
+        );
+        r
+    };
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let m = global();
+            if let Some(c) = &caches {
+                m.caches(c);
+            }
+            resp(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                m.encode(),
+            )
+        }
+        (_, "/metrics") => resp(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        ),
+        _ => resp(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    })
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`; `caches` are read at each scrape.
+pub async fn serve(listener: Listener, caches: Option<Shared>, mut shutdown: Shutdown) {
+    if let Some(a) = listener.local_addr() {
+        tracing::info!("metrics on http://{a}/metrics");
+    }
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait() => break,
+            a = listener.0.accept() => a,
+        };
+        let (stream, _) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("metrics: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let caches = caches.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(req, caches.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            // A scrape is one small request: bound a slow client.
+            match tokio::time::timeout(Duration::from_secs(30), conn).await {
+                Ok(Err(e)) => tracing::debug!("metrics connection: {e}"),
+                Err(_) => tracing::debug!("metrics connection timed out"),
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meta_crd::spool::{AttachmentRecord, Record, VERSION, Verb};
+
+    #[test]
+    fn records_become_labelled_histograms_and_failure_counts() {
+        let m = Metrics::new();
+        let att = |network: &str, t: &str| AttachmentRecord {
+            network: network.into(),
+            ifname: "net1".into(),
+            delegate_type: t.into(),
+            duration_seconds: 0.002,
+            code: 0,
+            message: None,
+            ips: vec![],
+        };
+        let mut r = Record {
+            version: VERSION,
+            verb: Verb::Add,
+            time_unix_ms: 0,
+            container_id: "c".into(),
+            pod: None,
+            duration_seconds: 0.01,
+            code: 0,
+            message: None,
+            attachments: vec![att("cluster", "bridge"), att("e2e/green", "macvlan")],
+        };
+        m.observe_record(&r);
+        r.verb = Verb::Del;
+        r.code = 11;
+        r.attachments.truncate(1);
+        m.observe_record(&r);
+        m.hotplug("attach", "success");
+        let t = m.encode();
+        for want in [
+            r#"meta_cni_cni_duration_seconds_count{verb="ADD",outcome="success"} 1"#,
+            r#"meta_cni_cni_duration_seconds_count{verb="DEL",outcome="failure"} 1"#,
+            r#"meta_cni_attachment_duration_seconds_count{verb="ADD",network="e2e/green",delegate_type="macvlan"} 1"#,
+            r#"meta_cni_attachment_duration_seconds_count{verb="DEL",network="cluster",delegate_type="bridge"} 1"#,
+            r#"meta_cni_cni_failures_total{verb="DEL",code="11"} 1"#,
+            r#"meta_cni_agent_hotplug_operations_total{op="attach",outcome="success"} 1"#,
+        ] {
+            assert!(t.contains(want), "missing {want} in\n{t}");
+        }
+        assert!(!t.contains(r#"code="0""#), "{t}");
+    }
+}
