@@ -1,0 +1,296 @@
+//! Hot-plug with the real `meta-cni-agent` against the real kube-apiserver fixture: a pod
+//! ADDed by the real meta-cni binary (cluster network only) in a test pod netns gets a
+//! macvlan (`green`, parent a veth end in the node netns) and a bridge network (`blue`)
+//! when its networks annotation is patched; the latency until both are in the pod netns
+//! and in network-status is printed. Then one is removed, then the agent is killed (-9)
+//! right after a hot-plug starts and restarted, and pod, journal and network-status agree
+//! again; finally DEL through the binary leaves nothing (links, journal, host-local IPs),
+//! hot-plugged interfaces included.
+
+mod e2e_support;
+use e2e_support::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use meta_crd::agent_api::{Client, Op, Request};
+use meta_tests::{Invocation, spawn_in};
+use serde_json::json;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const NODE: &str = "hotplug-node";
+const POD: &str = "hp";
+const CID: &str = "cid-hotplug";
+
+/// The `meta-cni-agent` binary of this workspace (built with this build's cargo).
+fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "meta-cni-agent",
+        "--bin",
+        "meta-cni-agent",
+    ])
+    .env("CARGO_TARGET_DIR", target_dir)
+    .current_dir(repo_root());
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("cargo build -p meta-cni-agent");
+    assert!(
+        out.status.success(),
+        "cargo build -p meta-cni-agent: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    profile_dir.join("meta-cni-agent")
+}
+
+fn start_agent(e: &E2e, env: &[(&'static str, String)], socket: &Path) -> Child {
+    let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let inv = Invocation {
+        extra_env: extra,
+        ..Default::default()
+    };
+    let agent = spawn_in(e.w.node.netns(), &agent_bin(), &inv, b"");
+    // Up once both caches are synced.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = Client::connect(socket, Duration::from_secs(2))
+            .and_then(|mut c| c.ask(&Request::new(Op::Status)))
+            .ok()
+            .and_then(|r| r.status);
+        if st.is_some_and(|s| s.nads.synced && s.pods.synced) {
+            return agent;
+        }
+        assert!(Instant::now() < deadline, "the agent's caches never synced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(mut agent: Child, sig: nix::sys::signal::Signal) -> String {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), sig);
+    let _ = agent.wait();
+    let mut log = String::new();
+    if let Some(mut e) = agent.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    log
+}
+
+fn set_networks(e: &E2e, networks: &str) {
+    let api: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
+    let patch = json!({"metadata": {"annotations": {meta_crd::NETWORKS_ANNOTATION: networks}}});
+    e.rt.block_on(api.patch(POD, &PatchParams::default(), &Patch::Merge(&patch)))
+        .expect("patch networks");
+}
+
+/// (pod links, journal attachments (network, ifname, state), network-status (network,
+/// interface)) now.
+type View = (
+    Vec<String>,
+    Vec<(String, String, String)>,
+    Vec<(String, String)>,
+);
+
+fn view(e: &E2e) -> View {
+    let links = meta_tests::link_names(e.w.pods[0].netns());
+    let journal = meta_cni::journal::peek(&e.cache, CID, "eth0")
+        .expect("journal readable")
+        .map(|en| {
+            en.attachments
+                .iter()
+                .map(|a| {
+                    (
+                        a.network.clone(),
+                        a.ifname.clone(),
+                        format!("{:?}", a.state),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut status: Vec<(String, String)> = e
+        .network_status(POD)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.name, s.interface))
+        .collect();
+    status.sort();
+    (links, journal, status)
+}
+
+/// What the three must say for the pod's networks being `nets` ((network, ifname) after
+/// eth0 on the cluster network).
+fn agreeing(nets: &[(&str, &str)]) -> View {
+    let mut links = vec!["eth0".to_string(), "lo".to_string()];
+    let mut journal = vec![(
+        "cluster".to_string(),
+        "eth0".to_string(),
+        "Added".to_string(),
+    )];
+    let mut status = vec![("cluster".to_string(), "eth0".to_string())];
+    for (n, i) in nets {
+        links.push(i.to_string());
+        journal.push((format!("{NS}/{n}"), i.to_string(), "Added".to_string()));
+        status.push((format!("{NS}/{n}"), i.to_string()));
+    }
+    links.sort();
+    status.sort();
+    (links, journal, status)
+}
+
+/// Waits until [`view`] is `want`; returns how long that took.
+fn wait_view(e: &E2e, want: &View, ctx: &str) -> Duration {
+    let t = Instant::now();
+    loop {
+        let v = view(e);
+        if v == *want {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{ctx}: pod, journal, network-status {v:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn hotplug_attaches_detaches_and_survives_a_killed_agent() {
+    let e = E2e::setup(1);
+    let api = e.api.as_ref().expect("API server");
+    let token = e.rt.block_on(meta_tests::kube::service_account_token(
+        &e.admin,
+        "kube-system",
+        "meta-cni-agent",
+    ));
+    let upstream: std::net::SocketAddr = api
+        .url()
+        .trim_start_matches("https://")
+        .parse()
+        .expect("API server address");
+    let agent_fwd = meta_tests::kube::Forwarder::start(
+        e.w.node.netns(),
+        "127.0.0.1:0".parse().expect("addr"),
+        upstream,
+    );
+    let agent_kc = e.w.path("agent.kubeconfig");
+    kubeconfig_with_server(
+        &api.kubeconfig_for_token(&token),
+        &agent_kc,
+        agent_fwd.addr(),
+    );
+    let socket = e.w.path("agent/agent.sock");
+    let conf = e.conf(json!({"agentSocket": socket}));
+    let conf_file = e.w.path("00-meta-cni.conflist");
+    std::fs::write(
+        &conf_file,
+        json!({"cniVersion": "1.0.0", "name": "meta-e2e", "plugins": [conf]}).to_string(),
+    )
+    .unwrap();
+    let p = |name: &str| e.w.path(name).display().to_string();
+    let env = vec![
+        ("NODE_NAME", NODE.to_string()),
+        ("KUBECONFIG", agent_kc.display().to_string()),
+        ("META_CNI_AGENT_CLUSTER_CIDR", "10.244.0.0/16".to_string()),
+        ("META_CNI_AGENT_SOCKET", socket.display().to_string()),
+        ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
+        ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
+        ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
+        (
+            "META_CNI_AGENT_HOTPLUG_CONF",
+            conf_file.display().to_string(),
+        ),
+        ("META_CNI_AGENT_DEBOUNCE", "10ms".to_string()),
+        ("META_CNI_AGENT_POLL", "1s".to_string()),
+    ];
+    // A pod of the agent's node, no secondary networks yet.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": POD, "namespace": NS},
+        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
+    let uid =
+        e.rt.block_on(pods.create(&PostParams::default(), &pod))
+            .expect("create pod")
+            .metadata
+            .uid
+            .expect("uid");
+    let agent = start_agent(&e, &env, &socket);
+    e.run("ADD", CID, 0, POD, &uid, &conf).ok();
+    wait_view(&e, &agreeing(&[]), "after ADD");
+
+    // Add a macvlan and a bridge network.
+    set_networks(&e, "green, blue");
+    let took = wait_view(
+        &e,
+        &agreeing(&[("green", "net1"), ("blue", "net2")]),
+        "hot-plug of green and blue",
+    );
+    eprintln!(
+        "hot-plug of a macvlan and a bridge network: in the pod netns, the journal and network-status after {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+    assert_eq!(e.reservations().len(), 3, "{:?}", e.reservations());
+
+    // Remove one: gone from all three, its IP released.
+    set_networks(&e, "blue");
+    wait_view(&e, &agreeing(&[("blue", "net2")]), "removal of green");
+    assert_eq!(e.reservations().len(), 2, "{:?}", e.reservations());
+
+    // kill -9 right after a hot-plug starts (its journal entry grew), then restart.
+    set_networks(&e, "blue, green");
+    let t = Instant::now();
+    loop {
+        let (_, j, _) = view(&e);
+        if j.len() == 3 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the hot-plug never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let log = stop(agent, nix::sys::signal::Signal::SIGKILL);
+    eprintln!(
+        "killed mid hot-plug: journal {:?}, links {:?}",
+        view(&e).1,
+        view(&e).0
+    );
+    let agent = start_agent(&e, &env, &socket);
+    wait_view(
+        &e,
+        &agreeing(&[("blue", "net2"), ("green", "net1")]),
+        &format!("after kill -9 and restart; first agent's log:\n{log}"),
+    );
+    assert_eq!(e.reservations().len(), 3, "{:?}", e.reservations());
+
+    // DEL removes everything, the hot-plugged interfaces included.
+    e.run("DEL", CID, 0, POD, &uid, &conf).ok();
+    let log = stop(agent, nix::sys::signal::Signal::SIGTERM);
+    e.wait_handoff(Duration::from_secs(30));
+    assert_eq!(
+        meta_tests::link_names(e.w.pods[0].netns()),
+        vec!["lo"],
+        "links left in the pod; agent log:\n{log}"
+    );
+    assert_eq!(e.node_leftovers(), Vec::<String>::new(), "node links left");
+    assert_eq!(e.reservations(), Vec::<String>::new(), "IPs left");
+    let left: Vec<_> = e
+        .cache_entries()
+        .into_iter()
+        .filter(|k| !k.starts_with("status"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "journal left");
+}
