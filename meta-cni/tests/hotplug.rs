@@ -61,19 +61,28 @@ fn start_agent(e: &E2e, env: &[(&'static str, String)], socket: &Path) -> Child 
         ..Default::default()
     };
     let agent = spawn_in(e.w.node.netns(), &agent_bin(), &inv, b"");
-    // Up once both caches are synced.
+    if caches_synced(socket) {
+        agent
+    } else {
+        let log = stop(agent, nix::sys::signal::Signal::SIGKILL);
+        panic!("the agent's caches never synced; its log:\n{log}");
+    }
+}
+
+/// Whether the agent at `socket` reports both caches synced within 60 s.
+fn caches_synced(socket: &Path) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    while Instant::now() < deadline {
         let st = Client::connect(socket, Duration::from_secs(2))
             .and_then(|mut c| c.ask(&Request::new(Op::Status)))
             .ok()
             .and_then(|r| r.status);
         if st.is_some_and(|s| s.nads.synced && s.pods.synced) {
-            return agent;
+            return true;
         }
-        assert!(Instant::now() < deadline, "the agent's caches never synced");
         std::thread::sleep(Duration::from_millis(20));
     }
+    false
 }
 
 fn stop(mut agent: Child, sig: nix::sys::signal::Signal) -> String {
