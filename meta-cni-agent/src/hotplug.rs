@@ -159,8 +159,10 @@ impl Source for CacheSource {
 }
 
 /// A failed hot-plug change of a pod (rolled back). The one place such a failure is
-/// reported: a warning in the log.
+/// reported: a warning in the log and `meta_cni_agent_hotplug_operations_total{op="change",
+/// outcome="failed"}` (no Event yet).
 fn report_failure(key: &Key, failure: &str) {
+    crate::metrics::hotplug("change", "failed");
     tracing::warn!(pod = %format!("{}/{}", key.0, key.1), "hot-plug: {failure}");
 }
 
@@ -282,6 +284,12 @@ impl Hotplug {
         };
         for f in &out.failures {
             report_failure(key, f);
+        }
+        for _ in &out.attached {
+            crate::metrics::hotplug("attach", "ok");
+        }
+        for _ in &out.detached {
+            crate::metrics::hotplug("detach", "ok");
         }
         if out.changed() {
             tracing::info!(

@@ -13,7 +13,9 @@
 //!   `aggregated` = an existing Event's count patched, `rate_limited`, `failed`).
 //!
 //! From the agent itself:
-//! - `meta_cni_agent_hotplug_operations_total{op,outcome}` ([`Metrics::hotplug`]);
+//! - `meta_cni_agent_hotplug_operations_total{op,outcome}` ([`Metrics::hotplug`]): `attach`
+//!   / `detach` with `ok` per interface hot-plugged or removed, `change` with `failed` per
+//!   rolled-back change;
 //! - `meta_cni_agent_cache_synced{cache}` (1 once the first listing arrived) and
 //!   `meta_cni_agent_cache_objects{cache}` for `nads` and `pods` (kube mode);
 //! - `meta_cni_agent_overlay_peers`: remote nodes programmed by the last reconciliation;

@@ -9,67 +9,16 @@
 
 mod e2e_support;
 use e2e_support::*;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
 use meta_crd::agent_api::{Client, Op, Request};
 use meta_tests::{Invocation, spawn_in};
 use serde_json::{Value, json};
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const PLUGIN_USER: &str = "system:serviceaccount:kube-system:meta-cni";
 const AGENT_USER: &str = "system:serviceaccount:kube-system:meta-cni-agent";
 const NODE: &str = "audit-node";
-
-/// The `meta-cni-agent` binary of this workspace, built with this build's cargo and
-/// target directory (integration tests only get their own package's binaries).
-fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "meta-cni-agent",
-        "--bin",
-        "meta-cni-agent",
-    ])
-    .env("CARGO_TARGET_DIR", target_dir)
-    .current_dir(repo_root());
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("cargo build -p meta-cni-agent");
-    assert!(
-        out.status.success(),
-        "cargo build -p meta-cni-agent: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    profile_dir.join("meta-cni-agent")
-}
-
-/// A pod of [`NODE`] (the agent's pod cache holds only its node's pods); returns its UID.
-fn create_node_pod(e: &E2e, name: &str, networks: &str) -> String {
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": NS,
-                     "annotations": {meta_crd::NETWORKS_ANNOTATION: networks}},
-        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
-    }))
-    .unwrap();
-    let api: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
-    e.rt.block_on(api.create(&PostParams::default(), &pod))
-        .expect("create pod")
-        .metadata
-        .uid
-        .expect("uid")
-}
 
 /// `(verb, path of requestURI)` of the audit events of `user` after the first `skip` events.
 fn requests_of(events: &[Value], skip: usize, user: &str) -> Vec<(String, String)> {
@@ -172,8 +121,8 @@ fn add_reads_nothing_from_the_api_server_with_the_agent_up() {
         extra_env: extra,
         ..Default::default()
     };
-    let uid_a = create_node_pod(&e, "audit-a", "blue, green");
-    let uid_b = create_node_pod(&e, "audit-b", "blue, green");
+    let uid_a = create_node_pod(&e, NODE, "audit-a", "blue, green");
+    let uid_b = create_node_pod(&e, NODE, "audit-b", "blue, green");
     let agent = spawn_in(e.w.node.netns(), &agent_bin(), &inv, b"");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -16,67 +16,20 @@
 
 mod e2e_support;
 use e2e_support::*;
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
 use meta_crd::agent_api::{Client, Op, Request};
 use meta_tests::{Invocation, spawn_in};
 use serde_json::json;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const PLUGIN_USER: &str = "system:serviceaccount:kube-system:meta-cni";
 const AGENT_USER: &str = "system:serviceaccount:kube-system:meta-cni-agent";
 const NODE: &str = "events-node";
 const METRICS: &str = "127.0.0.1:9191";
-
-/// The `meta-cni-agent` binary of this workspace (built with this build's cargo and
-/// target directory: integration tests only get their own package's binaries).
-fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "meta-cni-agent",
-        "--bin",
-        "meta-cni-agent",
-    ])
-    .env("CARGO_TARGET_DIR", target_dir)
-    .current_dir(repo_root());
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("cargo build -p meta-cni-agent");
-    assert!(
-        out.status.success(),
-        "cargo build -p meta-cni-agent: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    profile_dir.join("meta-cni-agent")
-}
-
-fn create_node_pod(e: &E2e, name: &str, networks: &str) -> String {
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": NS,
-                     "annotations": {meta_crd::NETWORKS_ANNOTATION: networks}},
-        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
-    }))
-    .unwrap();
-    let api: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
-    e.rt.block_on(api.create(&PostParams::default(), &pod))
-        .expect("create pod")
-        .metadata
-        .uid
-        .expect("uid")
-}
 
 fn stop(mut agent: Child) -> String {
     let _ = nix::sys::signal::kill(
@@ -213,9 +166,9 @@ fn adds_become_multus_events_and_metrics_through_the_spool() {
                 "master": "nosuchparent0", "mode": "bridge",
                 "ipam": {"type": "static", "addresses": [{"address": "10.99.0.2/24"}]}}),
     );
-    let uid_a = create_node_pod(&e, "ev-a", "blue, green");
-    let uid_b = create_node_pod(&e, "ev-b", "blue, red");
-    let uid_c = create_node_pod(&e, "ev-c", "green");
+    let uid_a = create_node_pod(&e, NODE, "ev-a", "blue, green");
+    let uid_b = create_node_pod(&e, NODE, "ev-b", "blue, red");
+    let uid_c = create_node_pod(&e, NODE, "ev-c", "green");
     let mut agent = spawn_agent(&e, &env);
     wait_synced(&socket, 3);
     assert!(spool.is_dir(), "the agent creates the spool directory");

@@ -15,44 +15,13 @@ use meta_crd::agent_api::{Client, Op, Request};
 use meta_tests::{Invocation, spawn_in};
 use serde_json::json;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const NODE: &str = "hotplug-node";
 const POD: &str = "hp";
 const CID: &str = "cid-hotplug";
-
-/// The `meta-cni-agent` binary of this workspace (built with this build's cargo).
-fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "meta-cni-agent",
-        "--bin",
-        "meta-cni-agent",
-    ])
-    .env("CARGO_TARGET_DIR", target_dir)
-    .current_dir(repo_root());
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("cargo build -p meta-cni-agent");
-    assert!(
-        out.status.success(),
-        "cargo build -p meta-cni-agent: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    profile_dir.join("meta-cni-agent")
-}
 
 fn start_agent(e: &E2e, env: &[(&'static str, String)], socket: &Path) -> Child {
     let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();

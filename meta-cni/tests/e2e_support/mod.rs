@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub use meta_tests::kube::*;
@@ -643,4 +644,52 @@ pub fn mac_of(ns: &Netns, ifname: &str) -> String {
         .expect("links")
         .unwrap_or_else(|| panic!("{ifname} not found"));
     meta_netlink::format_mac(&l.mac.expect("mac"))
+}
+
+/// The `meta-cni-agent` binary of this workspace, built with this build's cargo and
+/// target directory (integration tests only get their own package's binaries).
+pub fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "meta-cni-agent",
+        "--bin",
+        "meta-cni-agent",
+    ])
+    .env("CARGO_TARGET_DIR", target_dir)
+    .current_dir(repo_root());
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("cargo build -p meta-cni-agent");
+    assert!(
+        out.status.success(),
+        "cargo build -p meta-cni-agent: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    profile_dir.join("meta-cni-agent")
+}
+
+/// A pod bound to `node` (the agent's pod cache holds only its node's pods); returns its UID.
+pub fn create_node_pod(e: &E2e, node: &str, name: &str, networks: &str) -> String {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS,
+                     "annotations": {meta_crd::NETWORKS_ANNOTATION: networks}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
+    }))
+    .unwrap();
+    let api: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
+    e.rt.block_on(api.create(&PostParams::default(), &pod))
+        .expect("create pod")
+        .metadata
+        .uid
+        .expect("uid")
 }
