@@ -77,33 +77,12 @@ fn stop(mut agent: Child) -> String {
 #[test]
 fn add_reads_nothing_from_the_api_server_with_the_agent_up() {
     let e = E2e::setup(2);
-    let api = e.api.as_ref().expect("API server");
     // The agent: its own ServiceAccount, the API through the node's forwarder, every
     // path in the World's scratch directory; its Node does not exist, so it never gets
     // to the data plane (it waits for the podCIDR) while its caches serve.
-    let token = e.rt.block_on(meta_tests::kube::service_account_token(
-        &e.admin,
-        "kube-system",
-        "meta-cni-agent",
-    ));
     // The agent reaches the API server through a forwarder of its own, so the plugin's
     // (e.fwd) counts only the plugin's connections.
-    let upstream: std::net::SocketAddr = api
-        .url()
-        .trim_start_matches("https://")
-        .parse()
-        .expect("API server address");
-    let agent_fwd = meta_tests::kube::Forwarder::start(
-        e.w.node.netns(),
-        "127.0.0.1:0".parse().expect("addr"),
-        upstream,
-    );
-    let agent_kc = e.w.path("agent.kubeconfig");
-    kubeconfig_with_server(
-        &api.kubeconfig_for_token(&token),
-        &agent_kc,
-        agent_fwd.addr(),
-    );
+    let (_agent_fwd, agent_kc) = agent_api_access(&e);
     let socket = e.w.path("agent/agent.sock");
     let p = |name: &str| e.w.path(name).display().to_string();
     let env = [

@@ -133,17 +133,7 @@ fn wait_synced(socket: &Path, nads: usize) {
 fn adds_become_multus_events_and_metrics_through_the_spool() {
     let e = E2e::setup(3);
     let api = e.api.as_ref().expect("API server");
-    let token = e.rt.block_on(meta_tests::kube::service_account_token(
-        &e.admin,
-        "kube-system",
-        "meta-cni-agent",
-    ));
-    let agent_kc = e.w.path("agent.kubeconfig");
-    kubeconfig_with_server(
-        &api.kubeconfig_for_token(&token),
-        &agent_kc,
-        e.fwd.as_ref().expect("forwarder").addr(),
-    );
+    let agent_kc = agent_kubeconfig(&e, e.fwd.as_ref().expect("forwarder").addr());
     let socket = e.w.path("agent/agent.sock");
     let spool = e.w.path("agent/spool");
     let p = |name: &str| e.w.path(name).display().to_string();

@@ -145,28 +145,9 @@ fn wait_view(e: &E2e, want: &View, ctx: &str) -> Duration {
 #[test]
 fn hotplug_attaches_detaches_and_survives_a_killed_agent() {
     let e = E2e::setup(1);
-    let api = e.api.as_ref().expect("API server");
-    let token = e.rt.block_on(meta_tests::kube::service_account_token(
-        &e.admin,
-        "kube-system",
-        "meta-cni-agent",
-    ));
-    let upstream: std::net::SocketAddr = api
-        .url()
-        .trim_start_matches("https://")
-        .parse()
-        .expect("API server address");
-    let agent_fwd = meta_tests::kube::Forwarder::start(
-        e.w.node.netns(),
-        "127.0.0.1:0".parse().expect("addr"),
-        upstream,
-    );
-    let agent_kc = e.w.path("agent.kubeconfig");
-    kubeconfig_with_server(
-        &api.kubeconfig_for_token(&token),
-        &agent_kc,
-        agent_fwd.addr(),
-    );
+    // The agent reaches the API server through a forwarder of its own, so the plugin's
+    // (e.fwd) counts only the plugin's connections.
+    let (_agent_fwd, agent_kc) = agent_api_access(&e);
     let socket = e.w.path("agent/agent.sock");
     let conf = e.conf(json!({"agentSocket": socket}));
     let conf_file = e.w.path("00-meta-cni.conflist");

@@ -693,3 +693,38 @@ pub fn create_node_pod(e: &E2e, node: &str, name: &str, networks: &str) -> Strin
         .uid
         .expect("uid")
 }
+
+/// The node agent's kubeconfig (its own ServiceAccount's token, in the World's scratch
+/// directory) for the API server at `server`.
+pub fn agent_kubeconfig(e: &E2e, server: SocketAddr) -> PathBuf {
+    let api = e.api.as_ref().expect("API server");
+    let token = e.rt.block_on(meta_tests::kube::service_account_token(
+        &e.admin,
+        "kube-system",
+        "meta-cni-agent",
+    ));
+    let kc = e.w.path("agent.kubeconfig");
+    kubeconfig_with_server(&api.kubeconfig_for_token(&token), &kc, server);
+    kc
+}
+
+/// A forwarder of the agent's own to the API server, in the node namespace (so the
+/// plugin's, `e.fwd`, counts only the plugin's connections), and the agent's kubeconfig
+/// through it.
+pub fn agent_api_access(e: &E2e) -> (meta_tests::kube::Forwarder, PathBuf) {
+    let upstream: SocketAddr = e
+        .api
+        .as_ref()
+        .expect("API server")
+        .url()
+        .trim_start_matches("https://")
+        .parse()
+        .expect("API server address");
+    let fwd = meta_tests::kube::Forwarder::start(
+        e.w.node.netns(),
+        "127.0.0.1:0".parse().expect("addr"),
+        upstream,
+    );
+    let kc = agent_kubeconfig(e, fwd.addr());
+    (fwd, kc)
+}
