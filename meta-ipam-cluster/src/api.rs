@@ -65,18 +65,38 @@ impl Kube {
         };
         let kc = kube::config::Kubeconfig::read_from(path)
             .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?;
-        let client = rt.block_on(async {
-            let mut cfg = kube::Config::from_custom_kubeconfig(
-                kc,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?;
-            cfg.connect_timeout = Some(timeout);
-            cfg.read_timeout = Some(timeout);
-            cfg.write_timeout = Some(timeout);
-            kube::Client::try_from(cfg).map_err(|e| Error::Config(format!("kube client: {e}")))
-        })?;
+        let cfg = rt.block_on(kube::Config::from_custom_kubeconfig(
+            kc,
+            &kube::config::KubeConfigOptions::default(),
+        ));
+        let cfg = cfg.map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?;
+        Kube::on_runtime(rt, cfg, timeout)
+    }
+
+    /// A client for an already loaded configuration (the node agent's: in-cluster or its
+    /// kubeconfig). No request is made here. A long-lived caller makes one per pass: after
+    /// a transport failure a client stays offline.
+    pub fn from_config(cfg: kube::Config, timeout: Duration) -> Result<Kube> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Io(format!("tokio runtime: {e}")))?;
+        Kube::on_runtime(rt, cfg, timeout)
+    }
+
+    fn on_runtime(
+        rt: tokio::runtime::Runtime,
+        mut cfg: kube::Config,
+        timeout: Duration,
+    ) -> Result<Kube> {
+        cfg.connect_timeout = Some(timeout);
+        cfg.read_timeout = Some(timeout);
+        cfg.write_timeout = Some(timeout);
+        // The client's connections are spawned on the runtime it is first used on.
+        let client = {
+            let _g = rt.enter();
+            kube::Client::try_from(cfg).map_err(|e| Error::Config(format!("kube client: {e}")))?
+        };
         Ok(Kube {
             rt,
             client: Some(client),
