@@ -7,6 +7,7 @@ use crate::config::{ClusterIpamConfig, IpRange, from_u128, to_u128};
 use crate::crd::{Allocation, IpBlock, IpBlockSpec, IpPool, IpPoolSpec, NODE_LABEL, POOL_LABEL};
 use crate::error::{Error, Result};
 use crate::journal::{Applied, Locked, Op, Remote, State};
+use crate::stats::{self, Counters};
 use cni_core::{CniResult, IpConfig};
 use ipnet::IpNet;
 use kube::api::ObjectMeta;
@@ -208,6 +209,18 @@ pub struct Allocator<'a> {
     pub state: State,
     /// The API client.
     pub kube: Kube,
+    /// Allocations and releases of this invocation (added to [`crate::stats`] on drop,
+    /// with the client's requests and conflicts).
+    taken: Counters,
+}
+
+impl Drop for Allocator<'_> {
+    fn drop(&mut self) {
+        let mut c = self.taken;
+        c.api_requests = self.kube.requests.into();
+        c.conflicts = self.kube.conflicts.into();
+        stats::record(&self.conf.network, &c);
+    }
 }
 
 impl<'a> Allocator<'a> {
@@ -220,6 +233,7 @@ impl<'a> Allocator<'a> {
             lock,
             state,
             kube,
+            taken: Counters::default(),
         })
     }
 
@@ -408,15 +422,20 @@ impl<'a> Allocator<'a> {
         let block = op.block.clone();
         self.state.pending.push(op.clone());
         self.save()?;
-        if self.kube.offline().is_some() {
-            return Ok(true);
+        let held = if self.kube.offline().is_some() {
+            true
+        } else {
+            match self.sync_block(&block) {
+                Ok(dropped) => !dropped.contains(&op),
+                // Journalled: it is ours, and is written later.
+                Err(Error::Unreachable(_)) => true,
+                Err(e) => return Err(e),
+            }
+        };
+        if held {
+            self.taken.allocations += 1;
         }
-        match self.sync_block(&block) {
-            Ok(dropped) => Ok(!dropped.contains(&op)),
-            // Journalled: it is ours, and is written later.
-            Err(Error::Unreachable(_)) => Ok(true),
-            Err(e) => Err(e),
-        }
+        Ok(held)
     }
 
     fn free_offset(
@@ -735,6 +754,12 @@ impl<'a> Allocator<'a> {
     /// Releases everything `owner` holds in layout `l`: journalled first, then written
     /// when the API server answers. Returns the number of addresses released.
     pub fn release(&mut self, l: &Layout, owner: &str) -> Result<usize> {
+        let n = self.release_held(l, owner)?;
+        self.taken.releases += n as u64;
+        Ok(n)
+    }
+
+    fn release_held(&mut self, l: &Layout, owner: &str) -> Result<usize> {
         let t = now();
         let mut ops = Vec::new();
         for name in self.state.blocks.keys() {
@@ -857,6 +882,21 @@ fn ip_config(ip: IpAddr, r: &IpRange) -> Result<IpConfig> {
 pub fn sync_journal(conf: &ClusterIpamConfig) -> Result<usize> {
     let kube = Kube::new(conf.kubeconfig.as_deref(), conf.api_timeout)?;
     let mut a = Allocator::open(conf, kube)?;
+    match a.sync_all() {
+        Ok(()) | Err(Error::Unreachable(_)) => Ok(a.state.pending.len()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the journal of the data directory `data_dir` of node `node` (the agent's
+/// periodic pass: it knows the directories, not the networks' configurations). A directory
+/// without state yet is left alone. Returns the number of ops still pending.
+pub fn sync_data_dir(data_dir: &std::path::Path, node: &str, kube: Kube) -> Result<usize> {
+    if !data_dir.join("state.json").exists() {
+        return Ok(0);
+    }
+    let conf = ClusterIpamConfig::state_only(data_dir, node);
+    let mut a = Allocator::open(&conf, kube)?;
     match a.sync_all() {
         Ok(()) | Err(Error::Unreachable(_)) => Ok(a.state.pending.len()),
         Err(e) => Err(e),

@@ -28,6 +28,8 @@ pub struct Kube {
     offline: Option<String>,
     /// Requests made (for the audit comparison in tests and logs).
     pub requests: u32,
+    /// Conditional writes of blocks refused with 409 (another writer first).
+    pub conflicts: u32,
 }
 
 fn api_err(what: &str, s: &kube::core::Status) -> Error {
@@ -103,6 +105,7 @@ impl Kube {
             timeout,
             offline: None,
             requests: 0,
+            conflicts: 0,
         })
     }
 
@@ -208,7 +211,10 @@ impl Kube {
                 .await
         })? {
             Ok(b) => Ok(Write::Done(b)),
-            Err(s) if s.code == 409 => Ok(Write::Conflict),
+            Err(s) if s.code == 409 => {
+                self.conflicts += 1;
+                Ok(Write::Conflict)
+            }
             Err(s) => Err(api_err(&what, &s)),
         }
     }
@@ -224,7 +230,10 @@ impl Kube {
                 .await
         })? {
             Ok(b) => Ok(Write::Done(b)),
-            Err(s) if s.code == 409 => Ok(Write::Conflict),
+            Err(s) if s.code == 409 => {
+                self.conflicts += 1;
+                Ok(Write::Conflict)
+            }
             Err(s) if s.code == 404 => Ok(Write::Gone),
             Err(s) => Err(api_err(&what, &s)),
         }
@@ -245,7 +254,10 @@ impl Kube {
             Api::<IpBlock>::all(c).delete(&n, &dp).await.map(|_| ())
         })? {
             Ok(()) => Ok(Write::Done(())),
-            Err(s) if s.code == 409 => Ok(Write::Conflict),
+            Err(s) if s.code == 409 => {
+                self.conflicts += 1;
+                Ok(Write::Conflict)
+            }
             Err(s) if s.code == 404 => Ok(Write::Gone),
             Err(s) => Err(api_err(&what, &s)),
         }

@@ -424,6 +424,27 @@ impl ClusterIpamConfig {
         })
     }
 
+    /// A configuration that names only a data directory and a node: what syncing a journal
+    /// needs (no ranges, no network).
+    pub fn state_only(data_dir: &std::path::Path, node: &str) -> ClusterIpamConfig {
+        ClusterIpamConfig {
+            network: String::new(),
+            ranges: Vec::new(),
+            enable_overlapping_ranges: true,
+            routes: Vec::new(),
+            dns: Dns::default(),
+            kubeconfig: None,
+            block_v4: DEFAULT_BLOCK_V4,
+            block_v6: DEFAULT_BLOCK_V6,
+            data_dir: data_dir.to_path_buf(),
+            node: node.to_string(),
+            api_timeout: std::time::Duration::from_millis(DEFAULT_API_TIMEOUT_MS),
+            block_release_grace: std::time::Duration::from_secs(DEFAULT_BLOCK_RELEASE_SECONDS),
+            requested: Vec::new(),
+            claim: None,
+        }
+    }
+
     /// The block prefix length for `r` (never shorter than the range's own).
     pub fn block_prefix(&self, r: &IpRange) -> u8 {
         let want = match r.subnet {

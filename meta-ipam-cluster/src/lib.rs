@@ -6,8 +6,10 @@
 //!   IPAMClaim.
 //! * [`journal`]: the node's lock, state file and journal.
 //! * [`alloc`]: ADD / DEL over per-node blocks; see docs/ARCHITECTURE.md.
-//! * [`reconcile::reconcile`]: frees allocations of pods that are gone, blocks of nodes
-//!   that are gone (for the node agent).
+//! * [`reconcile::reconcile_node`]: the node agent's pass: frees this node's allocations
+//!   of pods that are gone and those of nodes that are gone, deletes gone nodes' empty
+//!   blocks, and reports pool usage ([`reconcile::reconcile`]: the same cluster-wide).
+//! * [`stats`]: the process's allocation, release, conflict and request counters.
 //! * [`registry::META_IPAM`]: the in-process IPAM type (`meta-ipam`), also served by the
 //!   `meta-ipam` binary.
 
@@ -21,8 +23,9 @@ pub mod error;
 pub mod journal;
 pub mod reconcile;
 pub mod registry;
+pub mod stats;
 
-pub use alloc::{Owner, add, del, sync_journal};
+pub use alloc::{Owner, add, del, sync_data_dir, sync_journal};
 pub use config::ClusterIpamConfig;
 pub use error::{Error, Result};
 pub use registry::META_IPAM;
