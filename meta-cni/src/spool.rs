@@ -1,6 +1,6 @@
 //! The plugin's side of the spool ([`meta_crd::spool`]): each ADD, DEL and CHECK leaves
 //! one record of what it did (per attachment: network, interface, delegate type, duration,
-//! outcome, addresses) for the node agent, which turns it into Kubernetes Events and
+//! outcome, addresses; the cluster IPAM's counters) for the node agent, which turns it into Kubernetes Events and
 //! Prometheus metrics. Writing it is a readdir, a small file and a rename on tmpfs: no API
 //! call, no connection, no waiting on the agent. A record that cannot be written is logged
 //! and forgotten; it never changes the verb's outcome.
@@ -8,7 +8,7 @@
 use crate::config::MetaConf;
 use crate::journal::Attachment;
 use cni_core::{CmdArgs, CniResult, Error};
-use meta_crd::spool::{self, AttachmentRecord, PodRef, Record, Verb, Written};
+use meta_crd::spool::{self, AttachmentRecord, IpamRecord, PodRef, Record, Verb, Written};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
@@ -131,6 +131,7 @@ impl Recorder {
             code,
             message,
             attachments: std::mem::take(&mut self.attachments),
+            ipam: ipam_records(),
         };
         match spool::write(&dir, &rec, spool::MAX_FILES) {
             Ok(Written::Spooled(p)) => tracing::debug!("spooled {}", p.display()),
@@ -146,6 +147,20 @@ impl Recorder {
             Err(e) => tracing::warn!("spool {}: {e}: record dropped", dir.display()),
         }
     }
+}
+
+/// The cluster IPAM's counters of this process since they were last taken.
+fn ipam_records() -> Vec<IpamRecord> {
+    meta_ipam_cluster::stats::take()
+        .into_iter()
+        .map(|(network, c)| IpamRecord {
+            network,
+            allocations: c.allocations,
+            releases: c.releases,
+            conflicts: c.conflicts,
+            api_requests: c.api_requests,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -116,6 +116,30 @@ pub struct Record {
     /// The attachments run, in order (on failure: up to the failed one).
     #[serde(default)]
     pub attachments: Vec<AttachmentRecord>,
+    /// What the cluster IPAM (`meta-ipam`) did in this verb, per network (absent when it
+    /// did nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipam: Vec<IpamRecord>,
+}
+
+/// The cluster IPAM's counters of one verb for one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamRecord {
+    /// The IPAM network (whereabouts' `network_name`, else the configuration's name).
+    pub network: String,
+    /// Addresses allocated.
+    #[serde(default)]
+    pub allocations: u64,
+    /// Addresses released.
+    #[serde(default)]
+    pub releases: u64,
+    /// Conditional writes refused (409) and retried.
+    #[serde(default)]
+    pub conflicts: u64,
+    /// Requests sent to the API server.
+    #[serde(default)]
+    pub api_requests: u64,
 }
 
 /// What [`write`] did.
@@ -290,6 +314,13 @@ mod tests {
                 message: None,
                 ips: vec!["10.1.2.3/24".into()],
             }],
+            ipam: vec![IpamRecord {
+                network: "blue".into(),
+                allocations: 1,
+                releases: 0,
+                conflicts: 2,
+                api_requests: 5,
+            }],
         }
     }
 
@@ -304,7 +335,9 @@ mod tests {
                 "pod": {"namespace": "default", "name": "p", "uid": "u-1"},
                 "durationSeconds": 0.012, "code": 0,
                 "attachments": [{"network": "default/blue", "ifname": "net1", "type": "bridge",
-                                 "durationSeconds": 0.003, "code": 0, "ips": ["10.1.2.3/24"]}]
+                                 "durationSeconds": 0.003, "code": 0, "ips": ["10.1.2.3/24"]}],
+                "ipam": [{"network": "blue", "allocations": 1, "releases": 0, "conflicts": 2,
+                          "apiRequests": 5}]
             })
         );
         let back = Record::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
