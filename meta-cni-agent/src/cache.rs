@@ -156,11 +156,13 @@ pub fn node_pods_selector(node: &str) -> String {
 /// Runs both watchers until `shutdown`, feeding `state`; watch errors are logged and
 /// retried with kube-runtime's default backoff.
 ///
-/// With `hotplug`, every pod event is also handed to hot-plug ([`crate::hotplug`]).
+/// With `hotplug`, every pod event is also handed to hot-plug ([`crate::hotplug`]); with
+/// `ipam`, every pod deletion triggers a pass of the IPAM reconciliation ([`crate::ipam`]).
 pub async fn run(
     client: kube::Client,
     state: Shared,
     hotplug: Option<crate::hotplug::Events>,
+    ipam: Option<crate::ipam::Trigger>,
     mut shutdown: crate::Shutdown,
 ) {
     let node = state.lock().node.clone();
@@ -195,6 +197,9 @@ pub async fn run(
                 Some(Ok(ev)) => {
                     if let Some(h) = &hotplug {
                         h.send(&ev);
+                    }
+                    if let (Some(t), Event::Delete(_)) = (&ipam, &ev) {
+                        t.pod_gone();
                     }
                     let mut s = state.lock();
                     s.pods.apply(ev, pod_meta);

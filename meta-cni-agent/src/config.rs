@@ -76,6 +76,13 @@ pub struct AgentConfig {
     pub poll: Duration,
     /// Log filter (`info`, `debug`, `meta_cni_agent=debug,kube=info`, ...).
     pub log_level: String,
+    /// Kube mode: period of the cluster IPAM's reconciliation ([`crate::ipam`]); it also
+    /// runs shortly after each pod deletion. Zero = off.
+    pub ipam_reconcile_interval: Duration,
+    /// Allocations younger than this are never freed by the reconciliation.
+    pub ipam_min_age: Duration,
+    /// The cluster IPAM's data directories on this node (journals to sync).
+    pub ipam_data_dirs: Vec<PathBuf>,
 }
 
 /// `--metrics-bind-address`'s default: the node's loopback (the agent runs in the host
@@ -211,7 +218,22 @@ pub struct Cli {
         default_value = "info"
     )]
     pub log_level: String,
+    /// Kube mode: period of the meta-ipam reconciliation (frees addresses of gone pods and nodes; also runs after each pod deletion); 0 = off
+    #[arg(long, env = "META_CNI_AGENT_IPAM_RECONCILE_INTERVAL", value_name = "DURATION",
+          value_parser = parse_duration, default_value = "60s")]
+    pub ipam_reconcile_interval: Duration,
+    /// meta-ipam allocations younger than this are never freed by the reconciliation
+    #[arg(long, env = "META_CNI_AGENT_IPAM_MIN_AGE", value_name = "DURATION",
+          value_parser = parse_duration, default_value = "60s")]
+    pub ipam_min_age: Duration,
+    /// meta-ipam data directories on this node (comma-separated), whose journals the agent writes to the API server
+    #[arg(long, env = "META_CNI_AGENT_IPAM_DATA_DIR", value_name = "PATH[,PATH...]",
+          value_delimiter = ',', default_value = DEFAULT_IPAM_DATA_DIR)]
+    pub ipam_data_dir: Vec<PathBuf>,
 }
+
+/// `--ipam-data-dir`'s default: meta-ipam's own default `dataDir`.
+pub const DEFAULT_IPAM_DATA_DIR: &str = "/var/lib/cni/meta-ipam";
 
 /// The clap command of [`Cli`] over the current environment: variables' values stay out of
 /// `--help`, and a variable that is set but empty counts as unset (still listed in
@@ -314,6 +336,13 @@ impl Cli {
             debounce: self.debounce,
             poll: self.poll,
             log_level: self.log_level,
+            ipam_reconcile_interval: self.ipam_reconcile_interval,
+            ipam_min_age: self.ipam_min_age,
+            ipam_data_dirs: self
+                .ipam_data_dir
+                .into_iter()
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect(),
         })
     }
 }
@@ -462,6 +491,12 @@ mod tests {
             assert_eq!(c.debounce, Duration::from_millis(100));
             assert_eq!(c.poll, Duration::from_secs(1));
             assert_eq!(c.log_level, "info");
+            assert_eq!(c.ipam_reconcile_interval, Duration::from_secs(60));
+            assert_eq!(c.ipam_min_age, Duration::from_secs(60));
+            assert_eq!(
+                c.ipam_data_dirs,
+                vec![PathBuf::from("/var/lib/cni/meta-ipam")]
+            );
         });
     }
 
@@ -488,6 +523,9 @@ mod tests {
             ("META_CNI_AGENT_DEBOUNCE", "1.5s"),
             ("META_CNI_AGENT_POLL", "20ms"),
             ("META_CNI_AGENT_LOG", "debug"),
+            ("META_CNI_AGENT_IPAM_RECONCILE_INTERVAL", "0"),
+            ("META_CNI_AGENT_IPAM_MIN_AGE", "5s"),
+            ("META_CNI_AGENT_IPAM_DATA_DIR", "/tmp/ipam-a,/tmp/ipam-b"),
         ];
         in_env("every_setting_from_env", "env", &env, || {
             let c = run(&[]).unwrap();
@@ -514,6 +552,9 @@ mod tests {
                 debounce: Duration::from_millis(1500),
                 poll: Duration::from_millis(20),
                 log_level: "debug".into(),
+                ipam_reconcile_interval: Duration::ZERO,
+                ipam_min_age: Duration::from_secs(5),
+                ipam_data_dirs: vec!["/tmp/ipam-a".into(), "/tmp/ipam-b".into()],
             };
             assert_eq!(c, want);
         });
@@ -779,6 +820,12 @@ mod tests {
         ("debounce", Some("META_CNI_AGENT_DEBOUNCE")),
         ("poll", Some("META_CNI_AGENT_POLL")),
         ("log-level", Some("META_CNI_AGENT_LOG")),
+        (
+            "ipam-reconcile-interval",
+            Some("META_CNI_AGENT_IPAM_RECONCILE_INTERVAL"),
+        ),
+        ("ipam-min-age", Some("META_CNI_AGENT_IPAM_MIN_AGE")),
+        ("ipam-data-dir", Some("META_CNI_AGENT_IPAM_DATA_DIR")),
     ];
 
     #[test]

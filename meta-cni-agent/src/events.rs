@@ -306,6 +306,7 @@ mod tests {
             code,
             message: (code != 0).then(|| "network e2e/red (net2): boom".to_string()),
             attachments: vec![att("eth0", "cluster", 0), att("net2", "e2e/red", code)],
+            ipam: Vec::new(),
         }
     }
 

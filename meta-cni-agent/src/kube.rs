@@ -27,7 +27,13 @@ fn kube_err(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 
 /// A client from `kubeconfig`, or the in-cluster configuration when `None`.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
-    let cfg = match kubeconfig {
+    kube::Client::try_from(config(kubeconfig).await?)
+        .map_err(kube_err("build the Kubernetes client"))
+}
+
+/// The API configuration from `kubeconfig`, or the in-cluster one when `None`.
+pub async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p)
                 .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", p.display())))?;
@@ -40,8 +46,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
                 "no kubeconfig given (--kubeconfig / KUBECONFIG) and no in-cluster configuration: {e}"
             ))
         })?,
-    };
-    kube::Client::try_from(cfg).map_err(kube_err("build the Kubernetes client"))
+    })
 }
 
 /// Waits until Node `name` exists and has a pod subnet; returns it and the Node. Retries
@@ -199,7 +204,13 @@ pub async fn run(
     kubeconfig: Option<&Path>,
     mut shutdown: Shutdown,
 ) -> Result<()> {
-    let client = client(kubeconfig).await?;
+    let api_config = config(kubeconfig).await?;
+    let client = kube::Client::try_from(api_config.clone())
+        .map_err(kube_err("build the Kubernetes client"))?;
+    let ipam = match crate::ipam::Settings::of(cfg) {
+        Some(s) => Some(crate::ipam::spawn(api_config, s)?),
+        None => None,
+    };
     // The local API first: its caches do not wait for the node's pod subnet.
     let state = Shared::new(&cfg.node_name);
     let listener = socket::Listener::bind(&cfg.socket)?;
@@ -218,8 +229,16 @@ pub async fn run(
         client.clone(),
         state.clone(),
         hotplug,
+        ipam.clone(),
         shutdown.clone(),
     ));
+    if let Some(t) = ipam {
+        let mut sd = shutdown.clone();
+        tokio::spawn(async move {
+            sd.wait().await;
+            t.stop();
+        });
+    }
     super::start_observability(
         cfg,
         Some(client.clone()),

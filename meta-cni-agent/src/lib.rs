@@ -33,14 +33,18 @@
 //! 7. Kube mode with `--hotplug-conf`: hot-plug of the networks annotation into this
 //!    node's running pods ([`hotplug`]).
 //!
-//! 7. Consumes the plugin's spool of ADD/DEL/CHECK records ([`spool`]): Kubernetes Events
+//! 8. Kube mode: the cluster IPAM's journal sync and reconciliation ([`ipam`]), on pod
+//!    deletion and every `--ipam-reconcile-interval`.
+//!
+//! 9. Consumes the plugin's spool of ADD/DEL/CHECK records ([`spool`]): Kubernetes Events
 //!    as Multus emits them (kube mode, [`events`]) and Prometheus metrics ([`metrics`],
 //!    `--metrics-bind-address`, default `127.0.0.1:9191`).
 //!
 //! The API permissions it needs are exactly `deploy/rbac.yaml`'s ClusterRole
 //! `meta-cni-agent`: nodes get, list, watch, patch; network-attachment-definitions and
 //! pods list, watch; pods/status patch (the plugin's network-status and hot-plug's);
-//! events create, patch.
+//! events create, patch; for meta-ipam: ippools and ipblocks get, list, create, update,
+//! delete; ipamclaims list (and get, update/patch of their status for hot-plug).
 //!
 //! Configuration: [`config`] (flags and environment variables through clap, `--help`).
 
@@ -49,6 +53,7 @@ pub mod config;
 pub mod dataplane;
 pub mod events;
 pub mod hotplug;
+pub mod ipam;
 pub mod kube;
 pub mod local;
 pub mod metrics;

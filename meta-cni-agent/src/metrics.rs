@@ -21,6 +21,21 @@
 //! - `meta_cni_agent_overlay_peers`: remote nodes programmed by the last reconciliation;
 //! - `meta_cni_agent_reconcile_duration_seconds`: each data plane reconciliation
 //!   (histogram).
+//!
+//! The cluster IPAM (`meta-ipam`), kube mode:
+//! - `meta_cni_ipam_allocations_total{network}`, `meta_cni_ipam_releases_total{network}`,
+//!   `meta_cni_ipam_conflicts_retried_total{network}` (conditional writes refused with 409
+//!   and retried), `meta_cni_ipam_api_requests_total{network}`: from the plugin's spool
+//!   records and the agent's own hot-plug;
+//! - `meta_cni_ipam_pool_size_addresses{pool}`, `meta_cni_ipam_pool_blocks{pool}`,
+//!   `meta_cni_ipam_pool_allocated_addresses{pool}` (every node) and
+//!   `meta_cni_ipam_node_blocks{pool}`, `meta_cni_ipam_node_allocated_addresses{pool}`
+//!   (this node), as the last reconciliation ([`crate::ipam`]) saw them;
+//! - `meta_cni_ipam_journal_pending`: changes journalled on this node, not yet written;
+//! - `meta_cni_agent_ipam_reconcile_duration_seconds` (histogram),
+//!   `meta_cni_agent_ipam_reconcile_freed_total`,
+//!   `meta_cni_agent_ipam_reconcile_blocks_deleted_total`,
+//!   `meta_cni_agent_ipam_reconcile_errors_total`.
 
 use crate::cache::Shared;
 use crate::{Error, Result, Shutdown};
@@ -80,6 +95,39 @@ struct CacheLabels {
     cache: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetworkLabels {
+    network: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+/// The cluster IPAM's metrics.
+#[derive(Debug)]
+struct Ipam {
+    allocations: Family<NetworkLabels, Counter>,
+    releases: Family<NetworkLabels, Counter>,
+    conflicts: Family<NetworkLabels, Counter>,
+    api_requests: Family<NetworkLabels, Counter>,
+    pool_size: Family<PoolLabels, Gauge>,
+    pool_blocks: Family<PoolLabels, Gauge>,
+    pool_allocated: Family<PoolLabels, Gauge>,
+    node_blocks: Family<PoolLabels, Gauge>,
+    node_allocated: Family<PoolLabels, Gauge>,
+    journal_pending: Gauge,
+    reconcile_duration: Histogram,
+    freed: Counter,
+    blocks_deleted: Counter,
+    errors: Counter,
+}
+
+fn gauge_value<T: TryInto<i64>>(v: T) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -99,6 +147,7 @@ pub struct Metrics {
     cache_objects: Family<CacheLabels, Gauge>,
     overlay_peers: Gauge,
     reconcile_duration: Histogram,
+    ipam: Ipam,
 }
 
 impl Default for Metrics {
@@ -129,6 +178,22 @@ impl Metrics {
             cache_objects: Family::default(),
             overlay_peers: Gauge::default(),
             reconcile_duration: latency_histogram(),
+            ipam: Ipam {
+                allocations: Family::default(),
+                releases: Family::default(),
+                conflicts: Family::default(),
+                api_requests: Family::default(),
+                pool_size: Family::default(),
+                pool_blocks: Family::default(),
+                pool_allocated: Family::default(),
+                node_blocks: Family::default(),
+                node_allocated: Family::default(),
+                journal_pending: Gauge::default(),
+                reconcile_duration: latency_histogram(),
+                freed: Counter::default(),
+                blocks_deleted: Counter::default(),
+                errors: Counter::default(),
+            },
             registry: Registry::default(),
         };
         registry.register(
@@ -181,6 +246,85 @@ impl Metrics {
             "Duration of each data plane reconciliation",
             m.reconcile_duration.clone(),
         );
+        let i = &m.ipam;
+        for (name, help, fam) in [
+            (
+                "meta_cni_ipam_allocations",
+                "Addresses allocated by meta-ipam on this node",
+                &i.allocations,
+            ),
+            (
+                "meta_cni_ipam_releases",
+                "Addresses released by meta-ipam on this node",
+                &i.releases,
+            ),
+            (
+                "meta_cni_ipam_conflicts_retried",
+                "meta-ipam block writes refused by a resourceVersion precondition (409) and retried",
+                &i.conflicts,
+            ),
+            (
+                "meta_cni_ipam_api_requests",
+                "API requests of meta-ipam on this node",
+                &i.api_requests,
+            ),
+        ] {
+            registry.register(name, help, fam.clone());
+        }
+        for (name, help, fam) in [
+            (
+                "meta_cni_ipam_pool_size_addresses",
+                "Addresses in the pool's subnet",
+                &i.pool_size,
+            ),
+            (
+                "meta_cni_ipam_pool_blocks",
+                "Blocks of the pool claimed by any node",
+                &i.pool_blocks,
+            ),
+            (
+                "meta_cni_ipam_pool_allocated_addresses",
+                "Addresses of the pool allocated on any node",
+                &i.pool_allocated,
+            ),
+            (
+                "meta_cni_ipam_node_blocks",
+                "Blocks of the pool claimed by this node",
+                &i.node_blocks,
+            ),
+            (
+                "meta_cni_ipam_node_allocated_addresses",
+                "Addresses allocated in this node's blocks of the pool",
+                &i.node_allocated,
+            ),
+        ] {
+            registry.register(name, help, fam.clone());
+        }
+        registry.register(
+            "meta_cni_ipam_journal_pending",
+            "meta-ipam changes journalled on this node and not yet written to the API server",
+            i.journal_pending.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_ipam_reconcile_duration_seconds",
+            "Duration of each meta-ipam reconciliation pass",
+            i.reconcile_duration.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_ipam_reconcile_freed",
+            "Allocations of gone pods freed by the reconciliation",
+            i.freed.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_ipam_reconcile_blocks_deleted",
+            "Empty blocks of gone nodes deleted by the reconciliation",
+            i.blocks_deleted.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_ipam_reconcile_errors",
+            "meta-ipam reconciliation passes that failed",
+            i.errors.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -221,6 +365,83 @@ impl Metrics {
                     delegate_type: a.delegate_type.clone(),
                 })
                 .observe(a.duration_seconds.max(0.0));
+        }
+        for r in &rec.ipam {
+            self.ipam_counters(
+                &r.network,
+                &meta_ipam_cluster::stats::Counters {
+                    allocations: r.allocations,
+                    releases: r.releases,
+                    conflicts: r.conflicts,
+                    api_requests: r.api_requests,
+                },
+            );
+        }
+    }
+
+    /// Adds one process's (or one verb's) cluster IPAM counters for `network`.
+    pub fn ipam_counters(&self, network: &str, c: &meta_ipam_cluster::stats::Counters) {
+        let l = NetworkLabels {
+            network: network.to_string(),
+        };
+        let i = &self.ipam;
+        for (fam, v) in [
+            (&i.allocations, c.allocations),
+            (&i.releases, c.releases),
+            (&i.conflicts, c.conflicts),
+            (&i.api_requests, c.api_requests),
+        ] {
+            fam.get_or_create(&l).inc_by(v);
+        }
+    }
+
+    /// Records one IPAM reconciliation pass: its duration, what it freed and deleted,
+    /// the pools' usage (pools it did not see are dropped) and the journal's backlog.
+    pub fn ipam_pass(
+        &self,
+        took: Duration,
+        pass: &meta_ipam_cluster::reconcile::NodePass,
+        pending: usize,
+    ) {
+        let i = &self.ipam;
+        i.reconcile_duration.observe(took.as_secs_f64());
+        i.freed.inc_by(pass.report.freed as u64);
+        i.blocks_deleted.inc_by(pass.report.blocks_deleted as u64);
+        i.journal_pending.set(gauge_value(pending));
+        let fams = [
+            &i.pool_size,
+            &i.pool_blocks,
+            &i.pool_allocated,
+            &i.node_blocks,
+            &i.node_allocated,
+        ];
+        for f in fams {
+            f.clear();
+        }
+        for p in &pass.pools {
+            let l = PoolLabels {
+                pool: p.pool.clone(),
+            };
+            i.pool_size.get_or_create(&l).set(gauge_value(p.size));
+            i.pool_blocks.get_or_create(&l).set(gauge_value(p.blocks));
+            i.pool_allocated
+                .get_or_create(&l)
+                .set(gauge_value(p.allocated));
+            i.node_blocks
+                .get_or_create(&l)
+                .set(gauge_value(p.node_blocks));
+            i.node_allocated
+                .get_or_create(&l)
+                .set(gauge_value(p.node_allocated));
+        }
+    }
+
+    /// Counts a failed IPAM reconciliation pass (the journal's backlog when known).
+    pub fn ipam_failed(&self, took: Duration, pending: Option<usize>) {
+        self.ipam.reconcile_duration.observe(took.as_secs_f64());
+        self.ipam.errors.inc();
+        if let Some(p) = pending {
+            self.ipam.journal_pending.set(gauge_value(p));
         }
     }
 
@@ -403,6 +624,13 @@ mod tests {
             code: 0,
             message: None,
             attachments: vec![att("cluster", "bridge"), att("e2e/green", "macvlan")],
+            ipam: vec![meta_crd::spool::IpamRecord {
+                network: "green".into(),
+                allocations: 1,
+                releases: 0,
+                conflicts: 1,
+                api_requests: 4,
+            }],
         };
         m.observe_record(&r);
         r.verb = Verb::Del;
@@ -418,9 +646,67 @@ mod tests {
             r#"meta_cni_attachment_duration_seconds_count{verb="DEL",network="cluster",delegate_type="bridge"} 1"#,
             r#"meta_cni_cni_failures_total{verb="DEL",code="11"} 1"#,
             r#"meta_cni_agent_hotplug_operations_total{op="attach",outcome="success"} 1"#,
+            // The IPAM counters of both records (the DEL kept the ADD's ipam list).
+            r#"meta_cni_ipam_allocations_total{network="green"} 2"#,
+            r#"meta_cni_ipam_conflicts_retried_total{network="green"} 2"#,
+            r#"meta_cni_ipam_api_requests_total{network="green"} 8"#,
         ] {
             assert!(t.contains(want), "missing {want} in\n{t}");
         }
         assert!(!t.contains(r#"code="0""#), "{t}");
+    }
+
+    #[test]
+    fn ipam_passes_set_the_pool_gauges_and_drop_gone_pools() {
+        use meta_ipam_cluster::reconcile::{NodePass, PoolUsage, Report};
+        let m = Metrics::new();
+        let pool = |name: &str, allocated: usize| PoolUsage {
+            pool: name.into(),
+            size: 1024,
+            blocks: 3,
+            allocated,
+            node_blocks: 1,
+            node_allocated: 2,
+        };
+        let mut pass = NodePass {
+            report: Report {
+                freed: 2,
+                blocks_deleted: 1,
+                too_young: 0,
+            },
+            pools: vec![pool("lan-10-9-0-0-22", 17), pool("old-10-8-0-0-24", 0)],
+            not_installed: false,
+        };
+        m.ipam_pass(Duration::from_millis(3), &pass, 4);
+        let t = m.encode();
+        for want in [
+            r#"meta_cni_ipam_pool_size_addresses{pool="lan-10-9-0-0-22"} 1024"#,
+            r#"meta_cni_ipam_pool_blocks{pool="lan-10-9-0-0-22"} 3"#,
+            r#"meta_cni_ipam_pool_allocated_addresses{pool="lan-10-9-0-0-22"} 17"#,
+            r#"meta_cni_ipam_node_blocks{pool="lan-10-9-0-0-22"} 1"#,
+            r#"meta_cni_ipam_node_allocated_addresses{pool="lan-10-9-0-0-22"} 2"#,
+            r#"meta_cni_ipam_pool_blocks{pool="old-10-8-0-0-24"} 3"#,
+            "meta_cni_ipam_journal_pending 4",
+            "meta_cni_agent_ipam_reconcile_freed_total 2",
+            "meta_cni_agent_ipam_reconcile_blocks_deleted_total 1",
+            "meta_cni_agent_ipam_reconcile_duration_seconds_count 1",
+        ] {
+            assert!(t.contains(want), "missing {want} in\n{t}");
+        }
+        pass.pools.truncate(1);
+        pass.report = Report::default();
+        m.ipam_pass(Duration::from_millis(3), &pass, 0);
+        m.ipam_failed(Duration::from_millis(1), None);
+        let t = m.encode();
+        assert!(!t.contains("old-10-8-0-0-24"), "{t}");
+        assert!(
+            t.contains("meta_cni_agent_ipam_reconcile_freed_total 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("meta_cni_agent_ipam_reconcile_errors_total 1"),
+            "{t}"
+        );
+        assert!(t.contains("meta_cni_ipam_journal_pending 0"), "{t}");
     }
 }

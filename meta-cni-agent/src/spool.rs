@@ -217,6 +217,7 @@ mod tests {
             code: 0,
             message: None,
             attachments: vec![],
+            ipam: Vec::new(),
         }
     }
 
