@@ -145,6 +145,7 @@ fn adds_become_multus_events_and_metrics_through_the_spool() {
         ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
         ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
         ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
+        ("META_CNI_AGENT_IPAM_DATA_DIR", p("agent/ipam")),
         ("META_CNI_AGENT_METRICS_BIND_ADDRESS", METRICS.to_string()),
         ("META_CNI_AGENT_POLL", "1s".to_string()),
     ];

@@ -165,6 +165,7 @@ fn hotplug_attaches_detaches_and_survives_a_killed_agent() {
         ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
         ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
         ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
+        ("META_CNI_AGENT_IPAM_DATA_DIR", p("agent/ipam")),
         (
             "META_CNI_AGENT_HOTPLUG_CONF",
             conf_file.display().to_string(),

@@ -589,6 +589,11 @@ pub fn base_env(n: &NodeNs) -> Vec<(String, String)> {
             "META_CNI_AGENT_SOCKET",
             n.agent_socket().display().to_string(),
         ),
+        // never the host's /var/lib/cni/meta-ipam
+        (
+            "META_CNI_AGENT_IPAM_DATA_DIR",
+            n.dir.join("ipam").display().to_string(),
+        ),
         ("META_CNI_AGENT_DEBOUNCE", "50ms".to_string()),
         ("META_CNI_AGENT_POLL", "100ms".to_string()),
         (
