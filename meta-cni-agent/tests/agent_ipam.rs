@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
-const POOL: &str = "lan-10-77-0-0-24";
+const POOL: &str = "10-77-0-0-24";
 const METRICS: &str = "127.0.0.1:9391";
 
 fn apply_ipam_crds(api: &ApiFixture) {
@@ -249,7 +249,7 @@ fn agent_syncs_the_journal_and_frees_what_gone_pods_and_nodes_held() {
     assert_eq!(
         pool.spec,
         IpPoolSpec {
-            network: "lan".into(),
+            network: String::new(),
             cidr: "10.77.0.0/24".into(),
             block_prefix: 28
         }

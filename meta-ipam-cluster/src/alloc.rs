@@ -87,9 +87,14 @@ fn dns_part(s: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-/// The pool of range `r` of `network`: `<network>-<cidr>` in DNS-name form.
-pub fn pool_name(network: &str, r: &IpRange) -> String {
-    format!("{}-{}", dns_part(network), dns_part(&r.subnet.to_string()))
+/// The pool of range `r` in scope `network_name` (whereabouts' `network_name`):
+/// `<network_name>-<cidr>`, or `<cidr>` without one, in DNS-name form.
+pub fn pool_name(network_name: &str, r: &IpRange) -> String {
+    let cidr = dns_part(&r.subnet.to_string());
+    match dns_part(network_name) {
+        n if n.is_empty() => cidr,
+        n => format!("{n}-{cidr}"),
+    }
 }
 
 /// One range as blocks.
@@ -116,7 +121,7 @@ impl Layout {
         let count = 1u128 << (prefix - r.subnet.prefix_len()).min(127);
         Layout {
             range: r.clone(),
-            pool: pool_name(&c.network, r),
+            pool: pool_name(&c.network_name, r),
             prefix,
             size,
             count,
@@ -514,7 +519,7 @@ impl<'a> Allocator<'a> {
             return Ok(());
         }
         let want = IpPoolSpec {
-            network: self.conf.network.clone(),
+            network: self.conf.network_name.clone(),
             cidr: l.range.subnet.to_string(),
             block_prefix: l.prefix,
         };
@@ -527,7 +532,7 @@ impl<'a> Allocator<'a> {
         })?;
         if p.spec != want {
             return Err(Error::Config(format!(
-                "IpPool {} exists with network {} cidr {} blockPrefix {}, this configuration wants network {} cidr {} blockPrefix {}: blockSize cannot change while the pool holds blocks",
+                "IpPool {} exists with network_name {:?} cidr {} blockPrefix {}, this configuration wants network_name {:?} cidr {} blockPrefix {}: blockSize cannot change while the pool holds blocks",
                 l.pool,
                 p.spec.network,
                 p.spec.cidr,

@@ -66,12 +66,19 @@ impl IpRange {
 /// A `meta-ipam` configuration.
 #[derive(Debug, Clone)]
 pub struct ClusterIpamConfig {
-    /// The network name: whereabouts' `network_name`, else the configuration's `name`.
+    /// The network name: whereabouts' `network_name`, else the configuration's `name` (for
+    /// messages and metrics).
     pub network: String,
+    /// whereabouts' `network_name` ("" when unset): the scope of the pools. As whereabouts
+    /// names its IPPools, a pool is `<network_name>-<range>`, or `<range>` alone without
+    /// it, so every configuration with the same range and `network_name` shares one pool:
+    /// two NADs on one LAN with the same range never hand out the same address.
+    pub network_name: String,
     /// One range per address family / pool (`range` or `ipRanges`).
     pub ranges: Vec<IpRange>,
-    /// whereabouts' `enable_overlapping_ranges` (default true): when false, an address
-    /// taken in an overlapping range of another network is not assigned.
+    /// whereabouts' `enable_overlapping_ranges` (default true). Parsed; meta-ipam keeps
+    /// addresses unique per pool (same range and `network_name`), and does not yet check
+    /// *different* ranges that overlap (whereabouts' OverlappingRangeIPReservation).
     pub enable_overlapping_ranges: bool,
     /// Routes for the result (host-local's `routes`).
     pub routes: Vec<Route>,
@@ -331,7 +338,12 @@ impl ClusterIpamConfig {
                 }
             }
         }
-        let network = str_of(m, "network_name")?.unwrap_or(name).to_string();
+        let network_name = str_of(m, "network_name")?.unwrap_or_default().to_string();
+        let network = if network_name.is_empty() {
+            name.to_string()
+        } else {
+            network_name.clone()
+        };
         let enable_overlapping_ranges = match m.get("enable_overlapping_ranges") {
             None | Some(Value::Null) => true,
             Some(Value::Bool(b)) => *b,
@@ -408,6 +420,7 @@ impl ClusterIpamConfig {
         }
         Ok(ClusterIpamConfig {
             network,
+            network_name,
             ranges,
             enable_overlapping_ranges,
             routes,
@@ -429,6 +442,7 @@ impl ClusterIpamConfig {
     pub fn state_only(data_dir: &std::path::Path, node: &str) -> ClusterIpamConfig {
         ClusterIpamConfig {
             network: String::new(),
+            network_name: String::new(),
             ranges: Vec::new(),
             enable_overlapping_ranges: true,
             routes: Vec::new(),

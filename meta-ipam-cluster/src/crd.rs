@@ -30,7 +30,10 @@ pub const NODE_LABEL: &str = "ipam.meta-cni.io/node";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IpPoolSpec {
-    /// The network (whereabouts' network_name, else the CNI network name).
+    /// The pool's scope: whereabouts' `network_name` (empty when the configurations
+    /// sharing this range set none; then absent, as the API server of Kubernetes 1.20
+    /// refuses an empty string here).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub network: String,
     /// The range's subnet (CIDR).
     pub cidr: String,

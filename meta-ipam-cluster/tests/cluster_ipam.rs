@@ -153,6 +153,45 @@ fn crd_file_matches_the_types() {
     );
 }
 
+/// As whereabouts: configurations with the same range and no `network_name` (two NADs on
+/// one LAN, different CNI names) share one pool and never hand out the same address; a
+/// `network_name` makes a pool of its own.
+#[test]
+fn same_range_shares_a_pool_unless_network_name_differs() {
+    use meta_ipam_cluster::crd::IpPool;
+    let f = Fixture::start();
+    let a = f.conf("node-a", json!({"range": "10.95.0.0/28"}));
+    let mut b = a.clone();
+    b.network = "net2".into();
+    let other = f.conf(
+        "node-a",
+        json!({"range": "10.95.0.0/28", "network_name": "other"}),
+    );
+    let ra = meta_ipam_cluster::add(&a, &owner("nad-a")).unwrap();
+    let rb = meta_ipam_cluster::add(&b, &owner("nad-b")).unwrap();
+    let ro = meta_ipam_cluster::add(&other, &owner("nad-o")).unwrap();
+    assert_ne!(first_ip(&ra), first_ip(&rb), "one pool: distinct addresses");
+    assert_eq!(
+        first_ip(&ra),
+        first_ip(&ro),
+        "network_name: a pool of its own"
+    );
+    let pools: BTreeMap<String, String> =
+        f.rt.block_on(Api::<IpPool>::all(f.admin.clone()).list(&ListParams::default()))
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| (p.metadata.name.unwrap(), p.spec.network))
+            .collect();
+    assert_eq!(
+        pools,
+        BTreeMap::from([
+            ("10-95-0-0-28".to_string(), String::new()),
+            ("other-10-95-0-0-28".to_string(), "other".to_string()),
+        ])
+    );
+}
+
 /// 3 nodes x 8 parallel allocators, 1000 allocations on one /22: no address twice, all
 /// released after DEL; API requests per allocation from the audit log.
 #[test]
