@@ -69,6 +69,22 @@ impl Fixture {
         ClusterIpamConfig::from_conf(&conf, &cni_core::CniArgs::parse(args).unwrap()).unwrap()
     }
 
+    /// `ipam` as a network configuration passes it to the `meta-ipam` binary on `node`.
+    fn plugin_ipam(&self, node: &str, mut ipam: Value) -> Value {
+        let m = ipam.as_object_mut().unwrap();
+        m.insert("type".into(), json!("meta-ipam"));
+        m.insert(
+            "kubeconfig".into(),
+            json!(self.api.admin_kubeconfig().display().to_string()),
+        );
+        m.insert(
+            "dataDir".into(),
+            json!(self.dir.path().join(node).display().to_string()),
+        );
+        m.insert("nodeName".into(), json!(node));
+        ipam
+    }
+
     fn blocks(&self) -> Vec<IpBlock> {
         let api: Api<IpBlock> = Api::all(self.admin.clone());
         self.rt
@@ -194,19 +210,24 @@ fn same_range_shares_a_pool_unless_network_name_differs() {
 
 /// 3 nodes x 8 parallel allocators, 1000 allocations on one /22: no address twice, all
 /// released after DEL; API requests per allocation from the audit log.
+/// Three "nodes", each a stream of `meta-ipam` processes (one per ADD or DEL, as the
+/// runtime calls a CNI plugin) with its own node name and data dir, 8 in parallel per
+/// node: 1000 allocations on one /22, no address twice, all released by DEL.
 #[test]
 fn three_nodes_thousand_allocations_no_duplicates() {
     let f = Fixture::start();
-    let ipam = json!({"range": "10.40.0.0/22"});
     let nodes = ["node-a", "node-b", "node-c"];
-    let confs: Vec<ClusterIpamConfig> = nodes.iter().map(|n| f.conf(n, ipam.clone())).collect();
+    let ipams: Vec<Value> = nodes
+        .iter()
+        .map(|n| f.plugin_ipam(n, json!({"range": "10.40.0.0/22"})))
+        .collect();
     const TOTAL: usize = 1000;
     const THREADS: usize = 8;
     let before = f.ipam_requests();
     let got: Mutex<Vec<(String, IpAddr, usize)>> = Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for (ni, c) in confs.iter().enumerate() {
+        for (ni, ipam) in ipams.iter().enumerate() {
             for _ in 0..THREADS {
                 let (got, next) = (&got, &next);
                 s.spawn(move || {
@@ -216,9 +237,13 @@ fn three_nodes_thousand_allocations_no_duplicates() {
                             break;
                         }
                         let uid = format!("uid-{k}");
-                        let r = meta_ipam_cluster::add(c, &owner(&uid))
-                            .unwrap_or_else(|e| panic!("ADD {uid} on {}: {e}", c.node));
-                        got.lock().unwrap().push((uid, first_ip(&r), ni));
+                        let (ok, out) =
+                            finish(plugin("ADD", ipam, &format!("pod-{uid}"), &uid));
+                        assert!(ok, "ADD {uid} on {}: {out}", nodes[ni]);
+                        let r: Value = serde_json::from_str(&out).unwrap();
+                        let ip: ipnet::IpNet =
+                            r["ips"][0]["address"].as_str().unwrap().parse().unwrap();
+                        got.lock().unwrap().push((uid, ip.addr(), ni));
                     }
                 });
             }
@@ -239,30 +264,32 @@ fn three_nodes_thousand_allocations_no_duplicates() {
             "{ip}"
         );
     }
-    // The server agrees: 1000 allocations, each owner once.
+    // The server agrees: 1000 allocations, each owner once, on the node that made it.
     let server = f.server_allocations();
     assert_eq!(server.len(), TOTAL);
     let owners: BTreeSet<&String> = server.values().collect();
     assert_eq!(owners.len(), TOTAL);
-    let borrowed = f
-        .blocks()
-        .iter()
-        .map(|b| {
-            b.spec
-                .allocations
-                .values()
-                .filter(|a| a.node != b.spec.node)
-                .count()
-        })
-        .sum::<usize>();
+    let mut per_node = [0usize; 3];
+    let mut borrowed = 0;
+    for b in f.blocks() {
+        for a in b.spec.allocations.values() {
+            let ni = nodes.iter().position(|n| *n == a.node).expect("node");
+            per_node[ni] += 1;
+            let (_, _, made_on) = got.iter().find(|g| a.pod_uid == g.0).expect("owner");
+            assert_eq!(*made_on, ni, "{} recorded on the wrong node", a.owner);
+            borrowed += usize::from(a.node != b.spec.node);
+        }
+    }
     // DEL everything, in parallel, each on the node that allocated it.
     let before_del = f.ipam_requests();
     std::thread::scope(|s| {
-        for chunk in got.chunks(got.len().div_ceil(24)) {
-            let confs = &confs;
+        for chunk in got.chunks(got.len().div_ceil(THREADS * nodes.len())) {
+            let ipams = &ipams;
             s.spawn(move || {
                 for (uid, _, ni) in chunk {
-                    meta_ipam_cluster::del(&confs[*ni], &owner(uid)).unwrap();
+                    let (ok, out) =
+                        finish(plugin("DEL", &ipams[*ni], &format!("pod-{uid}"), uid));
+                    assert!(ok, "DEL {uid}: {out}");
                 }
             });
         }
@@ -274,8 +301,9 @@ fn three_nodes_thousand_allocations_no_duplicates() {
     );
     let blocks = f.blocks().len();
     let report = format!(
-        "meta-ipam 3 nodes x {THREADS} allocators, {TOTAL} allocations on a /22: 0 duplicates, \
-         {blocks} blocks, {borrowed} borrowed addresses, ADD {:.2} API requests/allocation, DEL {:.2}/release",
+        "meta-ipam 3 nodes x {THREADS} parallel plugin processes, {TOTAL} allocations on a /22 \
+         (per node {per_node:?}): 0 duplicates, {blocks} blocks, {borrowed} borrowed addresses, \
+         ADD {:.2} API requests/allocation, DEL {:.2}/release",
         adds as f64 / TOTAL as f64,
         dels as f64 / TOTAL as f64
     );
@@ -442,9 +470,22 @@ fn delete_pod(f: &Fixture, name: &str) {
 
 /// The `meta-ipam` binary's ADD for pod `name` (uid) with `ipam` as the network's.
 fn plugin_add(ipam: &Value, name: &str, uid: &str) -> std::process::Child {
+    plugin("ADD", ipam, name, uid)
+}
+
+/// Waits for a plugin process: (exit status success, stdout).
+fn finish(mut c: std::process::Child) -> (bool, String) {
+    use std::io::Read as _;
+    let mut out = String::new();
+    c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (c.wait().unwrap().success(), out)
+}
+
+/// The `meta-ipam` binary run with `CNI_COMMAND=cmd` for pod `name` (uid).
+fn plugin(cmd: &str, ipam: &Value, name: &str, uid: &str) -> std::process::Child {
     use std::io::Write as _;
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_meta-ipam"))
-        .env("CNI_COMMAND", "ADD")
+        .env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", format!("ctr-{uid}"))
         .env("CNI_NETNS", "/run/netns/meta-ipam-test-pod")
         .env("CNI_IFNAME", "net1")
