@@ -237,8 +237,7 @@ fn three_nodes_thousand_allocations_no_duplicates() {
                             break;
                         }
                         let uid = format!("uid-{k}");
-                        let (ok, out) =
-                            finish(plugin("ADD", ipam, &format!("pod-{uid}"), &uid));
+                        let (ok, out) = finish(plugin("ADD", ipam, &format!("pod-{uid}"), &uid));
                         assert!(ok, "ADD {uid} on {}: {out}", nodes[ni]);
                         let r: Value = serde_json::from_str(&out).unwrap();
                         let ip: ipnet::IpNet =
@@ -287,8 +286,7 @@ fn three_nodes_thousand_allocations_no_duplicates() {
             let ipams = &ipams;
             s.spawn(move || {
                 for (uid, _, ni) in chunk {
-                    let (ok, out) =
-                        finish(plugin("DEL", &ipams[*ni], &format!("pod-{uid}"), uid));
+                    let (ok, out) = finish(plugin("DEL", &ipams[*ni], &format!("pod-{uid}"), uid));
                     assert!(ok, "DEL {uid}: {out}");
                 }
             });
@@ -384,20 +382,46 @@ fn exhaustion_is_a_clear_error_and_deletions_make_room() {
     assert_eq!(f.server_allocations().len(), 14);
 }
 
-/// The API server stopped (SIGSTOP: requests hang until the timeout): ADD with room in a
-/// claimed block succeeds from the journal, an ADD needing a new block fails with code
-/// 11, DEL succeeds; after SIGCONT the next invocation writes the journal and the objects
-/// agree with what was handed out.
+/// The API server stopped (the process gone, connections refused) and started again on
+/// the same port: ADD with room in a claimed block succeeds from the journal, an ADD
+/// needing a new block fails with code 11, DEL succeeds; after the restart the next
+/// invocation writes the journal and the objects agree with what was handed out.
 #[test]
-fn api_server_down_journal_then_sync() {
-    let f = Fixture::start();
+fn api_server_stopped_journal_then_sync_after_restart() {
+    let mut f = Fixture::start();
+    offline_then_sync(
+        &mut f,
+        |f| f.api.stop_apiserver(),
+        |f| f.api.restart_apiserver(),
+    );
+}
+
+/// The same with the API server hung (SIGSTOP: requests wait for `apiTimeoutMs`).
+#[test]
+fn api_server_hung_journal_then_sync() {
+    let mut f = Fixture::start();
+    let pid = f.api.pids()[1] as i32;
+    let guard = std::cell::RefCell::new(None);
+    offline_then_sync(
+        &mut f,
+        |_| {
+            assert_eq!(signal(pid, libc::SIGSTOP), 0, "SIGSTOP");
+            *guard.borrow_mut() = Some(Cont(pid));
+        },
+        |_| drop(guard.borrow_mut().take()),
+    );
+}
+
+fn offline_then_sync(
+    f: &mut Fixture,
+    down: impl FnOnce(&mut Fixture),
+    up: impl FnOnce(&mut Fixture),
+) {
     let ipam = json!({"range": "10.60.0.0/24", "blockSize": 28, "apiTimeoutMs": 1500});
     let c = f.conf("node-a", ipam.clone());
     let first = meta_ipam_cluster::add(&c, &owner("up-0")).unwrap();
     assert_eq!(first_ip(&first), "10.60.0.1".parse::<IpAddr>().unwrap());
-    let apiserver = f.api.pids()[1] as i32;
-    assert_eq!(signal(apiserver, libc::SIGSTOP), 0, "SIGSTOP");
-    let guard = Cont(apiserver);
+    down(f);
     // lend_from of a /28 block is 12: offline, offsets 2..11 are this node's.
     let mut offline = Vec::new();
     for k in 0..10 {
@@ -417,7 +441,7 @@ fn api_server_down_journal_then_sync() {
     // DEL of an online and an offline allocation: journalled, no error.
     meta_ipam_cluster::del(&c, &owner("up-0")).unwrap();
     meta_ipam_cluster::del(&c, &owner("down-0")).unwrap();
-    drop(guard);
+    up(f);
     // Back: the next ADD writes the journal first.
     let r = meta_ipam_cluster::add(&c, &owner("after")).unwrap();
     let server = f.server_allocations();

@@ -221,6 +221,104 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// kube-apiserver on `secure` with the fixture's certificates in `dir`, backed by `etcd_url`.
+fn apiserver_cmd(bin: &Path, dir: &Path, secure: u16, etcd_url: &str) -> Command {
+    let pki = dir.join("pki");
+    let p = |f: &str| pki.join(f).display().to_string();
+    let log_file = |p: &Path| {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .expect("open log")
+    };
+    let api_log = dir.join("kube-apiserver.log");
+    // Every request is audited (metadata only) to `audit.log`: tests count requests.
+    let policy = dir.join("audit-policy.yaml");
+    fs::write(&policy, AUDIT_POLICY).expect("write the audit policy");
+    let mut cmd = Command::new(bin);
+    no_proxy(&mut cmd)
+        .arg("--advertise-address=127.0.0.1")
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={secure}"))
+        .arg(format!("--etcd-servers={etcd_url}"))
+        .arg(format!("--tls-cert-file={}", p("apiserver.crt")))
+        .arg(format!("--tls-private-key-file={}", p("apiserver.key")))
+        .arg(format!("--client-ca-file={}", p("ca.crt")))
+        .arg(format!(
+            "--cert-dir={}",
+            dir.join("apiserver-certs").display()
+        ))
+        .arg("--authorization-mode=Node,RBAC")
+        .arg("--anonymous-auth=false")
+        .arg(format!("--enable-admission-plugins={ENABLED_ADMISSION}"))
+        .arg(format!("--disable-admission-plugins={DISABLED_ADMISSION}"))
+        .arg(format!("--service-account-issuer={SA_ISSUER}"))
+        .arg(format!("--service-account-key-file={}", p("sa.pub")))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            p("sa.key")
+        ))
+        .arg("--service-cluster-ip-range=10.96.0.0/12")
+        // Endpoints may not hold a loopback address: no "kubernetes" endpoints at all.
+        .arg("--endpoint-reconciler-type=none")
+        .arg("--allow-privileged=true")
+        .arg("--profiling=false")
+        .arg(format!("--audit-policy-file={}", policy.display()))
+        .arg(format!(
+            "--audit-log-path={}",
+            dir.join(AUDIT_LOG).display()
+        ))
+        .arg("--v=1")
+        .stdin(Stdio::null())
+        .stdout(log_file(&api_log))
+        .stderr(log_file(&api_log));
+    cmd
+}
+
+/// Waits until the API server at `url` is ready; Err(message, whether a retry may help).
+/// Stops it on timeout.
+fn wait_ready(apiserver: &mut Child, url: &str, dir: &Path) -> Result<(), (String, bool)> {
+    let pki = dir.join("pki");
+    let api_log = dir.join("kube-apiserver.log");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(Some(st)) = apiserver.try_wait() {
+            let log = tail(&api_log, 40);
+            let retry = log.contains("address already in use");
+            return Err((
+                format!("kube-apiserver exited ({st}); kube-apiserver.log:\n{log}"),
+                retry,
+            ));
+        }
+        // `/readyz` turns 200 before the bootstrap controller has created the system
+        // namespaces (default, kube-system, kube-public); tests use them, so the server
+        // is ready for them only once all three exist.
+        if let Ok((200, _)) = curl_get(url, &pki, "/readyz")
+            && SYSTEM_NAMESPACES.iter().all(|ns| {
+                matches!(
+                    curl_get(url, &pki, &format!("/api/v1/namespaces/{ns}")),
+                    Ok((200, _))
+                )
+            })
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            stop(apiserver);
+            return Err((
+                format!(
+                    "kube-apiserver not ready (/readyz and the namespaces {SYSTEM_NAMESPACES:?}) after 180 s; kube-apiserver.log:\n{}\n--- readyz?verbose: {:?}",
+                    tail(&api_log, 40),
+                    curl_get(url, &pki, "/readyz?verbose")
+                ),
+                false,
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Removes proxy settings so that nothing meant for 127.0.0.1 goes through a proxy.
 fn no_proxy(cmd: &mut Command) -> &mut Command {
     for v in [
@@ -396,7 +494,6 @@ impl ApiServer {
         let peer_url = format!("http://127.0.0.1:{peer}");
         let data = etcd_data.join(format!("data-{attempt}"));
         let etcd_log = dir.join("etcd.log");
-        let api_log = dir.join("kube-apiserver.log");
         let log_file = |p: &Path| {
             fs::OpenOptions::new()
                 .create(true)
@@ -444,49 +541,8 @@ impl ApiServer {
             std::thread::sleep(Duration::from_millis(100));
         }
 
-        let pki = dir.join("pki");
-        let p = |f: &str| pki.join(f).display().to_string();
-        // Every request is audited (metadata only) to `audit.log`: tests count requests.
-        let policy = dir.join("audit-policy.yaml");
-        fs::write(&policy, AUDIT_POLICY).expect("write the audit policy");
-        let mut cmd = Command::new(bin);
-        no_proxy(&mut cmd)
-            .arg("--advertise-address=127.0.0.1")
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={secure}"))
-            .arg(format!("--etcd-servers={etcd_url}"))
-            .arg(format!("--tls-cert-file={}", p("apiserver.crt")))
-            .arg(format!("--tls-private-key-file={}", p("apiserver.key")))
-            .arg(format!("--client-ca-file={}", p("ca.crt")))
-            .arg(format!(
-                "--cert-dir={}",
-                dir.join("apiserver-certs").display()
-            ))
-            .arg("--authorization-mode=Node,RBAC")
-            .arg("--anonymous-auth=false")
-            .arg(format!("--enable-admission-plugins={ENABLED_ADMISSION}"))
-            .arg(format!("--disable-admission-plugins={DISABLED_ADMISSION}"))
-            .arg(format!("--service-account-issuer={SA_ISSUER}"))
-            .arg(format!("--service-account-key-file={}", p("sa.pub")))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                p("sa.key")
-            ))
-            .arg("--service-cluster-ip-range=10.96.0.0/12")
-            // Endpoints may not hold a loopback address: no "kubernetes" endpoints at all.
-            .arg("--endpoint-reconciler-type=none")
-            .arg("--allow-privileged=true")
-            .arg("--profiling=false")
-            .arg(format!("--audit-policy-file={}", policy.display()))
-            .arg(format!(
-                "--audit-log-path={}",
-                dir.join(AUDIT_LOG).display()
-            ))
-            .arg("--v=1")
-            .stdin(Stdio::null())
-            .stdout(log_file(&api_log))
-            .stderr(log_file(&api_log));
-        let mut apiserver = match spawn_tied_to_process(cmd) {
+        let mut apiserver = match spawn_tied_to_process(apiserver_cmd(bin, dir, secure, &etcd_url))
+        {
             Ok(c) => c,
             Err(e) => {
                 stop(&mut etcd);
@@ -494,44 +550,54 @@ impl ApiServer {
             }
         };
         let url = format!("https://127.0.0.1:{secure}");
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Ok(Some(st)) = apiserver.try_wait() {
+        match wait_ready(&mut apiserver, &url, dir) {
+            Ok(()) => Ok((etcd, apiserver, url, etcd_url)),
+            Err(e) => {
                 stop(&mut etcd);
-                let log = tail(&api_log, 40);
-                let retry = log.contains("address already in use");
-                return Err((
-                    format!("kube-apiserver exited ({st}); kube-apiserver.log:\n{log}"),
-                    retry,
-                ));
+                Err(e)
             }
-            // `/readyz` turns 200 before the bootstrap controller has created the system
-            // namespaces (default, kube-system, kube-public); tests use them, so the server
-            // is ready for them only once all three exist.
-            if let Ok((200, _)) = curl_get(&url, &pki, "/readyz")
-                && SYSTEM_NAMESPACES.iter().all(|ns| {
-                    matches!(
-                        curl_get(&url, &pki, &format!("/api/v1/namespaces/{ns}")),
-                        Ok((200, _))
-                    )
-                })
-            {
-                return Ok((etcd, apiserver, url, etcd_url));
-            }
-            if Instant::now() > deadline {
-                stop(&mut apiserver);
-                stop(&mut etcd);
-                return Err((
-                    format!(
-                        "kube-apiserver not ready (/readyz and the namespaces {SYSTEM_NAMESPACES:?}) after 180 s; kube-apiserver.log:\n{}\n--- readyz?verbose: {:?}",
-                        tail(&api_log, 40),
-                        curl_get(&url, &pki, "/readyz?verbose")
-                    ),
-                    false,
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL after 10 s); etcd keeps running.
+    /// Until [`ApiServer::restart_apiserver`], connections to its port are refused.
+    pub fn stop_apiserver(&mut self) {
+        stop(&mut self.apiserver);
+    }
+
+    /// Starts kube-apiserver again, on the same port, certificates and etcd, and waits
+    /// until it is ready. Panics (with its log) when it does not come back.
+    pub fn restart_apiserver(&mut self) {
+        stop(&mut self.apiserver);
+        let dir = self.dir().to_path_buf();
+        let secure: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port of the url");
+        let bin = ensure_built();
+        // The old listener may linger a moment; a few tries on the same port.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut c = spawn_tied_to_process(apiserver_cmd(&bin, &dir, secure, &self.etcd_url))
+                .expect("spawn kube-apiserver");
+            match wait_ready(&mut c, &self.url, &dir) {
+                Ok(()) => {
+                    self.apiserver = c;
+                    return;
+                }
+                Err((msg, retry)) => {
+                    stop(&mut c);
+                    last = msg;
+                    if !retry {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+        panic!("restarting kube-apiserver failed: {last}");
     }
 
     /// `https://127.0.0.1:<port>`.
