@@ -128,30 +128,41 @@ pub async fn apply_nad_crd(admin: &kube::Client) {
     let text = std::fs::read_to_string(&path).expect("read the CRD");
     let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
         .unwrap_or_else(|e| panic!("{}: not a CRD: {e}", path.display()));
-    let name = crd.metadata.name.clone().expect("CRD name");
+    apply_crds(admin, vec![crd]).await;
+}
+
+/// Creates the CRDs and waits (30 s at most each) until they are Established.
+pub async fn apply_crds(
+    admin: &kube::Client,
+    crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    api.create(&PostParams::default(), &crd)
-        .await
-        .expect("create the NAD CRD");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = api.get(&name).await.expect("get CRD");
-        let established = c
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        if established {
-            break;
+    for crd in crds {
+        let name = crd.metadata.name.clone().expect("CRD name");
+        api.create(&PostParams::default(), &crd)
+            .await
+            .unwrap_or_else(|e| panic!("create the CRD {name}: {e}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = api.get(&name).await.expect("get CRD");
+            let established = c
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CRD {name} not Established"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "CRD {name} not Established"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
