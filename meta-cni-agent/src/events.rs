@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 pub const REASON_ADDED: &str = "AddedInterface";
 /// The reason of a failed ADD's Event.
 pub const REASON_FAILED: &str = "FailedAddInterface";
+/// The reason of the Event of a hot-plug change that failed (and was rolled back).
+pub const REASON_HOTPLUG_FAILED: &str = "FailedHotplugInterface";
 /// The component named in every Event.
 pub const COMPONENT: &str = "meta-cni";
 /// Events per pod before the rate limit applies.
@@ -180,15 +182,26 @@ impl Recorder {
         let Some(pod) = &rec.pod else {
             return Ok(());
         };
+        self.send_planned(pod, rec.time_unix_ms, plan(rec)).await
+    }
+
+    /// Sends `planned` about `pod`, dated `time_unix_ms`, with the same aggregation and
+    /// rate limit as the spool's Events.
+    pub async fn send_planned(
+        &mut self,
+        pod: &spool::PodRef,
+        time_unix_ms: u64,
+        planned: Vec<Planned>,
+    ) -> Result<(), SendError> {
         let pod_key = pod
             .uid
             .clone()
             .unwrap_or_else(|| format!("{}/{}", pod.namespace, pod.name));
-        for p in plan(rec) {
+        for p in planned {
             let key = (pod_key.clone(), p.reason, p.message.clone());
             let now = Instant::now();
             let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
-            let ts = rfc3339(rec.time_unix_ms);
+            let ts = rfc3339(time_unix_ms);
             if let Some((ns, name, count, at)) = self.sent.get(&key).cloned()
                 && now.duration_since(at) < AGGREGATE_WINDOW
                 && ns == pod.namespace
@@ -225,7 +238,7 @@ impl Recorder {
             let name = format!(
                 "{}.{:x}{:04x}",
                 pod.name,
-                rec.time_unix_ms.saturating_mul(1_000_000),
+                time_unix_ms.saturating_mul(1_000_000),
                 self.seq & 0xffff
             );
             let mut involved = json!({

@@ -13,7 +13,9 @@
 //! an ADD or DEL of the pod in flight holds the journal entry's lock, so the reconcile
 //! waits for it. A pod being deleted (`deletionTimestamp` set) is left alone, and so is a
 //! pod without a journal entry (not added yet). NADs come from the agent's NAD cache
-//! (reconciles wait for its first listing).
+//! (reconciles wait for its first listing). A change that fails is rolled back by the
+//! engine and reported as a `Warning` Event `FailedHotplugInterface` on the pod (and
+//! retried each resync period while the annotation still asks for it).
 
 use crate::cache::{Key, Shared};
 use crate::{Error, Result, Shutdown};
@@ -90,6 +92,7 @@ impl Events {
 /// the returned [`Events`].
 pub fn spawn(
     conf: &Path,
+    node: &str,
     client: kube::Client,
     state: Shared,
     debounce: Duration,
@@ -106,6 +109,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::unbounded_channel();
     let h = Hotplug {
         conf: meta,
+        recorder: crate::events::Recorder::new(client.clone(), node),
         client,
         state,
         debounce,
@@ -117,6 +121,8 @@ pub fn spawn(
 
 struct Hotplug {
     conf: MetaConf,
+    /// Sends the Warning Events of failed changes.
+    recorder: crate::events::Recorder,
     client: kube::Client,
     state: Shared,
     debounce: Duration,
@@ -158,14 +164,6 @@ impl Source for CacheSource {
     }
 }
 
-/// A failed hot-plug change of a pod (rolled back). The one place such a failure is
-/// reported: a warning in the log and `meta_cni_agent_hotplug_operations_total{op="change",
-/// outcome="failed"}` (no Event yet).
-fn report_failure(key: &Key, failure: &str) {
-    crate::metrics::hotplug("change", "failed");
-    tracing::warn!(pod = %format!("{}/{}", key.0, key.1), "hot-plug: {failure}");
-}
-
 /// Whether two network-status values say the same (as JSON; absent = `[]`).
 fn same_status(a: Option<&String>, b: &str) -> bool {
     let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
@@ -176,7 +174,7 @@ fn same_status(a: Option<&String>, b: &str) -> bool {
 }
 
 impl Hotplug {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<PodEvent>, mut shutdown: Shutdown) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PodEvent>, mut shutdown: Shutdown) {
         let mut pods: BTreeMap<Key, PodView> = BTreeMap::new();
         let mut due: BTreeMap<Key, Instant> = BTreeMap::new();
         let mut listed = false;
@@ -253,7 +251,7 @@ impl Hotplug {
 
     /// One pod: the engine on a blocking thread, then network-status. Returns whether to
     /// try again later.
-    async fn reconcile(&self, key: &Key, v: &PodView) -> bool {
+    async fn reconcile(&mut self, key: &Key, v: &PodView) -> bool {
         let conf = self.conf.clone();
         let state = self.state.clone();
         let pod = PodCtx {
@@ -274,16 +272,17 @@ impl Hotplug {
                 return false;
             }
             Ok(Err(e)) => {
-                report_failure(key, &e.msg);
+                self.report_failure(key, v, &e.msg).await;
                 return false;
             }
             Err(e) => {
-                report_failure(key, &format!("the reconcile thread failed: {e}"));
+                self.report_failure(key, v, &format!("the reconcile thread failed: {e}"))
+                    .await;
                 return true;
             }
         };
         for f in &out.failures {
-            report_failure(key, f);
+            self.report_failure(key, v, f).await;
         }
         for _ in &out.attached {
             crate::metrics::hotplug("attach", "ok");
@@ -307,10 +306,36 @@ impl Hotplug {
                 .patch_status(key, v.uid.as_deref(), &out.network_status)
                 .await
         {
-            report_failure(key, &format!("network-status: {e}"));
+            self.report_failure(key, v, &format!("network-status: {e}"))
+                .await;
             retry = true;
         }
         retry
+    }
+
+    /// A failed hot-plug change of a pod (rolled back): a warning in the log,
+    /// `meta_cni_agent_hotplug_operations_total{op="change",outcome="failed"}`, and a
+    /// `Warning` Event [`crate::events::REASON_HOTPLUG_FAILED`] on the pod (aggregated and
+    /// rate-limited like the spool's Events; an Event that cannot be sent is only logged).
+    async fn report_failure(&mut self, key: &Key, v: &PodView, failure: &str) {
+        crate::metrics::hotplug("change", "failed");
+        tracing::warn!(pod = %format!("{}/{}", key.0, key.1), "hot-plug: {failure}");
+        let pod = meta_crd::spool::PodRef {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            uid: v.uid.clone(),
+        };
+        let planned = vec![crate::events::Planned {
+            type_: "Warning",
+            reason: crate::events::REASON_HOTPLUG_FAILED,
+            message: meta_crd::spool::clip(&format!(
+                "hot-plug of the networks annotation failed and was rolled back: {failure}"
+            )),
+        }];
+        let now = meta_crd::spool::unix_ms(std::time::SystemTime::now());
+        if let Err(e) = self.recorder.send_planned(&pod, now, planned).await {
+            tracing::warn!(pod = %format!("{}/{}", key.0, key.1), "hot-plug: Event not sent: {e:?}");
+        }
     }
 
     /// Merge-patches the pod's network-status through `pods/status`, the UID as

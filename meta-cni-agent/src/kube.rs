@@ -217,6 +217,7 @@ pub async fn run(
     let hotplug = match &cfg.hotplug_conf {
         Some(path) => Some(crate::hotplug::spawn(
             path,
+            &cfg.node_name,
             client.clone(),
             state.clone(),
             cfg.debounce,

@@ -249,6 +249,8 @@ pub fn reconcile(
     // Under the lock: waits for an ADD or DEL of the pod in flight.
     let mut j = Journal::open(&conf.cache_dir, &cid, &ifname)?;
     let Some(mut entry) = j.load()? else {
+        // A DEL removed the entry meanwhile: take the lock file our open recreated with it.
+        j.remove()?;
         return Ok(None);
     };
     let same_pod = entry.pod.as_ref().is_some_and(|p| {

@@ -236,6 +236,70 @@ fn hotplug_attaches_detaches_and_survives_a_killed_agent() {
     );
     assert_eq!(e.reservations().len(), 3, "{:?}", e.reservations());
 
+    // A change that fails (a macvlan whose parent does not exist) is rolled back: pod,
+    // journal and network-status as before, no IP held, and a Warning Event on the pod.
+    e.create_nad(
+        NS,
+        "broken",
+        &json!({"cniVersion": "1.0.0", "name": "broken", "type": "macvlan",
+                "master": "nosuchpar0", "mode": "bridge",
+                "ipam": {"type": "host-local", "subnet": "10.79.0.0/24",
+                         "dataDir": e.w.path("ipam-broken")}}),
+    );
+    set_networks(&e, "blue, green, broken");
+    let t = Instant::now();
+    let warning = loop {
+        let evs: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(e.admin.clone(), NS);
+        let found =
+            e.rt.block_on(evs.list(&kube::api::ListParams::default()))
+                .expect("list events")
+                .items
+                .into_iter()
+                .find(|ev| {
+                    ev.reason.as_deref() == Some("FailedHotplugInterface")
+                        && ev.involved_object.name.as_deref() == Some(POD)
+                });
+        if let Some(ev) = found {
+            break ev;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no FailedHotplugInterface Event on the pod"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert_eq!(warning.involved_object.uid.as_deref(), Some(uid.as_str()));
+    let msg = warning.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("rolled back") && msg.contains("broken") && msg.contains("nosuchpar0"),
+        "{msg}"
+    );
+    assert_eq!(
+        view(&e),
+        agreeing(&[("blue", "net2"), ("green", "net1")]),
+        "after the failed change"
+    );
+    assert_eq!(e.reservations().len(), 3, "{:?}", e.reservations());
+    assert_eq!(
+        meta_tests::dir_contents(&e.w.path("ipam-broken"))
+            .into_keys()
+            .filter(|k| k
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .parse::<std::net::IpAddr>()
+                .is_ok())
+            .collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "the failed attachment's IP was not released"
+    );
+    eprintln!(
+        "failed hot-plug rolled back, Event after {:?}: {msg}",
+        t.elapsed()
+    );
+    set_networks(&e, "blue, green");
+
     // DEL removes everything, the hot-plugged interfaces included.
     e.run("DEL", CID, 0, POD, &uid, &conf).ok();
     let log = stop(agent, nix::sys::signal::Signal::SIGTERM);
