@@ -318,3 +318,148 @@ fn hotplug_attaches_detaches_and_survives_a_killed_agent() {
         .collect();
     assert_eq!(left, Vec::<String>::new(), "journal left");
 }
+
+/// Hot-plug of a pod sandbox that containerd 1.6 (CRI) set up through meta-cni: the
+/// agent attaches a macvlan and a bridge network into the sandbox when the annotation is
+/// patched (latency printed), removes one, and StopPodSandbox + RemovePodSandbox then
+/// leave nothing, the hot-plugged interfaces included.
+#[test]
+fn hotplug_under_containerd() {
+    use meta_tests::containerd::Containerd;
+    use meta_tests::cri::PodSandboxConfig;
+    const CPOD: &str = "hp-ctd";
+    let e = E2e::setup(0);
+    let (_agent_fwd, agent_kc) = agent_api_access(&e);
+    let socket = e.w.path("agent/agent.sock");
+    let conf = e.conf(json!({
+        "agentSocket": socket,
+        "capabilities": {"io.kubernetes.cri.pod-annotations": true}
+    }));
+    let ctd_conf = e.w.path("ctd-net.d");
+    std::fs::create_dir_all(&ctd_conf).unwrap();
+    let conf_file = ctd_conf.join("00-meta-cni.conflist");
+    std::fs::write(
+        &conf_file,
+        json!({"cniVersion": "1.0.0", "name": "meta-e2e", "plugins": [conf]}).to_string(),
+    )
+    .unwrap();
+    let p = |name: &str| e.w.path(name).display().to_string();
+    let env = vec![
+        ("NODE_NAME", NODE.to_string()),
+        ("KUBECONFIG", agent_kc.display().to_string()),
+        ("META_CNI_AGENT_CLUSTER_CIDR", "10.244.0.0/16".to_string()),
+        ("META_CNI_AGENT_SOCKET", socket.display().to_string()),
+        ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
+        ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
+        ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
+        ("META_CNI_AGENT_IPAM_DATA_DIR", p("agent/ipam")),
+        (
+            "META_CNI_AGENT_HOTPLUG_CONF",
+            conf_file.display().to_string(),
+        ),
+        ("META_CNI_AGENT_DEBOUNCE", "10ms".to_string()),
+        ("META_CNI_AGENT_POLL", "1s".to_string()),
+    ];
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": CPOD, "namespace": NS},
+        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
+    let uid =
+        e.rt.block_on(pods.create(&PostParams::default(), &pod))
+            .expect("create pod")
+            .metadata
+            .uid
+            .expect("uid");
+    let agent = start_agent(&e, &env, &socket);
+    let ctd = Containerd::start(e.w.node.netns(), &e.bin, &ctd_conf);
+    ctd.wait_network_ready(Duration::from_secs(10)).unwrap();
+    let cri = ctd.cri();
+    let id = cri
+        .run_pod_sandbox(&PodSandboxConfig::pod(CPOD, NS, &uid))
+        .unwrap_or_else(|s| panic!("RunPodSandbox: {s}\n{}", ctd.log_tail(30)));
+    let netns_path = cri.sandbox(&id).unwrap().1.netns_path().expect("netns");
+    let sandbox = meta_netlink::Netns::open(&netns_path).unwrap();
+    // (links of the sandbox, network-status (network, interface)), sorted.
+    let seen = || {
+        let links = meta_tests::link_names(&sandbox);
+        let mut st: Vec<(String, String)> = e
+            .network_status(CPOD)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.name, s.interface))
+            .collect();
+        st.sort();
+        (links, st)
+    };
+    let want = |nets: &[(&str, &str)]| {
+        let mut links = vec!["eth0".to_string(), "lo".to_string()];
+        let mut st = vec![("cluster".to_string(), "eth0".to_string())];
+        for (n, i) in nets {
+            links.push(i.to_string());
+            st.push((format!("{NS}/{n}"), i.to_string()));
+        }
+        links.sort();
+        st.sort();
+        (links, st)
+    };
+    let wait = |w: &(Vec<String>, Vec<(String, String)>), ctx: &str| {
+        let t = Instant::now();
+        loop {
+            let v = seen();
+            if v == *w {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{ctx}: sandbox and network-status {v:?}, want {w:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait(&want(&[]), "after RunPodSandbox");
+    let patch = |nets: &str| {
+        let patch = json!({"metadata": {"annotations": {meta_crd::NETWORKS_ANNOTATION: nets}}});
+        e.rt.block_on(pods.patch(CPOD, &PatchParams::default(), &Patch::Merge(&patch)))
+            .expect("patch networks");
+    };
+    patch("green, blue");
+    let took = wait(
+        &want(&[("green", "net1"), ("blue", "net2")]),
+        "hot-plug of green and blue",
+    );
+    eprintln!(
+        "containerd sandbox: hot-plug of a macvlan and a bridge network in the sandbox and network-status after {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+    assert_eq!(
+        iface_kind(&sandbox, "net1").as_deref(),
+        Some("macvlan"),
+        "net1"
+    );
+    patch("blue");
+    wait(&want(&[("blue", "net2")]), "removal of green");
+    assert_eq!(e.reservations().len(), 2, "{:?}", e.reservations());
+    // Teardown as kubelet does it: the hot-plugged interface goes too.
+    cri.stop_pod_sandbox(&id).expect("StopPodSandbox");
+    cri.remove_pod_sandbox(&id).expect("RemovePodSandbox");
+    let log = stop(agent, nix::sys::signal::Signal::SIGTERM);
+    e.wait_handoff(Duration::from_secs(30));
+    assert_eq!(
+        e.node_leftovers(),
+        Vec::<String>::new(),
+        "node links left; agent log:\n{log}"
+    );
+    assert_eq!(e.reservations(), Vec::<String>::new(), "IPs left");
+    let left: Vec<_> = e
+        .cache_entries()
+        .into_iter()
+        .filter(|k| !k.starts_with("status"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "journal left");
+}
+
+fn iface_kind(ns: &meta_netlink::Netns, ifname: &str) -> Option<String> {
+    meta_tests::iface_state(ns, ifname).and_then(|s| s.kind)
+}
