@@ -19,9 +19,7 @@ mod e2e_support;
 use e2e_support::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
-use meta_crd::agent_api::{Client, Op, Request};
 use meta_tests::bench::pct;
-use meta_tests::{Invocation, spawn_in};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -59,40 +57,15 @@ fn main() {
     // The agent, as in agent_audit.rs: its own ServiceAccount and forwarder.
     let (_agent_fwd, agent_kc) = agent_api_access(&e);
     let socket = e.w.path("agent/agent.sock");
-    let p = |name: &str| e.w.path(name).display().to_string();
-    let env = [
-        ("NODE_NAME", NODE.to_string()),
-        ("KUBECONFIG", agent_kc.display().to_string()),
-        ("META_CNI_AGENT_CLUSTER_CIDR", "10.244.0.0/16".to_string()),
-        ("META_CNI_AGENT_SOCKET", socket.display().to_string()),
-        ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
-        ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
-        ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
-        ("META_CNI_AGENT_IPAM_DATA_DIR", p("agent/ipam")),
-        ("META_CNI_AGENT_IPAM_RECONCILE_INTERVAL", "0".to_string()),
-        ("META_CNI_AGENT_POLL", "1s".to_string()),
-    ];
-    let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let inv = Invocation {
-        extra_env: extra,
-        ..Default::default()
-    };
-    let mut agent = spawn_in(e.w.node.netns(), &agent_bin(), &inv, b"");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = Client::connect(&socket, Duration::from_secs(2))
-            .and_then(|mut c| c.ask(&Request::new(Op::Status)))
-            .ok()
-            .and_then(|r| r.status);
-        if st
-            .as_ref()
-            .is_some_and(|s| s.nads.synced && s.pods.synced && s.pods.count == uids.len())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the agent's caches never synced");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let env = agent_env(
+        &e,
+        NODE,
+        &agent_kc,
+        &socket,
+        &[("META_CNI_AGENT_IPAM_RECONCILE_INTERVAL", "0".to_string())],
+    );
+    let mut agent = spawn_agent(&e, &env);
+    agent_synced(&socket, |s| s.pods.count == uids.len()).expect("the agent's caches never synced");
     let with_agent = e.conf(json!({"agentSocket": socket}));
     let without = e.conf(json!({}));
     let mut local = e.conf(json!({

@@ -9,8 +9,6 @@
 
 mod e2e_support;
 use e2e_support::*;
-use meta_crd::agent_api::{Client, Op, Request};
-use meta_tests::{Invocation, spawn_in};
 use serde_json::{Value, json};
 use std::io::Read;
 use std::process::Child;
@@ -84,40 +82,12 @@ fn add_reads_nothing_from_the_api_server_with_the_agent_up() {
     // (e.fwd) counts only the plugin's connections.
     let (_agent_fwd, agent_kc) = agent_api_access(&e);
     let socket = e.w.path("agent/agent.sock");
-    let p = |name: &str| e.w.path(name).display().to_string();
-    let env = [
-        ("NODE_NAME", NODE.to_string()),
-        ("KUBECONFIG", agent_kc.display().to_string()),
-        ("META_CNI_AGENT_CLUSTER_CIDR", "10.244.0.0/16".to_string()),
-        ("META_CNI_AGENT_SOCKET", socket.display().to_string()),
-        ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
-        ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
-        ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
-        ("META_CNI_AGENT_IPAM_DATA_DIR", p("agent/ipam")),
-        ("META_CNI_AGENT_POLL", "1s".to_string()),
-    ];
-    let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let inv = Invocation {
-        extra_env: extra,
-        ..Default::default()
-    };
+    let env = agent_env(&e, NODE, &agent_kc, &socket, &[]);
     let uid_a = create_node_pod(&e, NODE, "audit-a", "blue, green");
     let uid_b = create_node_pod(&e, NODE, "audit-b", "blue, green");
-    let agent = spawn_in(e.w.node.netns(), &agent_bin(), &inv, b"");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = Client::connect(&socket, Duration::from_secs(2))
-            .and_then(|mut c| c.ask(&Request::new(Op::Status)))
-            .ok()
-            .and_then(|r| r.status);
-        if st.as_ref().is_some_and(|s| s.nads.synced && s.pods.synced) {
-            let s = st.unwrap();
-            assert_eq!((s.nads.count, s.pods.count), (2, 2), "{s:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the agent's caches never synced");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let agent = spawn_agent(&e, &env);
+    let s = agent_synced(&socket, |_| true).expect("the agent's caches never synced");
+    assert_eq!((s.nads.count, s.pods.count), (2, 2), "{s:?}");
     let conf = e.conf(json!({"agentSocket": socket}));
 
     // Agent up.

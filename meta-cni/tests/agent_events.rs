@@ -18,8 +18,6 @@ mod e2e_support;
 use e2e_support::*;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
-use meta_crd::agent_api::{Client, Op, Request};
-use meta_tests::{Invocation, spawn_in};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -104,29 +102,11 @@ fn wait_spool_empty(spool: &Path) {
     }
 }
 
-fn spawn_agent(e: &E2e, env: &[(&str, String)]) -> Child {
-    let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let inv = Invocation {
-        extra_env: extra,
-        ..Default::default()
-    };
-    spawn_in(e.w.node.netns(), &agent_bin(), &inv, b"")
-}
-
 fn wait_synced(socket: &Path, nads: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = Client::connect(socket, Duration::from_secs(2))
-            .and_then(|mut c| c.ask(&Request::new(Op::Status)))
-            .ok()
-            .and_then(|r| r.status);
-        if let Some(s) = st.filter(|s| s.nads.synced && s.pods.synced && s.nads.count == nads) {
-            let _ = s;
-            return;
-        }
-        assert!(Instant::now() < deadline, "the agent's caches never synced");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        agent_synced(socket, |s| s.nads.count == nads).is_some(),
+        "the agent's caches never synced"
+    );
 }
 
 #[test]
@@ -136,19 +116,13 @@ fn adds_become_multus_events_and_metrics_through_the_spool() {
     let agent_kc = agent_kubeconfig(&e, e.fwd.as_ref().expect("forwarder").addr());
     let socket = e.w.path("agent/agent.sock");
     let spool = e.w.path("agent/spool");
-    let p = |name: &str| e.w.path(name).display().to_string();
-    let env = [
-        ("NODE_NAME", NODE.to_string()),
-        ("KUBECONFIG", agent_kc.display().to_string()),
-        ("META_CNI_AGENT_CLUSTER_CIDR", "10.244.0.0/16".to_string()),
-        ("META_CNI_AGENT_SOCKET", socket.display().to_string()),
-        ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
-        ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
-        ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
-        ("META_CNI_AGENT_IPAM_DATA_DIR", p("agent/ipam")),
-        ("META_CNI_AGENT_METRICS_BIND_ADDRESS", METRICS.to_string()),
-        ("META_CNI_AGENT_POLL", "1s".to_string()),
-    ];
+    let env = agent_env(
+        &e,
+        NODE,
+        &agent_kc,
+        &socket,
+        &[("META_CNI_AGENT_METRICS_BIND_ADDRESS", METRICS.to_string())],
+    );
     // A network whose macvlan parent does not exist: its ADD fails.
     e.create_nad(
         NS,

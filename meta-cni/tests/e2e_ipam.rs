@@ -15,7 +15,7 @@ mod e2e_support;
 
 use e2e_support::*;
 use kube::api::{Api, ListParams};
-use meta_netlink::{LinkKind, LinkRequest, NamedNetns, Netlink, NetlinkOps};
+use meta_netlink::NamedNetns;
 use meta_tests::containerd::Containerd;
 use meta_tests::cri::PodSandboxConfig;
 use meta_tests::iface_state;
@@ -143,26 +143,7 @@ fn meta_ipam_macvlan_across_two_containerd_nodes() {
     ));
     // node-b, and the LAN between the nodes.
     let node_b = NamedNetns::create(&meta_tests::unique("mcn-nodeb-")).expect("node-b netns");
-    {
-        let mut nl = Netlink::open(Some(e.w.node.netns())).expect("netlink");
-        nl.link_add(&LinkRequest {
-            name: LAN.into(),
-            kind: LinkKind::Veth {
-                peer_name: LAN.into(),
-                peer_netns: Some(node_b.netns().clone()),
-                peer_mac: None,
-                peer_mtu: None,
-            },
-            mtu: None,
-            mac: None,
-            netns: None,
-            up: true,
-        })
-        .expect("LAN veth pair");
-        let mut nb = Netlink::open(Some(node_b.netns())).expect("netlink node-b");
-        let l = nb.link_by_name(LAN).unwrap().expect("LAN end in node-b");
-        nb.link_set_up(l.index, true).unwrap();
-    }
+    meta_tests::veth_pair_between(e.w.node.netns(), LAN, node_b.netns(), LAN);
     // node-b reaches the API server through its own relay.
     let upstream = e
         .api

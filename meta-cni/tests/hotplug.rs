@@ -11,8 +11,6 @@ mod e2e_support;
 use e2e_support::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use meta_crd::agent_api::{Client, Op, Request};
-use meta_tests::{Invocation, spawn_in};
 use serde_json::json;
 use std::io::Read;
 use std::path::Path;
@@ -24,13 +22,8 @@ const POD: &str = "hp";
 const CID: &str = "cid-hotplug";
 
 fn start_agent(e: &E2e, env: &[(&'static str, String)], socket: &Path) -> Child {
-    let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let inv = Invocation {
-        extra_env: extra,
-        ..Default::default()
-    };
-    let agent = spawn_in(e.w.node.netns(), &agent_bin(), &inv, b"");
-    if caches_synced(socket) {
+    let agent = spawn_agent(e, env);
+    if agent_synced(socket, |_| true).is_some() {
         agent
     } else {
         let log = stop(agent, nix::sys::signal::Signal::SIGKILL);
@@ -38,20 +31,19 @@ fn start_agent(e: &E2e, env: &[(&'static str, String)], socket: &Path) -> Child 
     }
 }
 
-/// Whether the agent at `socket` reports both caches synced within 60 s.
-fn caches_synced(socket: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let st = Client::connect(socket, Duration::from_secs(2))
-            .and_then(|mut c| c.ask(&Request::new(Op::Status)))
-            .ok()
-            .and_then(|r| r.status);
-        if st.is_some_and(|s| s.nads.synced && s.pods.synced) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+/// A pod of the agent's node without secondary networks; returns its UID.
+fn create_plain_pod(e: &E2e, name: &str) -> String {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
+    e.rt.block_on(pods.create(&PostParams::default(), &pod))
+        .expect("create pod")
+        .metadata
+        .uid
+        .expect("uid")
 }
 
 fn stop(mut agent: Child, sig: nix::sys::signal::Signal) -> String {
@@ -156,36 +148,21 @@ fn hotplug_attaches_detaches_and_survives_a_killed_agent() {
         json!({"cniVersion": "1.0.0", "name": "meta-e2e", "plugins": [conf]}).to_string(),
     )
     .unwrap();
-    let p = |name: &str| e.w.path(name).display().to_string();
-    let env = vec![
-        ("NODE_NAME", NODE.to_string()),
-        ("KUBECONFIG", agent_kc.display().to_string()),
-        ("META_CNI_AGENT_CLUSTER_CIDR", "10.244.0.0/16".to_string()),
-        ("META_CNI_AGENT_SOCKET", socket.display().to_string()),
-        ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
-        ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
-        ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
-        ("META_CNI_AGENT_IPAM_DATA_DIR", p("agent/ipam")),
-        (
-            "META_CNI_AGENT_HOTPLUG_CONF",
-            conf_file.display().to_string(),
-        ),
-        ("META_CNI_AGENT_DEBOUNCE", "10ms".to_string()),
-        ("META_CNI_AGENT_POLL", "1s".to_string()),
-    ];
+    let env = agent_env(
+        &e,
+        NODE,
+        &agent_kc,
+        &socket,
+        &[
+            (
+                "META_CNI_AGENT_HOTPLUG_CONF",
+                conf_file.display().to_string(),
+            ),
+            ("META_CNI_AGENT_DEBOUNCE", "10ms".to_string()),
+        ],
+    );
     // A pod of the agent's node, no secondary networks yet.
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": POD, "namespace": NS},
-        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
-    }))
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
-    let uid =
-        e.rt.block_on(pods.create(&PostParams::default(), &pod))
-            .expect("create pod")
-            .metadata
-            .uid
-            .expect("uid");
+    let uid = create_plain_pod(&e, POD);
     let agent = start_agent(&e, &env, &socket);
     e.run("ADD", CID, 0, POD, &uid, &conf).ok();
     wait_view(&e, &agreeing(&[]), "after ADD");
@@ -343,35 +320,21 @@ fn hotplug_under_containerd() {
         json!({"cniVersion": "1.0.0", "name": "meta-e2e", "plugins": [conf]}).to_string(),
     )
     .unwrap();
-    let p = |name: &str| e.w.path(name).display().to_string();
-    let env = vec![
-        ("NODE_NAME", NODE.to_string()),
-        ("KUBECONFIG", agent_kc.display().to_string()),
-        ("META_CNI_AGENT_CLUSTER_CIDR", "10.244.0.0/16".to_string()),
-        ("META_CNI_AGENT_SOCKET", socket.display().to_string()),
-        ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
-        ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
-        ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
-        ("META_CNI_AGENT_IPAM_DATA_DIR", p("agent/ipam")),
-        (
-            "META_CNI_AGENT_HOTPLUG_CONF",
-            conf_file.display().to_string(),
-        ),
-        ("META_CNI_AGENT_DEBOUNCE", "10ms".to_string()),
-        ("META_CNI_AGENT_POLL", "1s".to_string()),
-    ];
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": CPOD, "namespace": NS},
-        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "localhost/e2e/app:1"}]}
-    }))
-    .unwrap();
+    let env = agent_env(
+        &e,
+        NODE,
+        &agent_kc,
+        &socket,
+        &[
+            (
+                "META_CNI_AGENT_HOTPLUG_CONF",
+                conf_file.display().to_string(),
+            ),
+            ("META_CNI_AGENT_DEBOUNCE", "10ms".to_string()),
+        ],
+    );
+    let uid = create_plain_pod(&e, CPOD);
     let pods: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
-    let uid =
-        e.rt.block_on(pods.create(&PostParams::default(), &pod))
-            .expect("create pod")
-            .metadata
-            .uid
-            .expect("uid");
     let agent = start_agent(&e, &env, &socket);
     let ctd = Containerd::start(e.w.node.netns(), &e.bin, &ctd_conf);
     ctd.wait_network_ready(Duration::from_secs(10)).unwrap();

@@ -490,6 +490,30 @@ pub fn veth_pair_in(ns: &Netns, a: &str, b: &str) {
     }
 }
 
+/// Creates a veth pair with end `a` in `ns_a` and end `b` in `ns_b`, both up: a wire
+/// between two test namespaces (names may be equal, they live in different namespaces).
+pub fn veth_pair_between(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) {
+    use meta_netlink::{LinkKind, LinkRequest};
+    let mut nl = Netlink::open(Some(ns_a)).expect("netlink");
+    nl.link_add(&LinkRequest {
+        name: a.into(),
+        kind: LinkKind::Veth {
+            peer_name: b.into(),
+            peer_netns: Some(ns_b.clone()),
+            peer_mac: None,
+            peer_mtu: None,
+        },
+        mtu: None,
+        mac: None,
+        netns: None,
+        up: true,
+    })
+    .expect("veth pair");
+    let mut nb = Netlink::open(Some(ns_b)).expect("netlink");
+    let l = nb.link_by_name(b).expect("links").expect("veth peer");
+    nb.link_set_up(l.index, true).expect("up");
+}
+
 /// Pings `dst` from inside `ns` (2 packets, 1 s timeout; `extra` adds ping options such as
 /// `-M do -s 1422`). Returns success and ping's output.
 pub fn ping(ns: &NamedNetns, dst: std::net::IpAddr, extra: &[&str]) -> (bool, String) {

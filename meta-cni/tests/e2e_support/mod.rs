@@ -728,3 +728,60 @@ pub fn agent_api_access(e: &E2e) -> (meta_tests::kube::Forwarder, PathBuf) {
     let kc = agent_kubeconfig(e, fwd.addr());
     (fwd, kc)
 }
+
+/// The node agent's environment in these tests: node `node`, the API server through
+/// `kubeconfig`, its socket at `socket`, every state path under the World's `agent/`, a
+/// 1 s poll; then `extra`.
+pub fn agent_env(
+    e: &E2e,
+    node: &str,
+    kubeconfig: &Path,
+    socket: &Path,
+    extra: &[(&'static str, String)],
+) -> Vec<(&'static str, String)> {
+    let p = |name: &str| e.w.path(name).display().to_string();
+    let mut env = vec![
+        ("NODE_NAME", node.to_string()),
+        ("KUBECONFIG", kubeconfig.display().to_string()),
+        ("META_CNI_AGENT_CLUSTER_CIDR", "10.244.0.0/16".to_string()),
+        ("META_CNI_AGENT_SOCKET", socket.display().to_string()),
+        ("META_CNI_AGENT_SUBNET_FILE", p("agent/subnet.env")),
+        ("META_CNI_AGENT_FIREWALL_LOCK", p("agent/firewall.lock")),
+        ("META_CNI_AGENT_SEGMENT_STATE_DIR", p("agent/vxlan")),
+        ("META_CNI_AGENT_IPAM_DATA_DIR", p("agent/ipam")),
+        ("META_CNI_AGENT_POLL", "1s".to_string()),
+    ];
+    env.extend(extra.iter().cloned());
+    env
+}
+
+/// Spawns the real agent in the node namespace with `env` (stderr piped).
+pub fn spawn_agent(e: &E2e, env: &[(&'static str, String)]) -> std::process::Child {
+    let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let inv = Invocation {
+        extra_env: extra,
+        ..Default::default()
+    };
+    meta_tests::spawn_in(e.w.node.netns(), &agent_bin(), &inv, b"")
+}
+
+/// The agent's status at `socket` once both its caches are synced and `ready` holds for
+/// it; None after 60 s.
+pub fn agent_synced(
+    socket: &Path,
+    ready: impl Fn(&meta_crd::agent_api::Status) -> bool,
+) -> Option<meta_crd::agent_api::Status> {
+    use meta_crd::agent_api::{Client, Op, Request};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let st = Client::connect(socket, Duration::from_secs(2))
+            .and_then(|mut c| c.ask(&Request::new(Op::Status)))
+            .ok()
+            .and_then(|r| r.status);
+        if let Some(s) = st.filter(|s| s.nads.synced && s.pods.synced && ready(s)) {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
