@@ -492,11 +492,6 @@ fn delete_pod(f: &Fixture, name: &str) {
     f.rt.block_on(api.delete(name, &dp)).expect("delete pod");
 }
 
-/// The `meta-ipam` binary's ADD for pod `name` (uid) with `ipam` as the network's.
-fn plugin_add(ipam: &Value, name: &str, uid: &str) -> std::process::Child {
-    plugin("ADD", ipam, name, uid)
-}
-
 /// Waits for a plugin process: (exit status success, stdout).
 fn finish(mut c: std::process::Child) -> (bool, String) {
     use std::io::Read as _;
@@ -557,7 +552,7 @@ fn kill_9_then_reconcile_no_duplicates_no_leaks() {
         for k in 0..8 {
             let name = format!("k-{round}-{k}");
             let uid = create_pod(&f, &name, "node-k");
-            procs.push((name.clone(), uid.clone(), plugin_add(&ipam, &name, &uid)));
+            procs.push((name.clone(), uid.clone(), plugin("ADD", &ipam, &name, &uid)));
         }
         // Kill half of them at staggered moments (0..70 ms after their start).
         for (k, (name, uid, child)) in procs.iter_mut().enumerate() {
@@ -568,19 +563,12 @@ fn kill_9_then_reconcile_no_duplicates_no_leaks() {
                 killed.push((name.clone(), uid.clone()));
             }
         }
-        for (k, (name, uid, mut child)) in procs.into_iter().enumerate() {
+        for (k, (name, uid, child)) in procs.into_iter().enumerate() {
             if k % 2 == 0 {
                 continue;
             }
-            let mut out = String::new();
-            use std::io::Read as _;
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            assert!(child.wait().unwrap().success(), "ADD {name}: {out}");
+            let (ok, out) = finish(child);
+            assert!(ok, "ADD {name}: {out}");
             let r: Value = serde_json::from_str(&out).unwrap();
             let ip: ipnet::IpNet = r["ips"][0]["address"].as_str().unwrap().parse().unwrap();
             done.insert(uid, ip.addr());
@@ -771,7 +759,6 @@ fn requested_ips_honoured_or_refused() {
 /// `meta-ipam` binary: ADD, then DEL.
 #[test]
 fn whereabouts_config_with_only_type_changed_through_the_binary() {
-    use std::io::Read as _;
     let f = Fixture::start();
     let dir = f.dir.path().join("wb");
     let ipam = json!({
@@ -788,10 +775,13 @@ fn whereabouts_config_with_only_type_changed_through_the_binary() {
     });
     let mut got = Vec::new();
     for k in 0..3 {
-        let mut c = plugin_add(&ipam, &format!("w-{k}"), &format!("w-uid-{k}"));
-        let mut out = String::new();
-        c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        assert!(c.wait().unwrap().success(), "{out}");
+        let (ok, out) = finish(plugin(
+            "ADD",
+            &ipam,
+            &format!("w-{k}"),
+            &format!("w-uid-{k}"),
+        ));
+        assert!(ok, "{out}");
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["ips"][0]["gateway"], "192.168.2.225", "{v}");
         assert_eq!(v["routes"][0]["dst"], "0.0.0.0/0", "{v}");
