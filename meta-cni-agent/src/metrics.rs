@@ -25,8 +25,11 @@
 //! The cluster IPAM (`meta-ipam`), kube mode:
 //! - `meta_cni_ipam_allocations_total{network}`, `meta_cni_ipam_releases_total{network}`,
 //!   `meta_cni_ipam_conflicts_retried_total{network}` (conditional writes refused with 409
-//!   and retried), `meta_cni_ipam_api_requests_total{network}`: from the plugin's spool
-//!   records and the agent's own hot-plug;
+//!   and retried), `meta_cni_ipam_api_requests_total{network}`,
+//!   `meta_cni_ipam_overlap_skips_total{network}` (addresses an overlapping range held)
+//!   and `meta_cni_ipam_overlap_conflicts_total{network}` (addresses handed out offline
+//!   that an overlapping range held too): from the plugin's spool records and the
+//!   agent's own hot-plug;
 //! - `meta_cni_ipam_pool_size_addresses{pool}`, `meta_cni_ipam_pool_blocks{pool}`,
 //!   `meta_cni_ipam_pool_allocated_addresses{pool}` (every node) and
 //!   `meta_cni_ipam_node_blocks{pool}`, `meta_cni_ipam_node_allocated_addresses{pool}`
@@ -35,6 +38,7 @@
 //! - `meta_cni_agent_ipam_reconcile_duration_seconds` (histogram),
 //!   `meta_cni_agent_ipam_reconcile_freed_total`,
 //!   `meta_cni_agent_ipam_reconcile_blocks_deleted_total`,
+//!   `meta_cni_agent_ipam_reconcile_reservations_freed_total`,
 //!   `meta_cni_agent_ipam_reconcile_errors_total`.
 
 use crate::cache::Shared;
@@ -112,6 +116,8 @@ struct Ipam {
     releases: Family<NetworkLabels, Counter>,
     conflicts: Family<NetworkLabels, Counter>,
     api_requests: Family<NetworkLabels, Counter>,
+    overlap_skips: Family<NetworkLabels, Counter>,
+    overlap_conflicts: Family<NetworkLabels, Counter>,
     pool_size: Family<PoolLabels, Gauge>,
     pool_blocks: Family<PoolLabels, Gauge>,
     pool_allocated: Family<PoolLabels, Gauge>,
@@ -121,6 +127,7 @@ struct Ipam {
     reconcile_duration: Histogram,
     freed: Counter,
     blocks_deleted: Counter,
+    reservations_freed: Counter,
     errors: Counter,
 }
 
@@ -183,6 +190,8 @@ impl Metrics {
                 releases: Family::default(),
                 conflicts: Family::default(),
                 api_requests: Family::default(),
+                overlap_skips: Family::default(),
+                overlap_conflicts: Family::default(),
                 pool_size: Family::default(),
                 pool_blocks: Family::default(),
                 pool_allocated: Family::default(),
@@ -192,6 +201,7 @@ impl Metrics {
                 reconcile_duration: latency_histogram(),
                 freed: Counter::default(),
                 blocks_deleted: Counter::default(),
+                reservations_freed: Counter::default(),
                 errors: Counter::default(),
             },
             registry: Registry::default(),
@@ -268,6 +278,16 @@ impl Metrics {
                 "API requests of meta-ipam on this node",
                 &i.api_requests,
             ),
+            (
+                "meta_cni_ipam_overlap_skips",
+                "Addresses meta-ipam skipped because an overlapping range holds them",
+                &i.overlap_skips,
+            ),
+            (
+                "meta_cni_ipam_overlap_conflicts",
+                "Addresses handed out while the API server was unreachable that an overlapping range held as well",
+                &i.overlap_conflicts,
+            ),
         ] {
             registry.register(name, help, fam.clone());
         }
@@ -319,6 +339,11 @@ impl Metrics {
             "meta_cni_agent_ipam_reconcile_blocks_deleted",
             "Empty blocks of gone nodes deleted by the reconciliation",
             i.blocks_deleted.clone(),
+        );
+        registry.register(
+            "meta_cni_agent_ipam_reconcile_reservations_freed",
+            "Address reservations no allocation backs any more, deleted by the reconciliation",
+            i.reservations_freed.clone(),
         );
         registry.register(
             "meta_cni_agent_ipam_reconcile_errors",
@@ -374,6 +399,8 @@ impl Metrics {
                     releases: r.releases,
                     conflicts: r.conflicts,
                     api_requests: r.api_requests,
+                    overlap_skips: r.overlap_skips,
+                    overlap_conflicts: r.overlap_conflicts,
                 },
             );
         }
@@ -390,6 +417,8 @@ impl Metrics {
             (&i.releases, c.releases),
             (&i.conflicts, c.conflicts),
             (&i.api_requests, c.api_requests),
+            (&i.overlap_skips, c.overlap_skips),
+            (&i.overlap_conflicts, c.overlap_conflicts),
         ] {
             fam.get_or_create(&l).inc_by(v);
         }
@@ -407,6 +436,8 @@ impl Metrics {
         i.reconcile_duration.observe(took.as_secs_f64());
         i.freed.inc_by(pass.report.freed as u64);
         i.blocks_deleted.inc_by(pass.report.blocks_deleted as u64);
+        i.reservations_freed
+            .inc_by(pass.report.reservations_freed as u64);
         i.journal_pending.set(gauge_value(pending));
         let fams = [
             &i.pool_size,
@@ -630,6 +661,8 @@ mod tests {
                 releases: 0,
                 conflicts: 1,
                 api_requests: 4,
+                overlap_skips: 3,
+                overlap_conflicts: 0,
             }],
         };
         m.observe_record(&r);
@@ -650,6 +683,7 @@ mod tests {
             r#"meta_cni_ipam_allocations_total{network="green"} 2"#,
             r#"meta_cni_ipam_conflicts_retried_total{network="green"} 2"#,
             r#"meta_cni_ipam_api_requests_total{network="green"} 8"#,
+            r#"meta_cni_ipam_overlap_skips_total{network="green"} 6"#,
         ] {
             assert!(t.contains(want), "missing {want} in\n{t}");
         }
@@ -673,6 +707,7 @@ mod tests {
                 freed: 2,
                 blocks_deleted: 1,
                 too_young: 0,
+                reservations_freed: 5,
             },
             pools: vec![pool("lan-10-9-0-0-22", 17), pool("old-10-8-0-0-24", 0)],
             not_installed: false,
@@ -689,6 +724,7 @@ mod tests {
             "meta_cni_ipam_journal_pending 4",
             "meta_cni_agent_ipam_reconcile_freed_total 2",
             "meta_cni_agent_ipam_reconcile_blocks_deleted_total 1",
+            "meta_cni_agent_ipam_reconcile_reservations_freed_total 5",
             "meta_cni_agent_ipam_reconcile_duration_seconds_count 1",
         ] {
             assert!(t.contains(want), "missing {want} in\n{t}");

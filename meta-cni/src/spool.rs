@@ -159,6 +159,8 @@ fn ipam_records() -> Vec<IpamRecord> {
             releases: c.releases,
             conflicts: c.conflicts,
             api_requests: c.api_requests,
+            overlap_skips: c.overlap_skips,
+            overlap_conflicts: c.overlap_conflicts,
         })
         .collect()
 }

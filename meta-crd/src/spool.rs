@@ -140,6 +140,12 @@ pub struct IpamRecord {
     /// Requests sent to the API server.
     #[serde(default)]
     pub api_requests: u64,
+    /// Addresses skipped because an overlapping range holds them.
+    #[serde(default)]
+    pub overlap_skips: u64,
+    /// Addresses handed out offline that an overlapping range held as well.
+    #[serde(default)]
+    pub overlap_conflicts: u64,
 }
 
 /// What [`write`] did.
@@ -320,6 +326,8 @@ mod tests {
                 releases: 0,
                 conflicts: 2,
                 api_requests: 5,
+                overlap_skips: 1,
+                overlap_conflicts: 0,
             }],
         }
     }
@@ -337,7 +345,7 @@ mod tests {
                 "attachments": [{"network": "default/blue", "ifname": "net1", "type": "bridge",
                                  "durationSeconds": 0.003, "code": 0, "ips": ["10.1.2.3/24"]}],
                 "ipam": [{"network": "blue", "allocations": 1, "releases": 0, "conflicts": 2,
-                          "apiRequests": 5}]
+                          "apiRequests": 5, "overlapSkips": 1, "overlapConflicts": 0}]
             })
         );
         let back = Record::parse(&serde_json::to_vec(&v).unwrap()).unwrap();

@@ -4,14 +4,17 @@
 
 use crate::api::{Kube, Write};
 use crate::config::{ClusterIpamConfig, IpRange, from_u128, to_u128};
-use crate::crd::{Allocation, IpBlock, IpBlockSpec, IpPool, IpPoolSpec, NODE_LABEL, POOL_LABEL};
+use crate::crd::{
+    Allocation, IpBlock, IpBlockSpec, IpPool, IpPoolSpec, IpReservation, IpReservationSpec,
+    NODE_LABEL, POOL_LABEL,
+};
 use crate::error::{Error, Result};
-use crate::journal::{Applied, Locked, Op, Remote, State};
+use crate::journal::{Applied, Locked, Op, Remote, ResOp, Reserved, State};
 use crate::stats::{self, Counters};
 use cni_core::{CniResult, IpConfig};
 use ipnet::IpNet;
 use kube::api::ObjectMeta;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -96,6 +99,32 @@ pub fn pool_name(network_name: &str, r: &IpRange) -> String {
         n => format!("{n}-{cidr}"),
     }
 }
+
+/// The reservation of `ip` in scope `network_name` (whereabouts' normalised IP):
+/// `[<network_name>-]<ip>`, dots and colons as dashes, IPv6 written out in full so that two
+/// addresses never share a name.
+pub fn reservation_name(network_name: &str, ip: IpAddr) -> String {
+    let addr = match ip {
+        IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
+        IpAddr::V6(v6) => v6
+            .segments()
+            .iter()
+            .map(|g| format!("{g:04x}"))
+            .collect::<Vec<_>>()
+            .join("-"),
+    };
+    match dns_part(network_name) {
+        n if n.is_empty() => addr,
+        n => format!("{n}-{addr}"),
+    }
+}
+
+/// How long an address found reserved through an overlapping range is skipped without
+/// asking the API server again.
+pub const FOREIGN_TTL: Duration = Duration::from_secs(300);
+
+/// Bound of the addresses one ADD tries when overlapping ranges hold the ones it picks.
+const OVERLAP_TRIES: usize = 256;
 
 /// One range as blocks.
 #[derive(Debug, Clone)]
@@ -217,6 +246,8 @@ pub struct Allocator<'a> {
     /// Allocations and releases of this invocation (added to [`crate::stats`] on drop,
     /// with the client's requests and conflicts).
     taken: Counters,
+    /// Addresses this invocation found reserved through an overlapping range.
+    skip: BTreeSet<IpAddr>,
 }
 
 impl Drop for Allocator<'_> {
@@ -239,6 +270,7 @@ impl<'a> Allocator<'a> {
             state,
             kube,
             taken: Counters::default(),
+            skip: BTreeSet::new(),
         })
     }
 
@@ -398,15 +430,237 @@ impl<'a> Allocator<'a> {
         self.state.pending = keep;
     }
 
-    /// Writes every pending op it can; stops at the first transport failure (the rest
-    /// stays journalled).
+    /// Writes every pending op it can, blocks first and then reservations; stops at the
+    /// first transport failure (the rest stays journalled).
     pub fn sync_all(&mut self) -> Result<()> {
-        let blocks: std::collections::BTreeSet<String> =
-            self.state.pending.iter().map(|o| o.block.clone()).collect();
+        let blocks: BTreeSet<String> = self.state.pending.iter().map(|o| o.block.clone()).collect();
         for b in blocks {
             self.sync_block(&b)?;
         }
+        for (op, who) in self.sync_reservations()? {
+            // Journalled while the API server was unreachable: another range of the scope
+            // handed out the same address meanwhile.
+            self.taken.overlap_conflicts += 1;
+            tracing::error!(
+                "{} was handed to {} while the API server was unreachable, and is also held by {who} through an overlapping range: delete one of the two pods",
+                op.ip,
+                op.owner
+            );
+        }
         Ok(())
+    }
+
+    /// Writes the pending reservation changes in order. Returns the creations refused
+    /// because another owner holds the address, with who holds it.
+    fn sync_reservations(&mut self) -> Result<Vec<(ResOp, String)>> {
+        let mut refused = Vec::new();
+        let mut tries = 0;
+        while let Some(op) = self.state.pending_res.first().cloned() {
+            tries += 1;
+            if tries > 4 * self.state.pending_res.len() + 16 {
+                return Err(Error::Unreachable(format!(
+                    "IpReservation {}: too many concurrent changes, try again",
+                    op.name
+                )));
+            }
+            match &op.holder {
+                Some(h) => {
+                    let obj = IpReservation {
+                        metadata: ObjectMeta {
+                            name: Some(op.name.clone()),
+                            labels: Some(BTreeMap::from([(
+                                POOL_LABEL.to_string(),
+                                op.pool.clone(),
+                            )])),
+                            ..ObjectMeta::default()
+                        },
+                        spec: IpReservationSpec {
+                            ip: op.ip.clone(),
+                            pool: op.pool.clone(),
+                            holder: h.clone(),
+                        },
+                    };
+                    let cur = match self.kube.create_reservation(&obj)? {
+                        Write::Done(r) => r,
+                        Write::Conflict | Write::Gone => {
+                            match self.kube.get_reservation(&op.name)? {
+                                Some(r) => r,
+                                // Released meanwhile: create again.
+                                None => continue,
+                            }
+                        }
+                    };
+                    let uid = cur.metadata.uid.clone().unwrap_or_default();
+                    if cur.spec.holder.owner == op.owner {
+                        self.state.reservations.insert(
+                            op.name.clone(),
+                            Reserved {
+                                owner: op.owner.clone(),
+                                uid,
+                            },
+                        );
+                    } else {
+                        let a = &cur.spec.holder;
+                        let who = format!(
+                            "{} (pod {}/{}, node {}, pool {})",
+                            a.owner, a.namespace, a.pod, a.node, cur.spec.pool
+                        );
+                        self.state.foreign.insert(op.ip.clone(), now());
+                        refused.push((op.clone(), who));
+                    }
+                }
+                None => {
+                    let known = self
+                        .state
+                        .reservations
+                        .get(&op.name)
+                        .filter(|r| r.owner == op.owner)
+                        .map(|r| r.uid.clone());
+                    let uid = match known {
+                        Some(u) => Some(u),
+                        None => self
+                            .kube
+                            .get_reservation(&op.name)?
+                            .filter(|r| r.spec.holder.owner == op.owner)
+                            .and_then(|r| r.metadata.uid),
+                    };
+                    if let Some(uid) = uid {
+                        // Done, Gone (deleted already) and Conflict (the name holds
+                        // another owner's object now) all end this change.
+                        self.kube.delete_reservation(&op.name, &uid)?;
+                    }
+                    if self
+                        .state
+                        .reservations
+                        .get(&op.name)
+                        .is_some_and(|r| r.owner == op.owner)
+                    {
+                        self.state.reservations.remove(&op.name);
+                    }
+                }
+            }
+            self.state.pending_res.remove(0);
+            self.save()?;
+        }
+        Ok(refused)
+    }
+
+    /// Learns the pools of the scope whose subnets overlap `l`'s (one listing).
+    fn learn_overlaps(&mut self, l: &Layout) -> Result<()> {
+        let pools = self.kube.list_pools()?;
+        let mine = l.range.subnet;
+        let over: BTreeSet<String> = pools
+            .into_iter()
+            .filter(|p| p.spec.network == self.conf.network_name)
+            .filter_map(|p| {
+                let n: IpNet = p.spec.cidr.parse().ok()?;
+                let name = p.metadata.name?;
+                (name != l.pool && (n.contains(&mine.network()) || mine.contains(&n.network())))
+                    .then_some(name)
+            })
+            .collect();
+        self.state.overlaps.insert(l.pool.clone(), over);
+        self.save()
+    }
+
+    /// Reserves `ip` for `owner` across the overlapping ranges of the scope. `Ok(None)`
+    /// when it holds (or is journalled: the API server is unreachable and no overlapping
+    /// pool is known); `Ok(Some(who))` when another range's owner holds it.
+    fn reserve(&mut self, l: &Layout, owner: &Owner, ip: IpAddr) -> Result<Option<String>> {
+        let name = reservation_name(&self.conf.network_name, ip);
+        if self
+            .state
+            .reservations
+            .get(&name)
+            .is_some_and(|r| r.owner == owner.key)
+        {
+            return Ok(None);
+        }
+        let op = ResOp {
+            name: name.clone(),
+            ip: ip.to_string(),
+            pool: l.pool.clone(),
+            owner: owner.key.clone(),
+            holder: Some(owner.allocation(&self.conf.node)),
+        };
+        if !self
+            .state
+            .pending_res
+            .iter()
+            .any(|o| o.name == name && o.owner == owner.key && o.holder.is_some())
+        {
+            self.state.pending_res.push(op);
+            self.save()?;
+        }
+        let why = match self.kube.offline() {
+            Some(why) => why.to_string(),
+            None => match self.sync_reservations() {
+                Ok(refused) => {
+                    let mut mine = None;
+                    for (o, who) in refused {
+                        if o.name == name && o.owner == owner.key {
+                            mine = Some(who);
+                        } else {
+                            self.taken.overlap_conflicts += 1;
+                            tracing::error!(
+                                "{} was handed to {} while the API server was unreachable, and is also held by {who} through an overlapping range: delete one of the two pods",
+                                o.ip,
+                                o.owner
+                            );
+                        }
+                    }
+                    return Ok(mine);
+                }
+                Err(Error::Unreachable(why)) => why,
+                Err(e) => return Err(e),
+            },
+        };
+        match self.state.overlaps.get(&l.pool) {
+            Some(over) if !over.is_empty() => {
+                let over: Vec<&str> = over.iter().map(String::as_str).collect();
+                self.state
+                    .pending_res
+                    .retain(|o| !(o.name == name && o.owner == owner.key && o.holder.is_some()));
+                self.save()?;
+                Err(Error::Unreachable(format!(
+                    "{why}; range {} overlaps pool(s) {} of the same network_name, and enable_overlapping_ranges needs the API server to reserve {ip} across them: retry when it is reachable, or set enable_overlapping_ranges to false",
+                    l.range.subnet,
+                    over.join(", ")
+                )))
+            }
+            // No overlapping pool known: journalled, written when the API server is back.
+            _ => Ok(None),
+        }
+    }
+
+    /// Releases `owner`'s allocation of `ip` in `l` (an address an overlapping range holds).
+    fn release_ip(&mut self, l: &Layout, owner: &str, ip: IpAddr) -> Result<()> {
+        let Some((i, o)) = l.locate(ip) else {
+            return Ok(());
+        };
+        self.state.pending.push(Op {
+            block: l.block_name(i),
+            offset: o,
+            owner: owner.to_string(),
+            alloc: None,
+        });
+        self.save()?;
+        self.taken.allocations = self.taken.allocations.saturating_sub(1);
+        match self.sync_block(&l.block_name(i)) {
+            Ok(_) | Err(Error::Unreachable(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `ip` is skipped: found reserved through an overlapping range by this
+    /// invocation, or by this node within [`FOREIGN_TTL`].
+    fn skipped(&self, ip: IpAddr) -> bool {
+        self.skip.contains(&ip)
+            || self
+                .state
+                .foreign
+                .get(&ip.to_string())
+                .is_some_and(|t| t + FOREIGN_TTL.as_secs() > now())
     }
 
     /// The address held by `owner` in layout `l`, as this node sees it.
@@ -456,7 +710,10 @@ impl<'a> Allocator<'a> {
             .unwrap_or(u32::MAX)
             .min(l.size.min(u32::MAX as u128) as u32);
         (from..end).find(|o| {
-            !v.allocations.contains_key(&o.to_string()) && l.range.assignable(l.addr(i, *o))
+            let ip = l.addr(i, *o);
+            !v.allocations.contains_key(&o.to_string())
+                && l.range.assignable(ip)
+                && !self.skipped(ip)
         })
     }
 
@@ -543,12 +800,58 @@ impl<'a> Allocator<'a> {
             )));
         }
         self.state.pools.insert(l.pool.clone());
-        self.save()
+        self.save()?;
+        if self.conf.enable_overlapping_ranges {
+            self.learn_overlaps(l)?;
+        }
+        Ok(())
     }
 
     /// Allocates one address of layout `l` for `owner` (idempotent: an owner that holds
-    /// one gets it again).
+    /// one gets it again). With `enable_overlapping_ranges` the address is also reserved
+    /// across the scope's ranges; one another range holds is released and skipped.
     pub fn allocate(
+        &mut self,
+        l: &Layout,
+        owner: &Owner,
+        requested: Option<IpAddr>,
+    ) -> Result<IpAddr> {
+        let t = now();
+        self.state
+            .foreign
+            .retain(|_, s| *s + FOREIGN_TTL.as_secs() > t);
+        for _ in 0..OVERLAP_TRIES {
+            let ip = self.allocate_in_pool(l, owner, requested)?;
+            if !self.conf.enable_overlapping_ranges {
+                return Ok(ip);
+            }
+            let held = match self.reserve(l, owner, ip) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.release_ip(l, &owner.key, ip)?;
+                    return Err(e);
+                }
+            };
+            let Some(who) = held else {
+                return Ok(ip);
+            };
+            self.release_ip(l, &owner.key, ip)?;
+            self.taken.overlap_skips += 1;
+            if requested.is_some() {
+                return Err(Error::Taken(format!(
+                    "requested IP {ip} is held by {who} through an overlapping range"
+                )));
+            }
+            tracing::info!("{ip} is held by {who} through an overlapping range: skipped");
+            self.skip.insert(ip);
+        }
+        Err(Error::Exhausted(format!(
+            "range {} of network {}: the {OVERLAP_TRIES} addresses tried are all held through overlapping ranges",
+            l.range.subnet, self.conf.network
+        )))
+    }
+
+    fn allocate_in_pool(
         &mut self,
         l: &Layout,
         owner: &Owner,
@@ -587,6 +890,9 @@ impl<'a> Allocator<'a> {
             )));
         }
         let blocks = self.refresh(l)?;
+        if self.conf.enable_overlapping_ranges {
+            self.learn_overlaps(l)?;
+        }
         // A block of ours the cache did not know (lost state) may have room.
         if let Some(ip) = self.in_own_blocks(l, owner)? {
             return Ok(ip);
@@ -733,6 +1039,19 @@ impl<'a> Allocator<'a> {
     /// Makes sure the claim `owner` holds `ip` (recorded in its status): the block's
     /// allocation is the claim's already, or the address is free and taken for it.
     pub fn claimed(&mut self, l: &Layout, owner: &Owner, ip: IpAddr) -> Result<IpAddr> {
+        let ip = self.claimed_in_pool(l, owner, ip)?;
+        if !self.conf.enable_overlapping_ranges {
+            return Ok(ip);
+        }
+        match self.reserve(l, owner, ip)? {
+            None => Ok(ip),
+            Some(who) => Err(Error::Taken(format!(
+                "IPAMClaim address {ip} is held by {who} through an overlapping range"
+            ))),
+        }
+    }
+
+    fn claimed_in_pool(&mut self, l: &Layout, owner: &Owner, ip: IpAddr) -> Result<IpAddr> {
         let (i, o) = l.locate(ip).ok_or_else(|| {
             Error::Config(format!(
                 "IPAMClaim address {ip} is not in {}",
@@ -788,7 +1107,9 @@ impl<'a> Allocator<'a> {
         }
         let n = ops.len();
         if n > 0 {
+            let res = self.release_reservations(l, &ops);
             self.state.pending.extend(ops);
+            self.state.pending_res.extend(res);
             self.save()?;
         }
         match self.sync_all() {
@@ -806,7 +1127,7 @@ impl<'a> Allocator<'a> {
                 Err(Error::Unreachable(_)) => return Ok(0),
                 Err(e) => return Err(e),
             };
-            let mut found = 0;
+            let mut found = Vec::new();
             for b in blocks {
                 let Some(name) = b.metadata.name.clone() else {
                     continue;
@@ -815,25 +1136,47 @@ impl<'a> Allocator<'a> {
                     if a.owner == owner
                         && let Ok(o) = o.parse()
                     {
-                        self.state.pending.push(Op {
+                        found.push(Op {
                             block: name.clone(),
                             offset: o,
                             owner: owner.to_string(),
                             alloc: None,
                         });
-                        found += 1;
                     }
                 }
             }
-            if found > 0 {
+            let res = self.release_reservations(l, &found);
+            let n = found.len();
+            self.state.pending.extend(found);
+            self.state.pending_res.extend(res);
+            if n > 0 {
                 self.save()?;
                 if let Err(e) = self.sync_all() {
                     tracing::info!("release of {owner} journalled, not yet written: {e}");
                 }
             }
-            return Ok(found);
+            return Ok(n);
         }
         Ok(n)
+    }
+
+    /// The reservation releases that go with the block releases `ops` (when overlapping
+    /// ranges are cross-checked, or this node holds the reservation).
+    fn release_reservations(&self, l: &Layout, ops: &[Op]) -> Vec<ResOp> {
+        ops.iter()
+            .filter_map(|op| {
+                let ip = l.addr(l.index_of(&op.block)?, op.offset);
+                let name = reservation_name(&self.conf.network_name, ip);
+                (self.conf.enable_overlapping_ranges || self.state.reservations.contains_key(&name))
+                    .then(|| ResOp {
+                        name,
+                        ip: ip.to_string(),
+                        pool: l.pool.clone(),
+                        owner: op.owner.clone(),
+                        holder: None,
+                    })
+            })
+            .collect()
     }
 
     /// Deletes this node's blocks of `l` that have been empty for `grace` (precondition:

@@ -3,7 +3,7 @@
 //! client is marked offline and makes no further request (one timeout per invocation at
 //! most).
 
-use crate::crd::{IpBlock, IpPool, POOL_LABEL};
+use crate::crd::{IpBlock, IpPool, IpReservation, POOL_LABEL};
 use crate::error::{Error, Result};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use std::path::Path;
@@ -35,7 +35,7 @@ pub struct Kube {
 fn api_err(what: &str, s: &kube::core::Status) -> Error {
     if s.code == 403 || s.code == 401 {
         return Error::Api(format!(
-            "{what}: API server answered {} ({}): meta-ipam's credentials need the RBAC of deploy/rbac.yaml (ippools, ipblocks in group ipam.meta-cni.io)",
+            "{what}: API server answered {} ({}): meta-ipam's credentials need the RBAC of deploy/rbac.yaml (ippools, ipblocks, ipreservations in group ipam.meta-cni.io)",
             s.code, s.message
         ));
     }
@@ -258,6 +258,74 @@ impl Kube {
                 self.conflicts += 1;
                 Ok(Write::Conflict)
             }
+            Err(s) if s.code == 404 => Ok(Write::Gone),
+            Err(s) => Err(api_err(&what, &s)),
+        }
+    }
+
+    /// Every pool.
+    pub fn list_pools(&mut self) -> Result<Vec<IpPool>> {
+        self.call("list IpPools", async |c| {
+            Api::<IpPool>::all(c).list(&ListParams::default()).await
+        })?
+        .map(|l| l.items)
+        .map_err(|s| api_err("list IpPools", &s))
+    }
+
+    /// Creates a reservation: `Conflict` when the address is reserved already.
+    pub fn create_reservation(&mut self, r: &IpReservation) -> Result<Write<IpReservation>> {
+        let r = r.clone();
+        let what = format!(
+            "create IpReservation {}",
+            r.metadata.name.as_deref().unwrap_or_default()
+        );
+        match self.call(&what, async move |c| {
+            Api::<IpReservation>::all(c)
+                .create(&PostParams::default(), &r)
+                .await
+        })? {
+            Ok(r) => Ok(Write::Done(r)),
+            Err(s) if s.code == 409 => Ok(Write::Conflict),
+            Err(s) if s.code == 404 => Err(Error::Api(format!(
+                "{what}: API server answered 404: the IpReservation CRD is not installed (apply deploy/crds/meta-ipam.yaml), or set enable_overlapping_ranges to false"
+            ))),
+            Err(s) => Err(api_err(&what, &s)),
+        }
+    }
+
+    /// Gets one reservation (`None` when absent).
+    pub fn get_reservation(&mut self, name: &str) -> Result<Option<IpReservation>> {
+        let n = name.to_string();
+        let what = format!("get IpReservation {name}");
+        match self.call(&what, async move |c| {
+            Api::<IpReservation>::all(c).get(&n).await
+        })? {
+            Ok(r) => Ok(Some(r)),
+            Err(s) if s.code == 404 => Ok(None),
+            Err(s) => Err(api_err(&what, &s)),
+        }
+    }
+
+    /// Deletes a reservation if its UID is still `uid` (`Gone` when it is absent,
+    /// `Conflict` when the name now holds another object).
+    pub fn delete_reservation(&mut self, name: &str, uid: &str) -> Result<Write<()>> {
+        let n = name.to_string();
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: None,
+                uid: Some(uid.to_string()),
+            }),
+            ..DeleteParams::default()
+        };
+        let what = format!("delete IpReservation {name}");
+        match self.call(&what, async move |c| {
+            Api::<IpReservation>::all(c)
+                .delete(&n, &dp)
+                .await
+                .map(|_| ())
+        })? {
+            Ok(()) => Ok(Write::Done(())),
+            Err(s) if s.code == 409 => Ok(Write::Conflict),
             Err(s) if s.code == 404 => Ok(Write::Gone),
             Err(s) => Err(api_err(&what, &s)),
         }

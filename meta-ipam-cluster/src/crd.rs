@@ -1,7 +1,8 @@
 //! The Kubernetes objects of meta-ipam (group `ipam.meta-cni.io`): [`IpPool`] (one per
 //! range of a network), [`IpBlock`] (one per claimed node block, holding that block's
-//! allocations) and the NPWG [`IpamClaim`] (`k8s.cni.cncf.io/v1alpha1`, as
-//! k8snetworkplumbingwg/ipamclaims defines it). `meta-ipam-crdgen` prints their CRDs
+//! allocations), [`IpReservation`] (one per address held, when `enable_overlapping_ranges`
+//! cross-checks ranges that overlap) and the NPWG [`IpamClaim`]
+//! (`k8s.cni.cncf.io/v1alpha1`, as k8snetworkplumbingwg/ipamclaims defines it). `meta-ipam-crdgen` prints their CRDs
 //! (what `deploy/crds/` holds).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -97,6 +98,29 @@ pub struct IpBlockSpec {
     pub allocations: BTreeMap<String, Allocation>,
 }
 
+/// One address held by one owner across every range of a scope (whereabouts'
+/// OverlappingRangeIPReservation): named by the address (and the scope's `network_name`),
+/// so the API server's create-if-absent decides between two overlapping ranges that picked
+/// the same address.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "ipam.meta-cni.io",
+    version = "v1alpha1",
+    kind = "IpReservation",
+    plural = "ipreservations",
+    singular = "ipreservation",
+    doc = "An address held across overlapping meta-ipam ranges of one network_name."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IpReservationSpec {
+    /// The address.
+    pub ip: String,
+    /// The pool whose block holds it.
+    pub pool: String,
+    /// Who holds it (the same record as the block's allocation).
+    pub holder: Allocation,
+}
+
 /// NPWG IPAMClaim spec (k8snetworkplumbingwg/ipamclaims v1alpha1).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[kube(
@@ -126,7 +150,12 @@ pub struct IPAMClaimStatus {
 
 /// The CRDs of meta-ipam, in the order to apply them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![IpPool::crd(), IpBlock::crd(), IPAMClaim::crd()]
+    vec![
+        IpPool::crd(),
+        IpBlock::crd(),
+        IpReservation::crd(),
+        IPAMClaim::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML (what `deploy/crds/meta-ipam.yaml` holds).

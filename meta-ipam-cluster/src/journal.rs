@@ -36,6 +36,31 @@ pub struct Op {
     pub alloc: Option<Allocation>,
 }
 
+/// One journalled change of an address reservation (`enable_overlapping_ranges`): written
+/// after the block change it goes with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResOp {
+    /// IpReservation name.
+    pub name: String,
+    /// The address.
+    pub ip: String,
+    /// The pool whose block holds it.
+    pub pool: String,
+    /// The owner the change is for.
+    pub owner: String,
+    /// `Some`: reserve for this; `None`: release (only if still held by `owner`).
+    pub holder: Option<Allocation>,
+}
+
+/// A reservation this node made and the server holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reserved {
+    /// Its owner.
+    pub owner: String,
+    /// The object's UID (the precondition of its deletion).
+    pub uid: String,
+}
+
 /// What applying an op to a block spec found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -87,6 +112,21 @@ pub struct State {
     /// Changes not yet on the server, in order.
     #[serde(default)]
     pub pending: Vec<Op>,
+    /// Reservations this node made, by name.
+    #[serde(default)]
+    pub reservations: BTreeMap<String, Reserved>,
+    /// Reservation changes not yet on the server, in order (after `pending`).
+    #[serde(default)]
+    pub pending_res: Vec<ResOp>,
+    /// For each pool this node allocates from: the pools of the same scope whose subnets
+    /// overlap it, as last listed (an ADD while the API server is unreachable refuses a
+    /// pool that overlaps another, as it cannot reserve the address).
+    #[serde(default)]
+    pub overlaps: BTreeMap<String, BTreeSet<String>>,
+    /// Addresses found reserved through an overlapping range, with when (seconds since the
+    /// epoch): skipped for a while instead of asked again on every ADD.
+    #[serde(default)]
+    pub foreign: BTreeMap<String, u64>,
 }
 
 impl State {

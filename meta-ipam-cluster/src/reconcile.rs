@@ -1,13 +1,17 @@
 //! Reconciliation, for the node agent (on pod deletion events and periodically) or any
 //! process with the RBAC: frees allocations whose pod UID no longer exists (an
 //! IPAMClaim's: whose claim no longer exists) and deletes empty blocks of nodes that are
-//! gone.
+//! gone; deletes the address reservations (`enable_overlapping_ranges`) that no block
+//! allocation backs any more.
 //!
 //! It never races a fresh allocation: blocks are listed *before* pods, so every
 //! allocation seen was made for a pod that existed before the pod list was taken (a CNI
 //! ADD runs for an existing pod); it compares pod UIDs, never names; and it leaves
 //! allocations younger than `min_age`. Every write is conditional on the resourceVersion
-//! it was computed from.
+//! it was computed from. Reservations are listed before the blocks: an ADD writes its block
+//! allocation before its reservation, so a reservation seen whose allocation is not in the
+//! later block listing was released (or its ADD rolled back or killed); younger ones than
+//! `min_age` are left, and a deletion is conditional on the reservation's UID.
 //!
 //! [`reconcile_node`] is the agent's pass: each agent judges the allocations made on its
 //! own node (against the pods of its node only, a field-selected listing) and those made
@@ -17,7 +21,8 @@
 
 use crate::alloc::{claim_owner, now};
 use crate::api::{Kube, Write};
-use crate::crd::{Allocation, IPAMClaim, IpBlock, IpPool};
+use crate::config::{from_u128, to_u128};
+use crate::crd::{Allocation, IPAMClaim, IpBlock, IpPool, IpReservation};
 use crate::error::{Error, Result};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
@@ -33,6 +38,8 @@ pub struct Report {
     pub blocks_deleted: usize,
     /// Allocations kept because they are younger than `min_age`.
     pub too_young: usize,
+    /// Reservations deleted (no block allocation backs them).
+    pub reservations_freed: usize,
 }
 
 /// The usage of one pool, as the pass saw it (after its own changes).
@@ -135,6 +142,72 @@ fn claim_owners(kube: &mut Kube) -> Result<Option<BTreeSet<String>>> {
         Err(s) if s.code == 404 => Ok(None),
         Err(s) => Err(api("list IPAMClaims", s)),
     }
+}
+
+/// Every reservation; `None` when the IpReservation type is not installed.
+fn list_reservations(kube: &mut Kube) -> Result<Option<Vec<IpReservation>>> {
+    match kube.raw("list IpReservations", async |c| {
+        Api::<IpReservation>::all(c)
+            .list(&ListParams::default())
+            .await
+    })? {
+        Ok(l) => Ok(Some(l.items)),
+        Err(s) if s.code == 404 => Ok(None),
+        Err(s) => Err(api("list IpReservations", s)),
+    }
+}
+
+/// `(owner, address)` of every allocation in `blocks`.
+fn held_addresses<'a>(blocks: impl Iterator<Item = &'a IpBlock>) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for b in blocks {
+        let Ok(net) = b.spec.cidr.parse::<ipnet::IpNet>() else {
+            continue;
+        };
+        let base = to_u128(net.network());
+        for (o, a) in &b.spec.allocations {
+            if let Ok(o) = o.parse::<u128>() {
+                let ip = from_u128(net.network(), base + o);
+                out.insert((a.owner.clone(), ip.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Deletes the reservations `judge` selects that no allocation in `held` backs and that
+/// are older than `min_age`.
+fn free_reservations(
+    kube: &mut Kube,
+    reservations: Vec<IpReservation>,
+    held: &BTreeSet<(String, String)>,
+    judge: impl Fn(&Allocation) -> bool,
+    min_age: Duration,
+    report: &mut Report,
+) -> Result<()> {
+    let t = now();
+    for r in reservations {
+        let h = &r.spec.holder;
+        if !judge(h) || held.contains(&(h.owner.clone(), r.spec.ip.clone())) {
+            continue;
+        }
+        if h.created + min_age.as_secs() > t {
+            report.too_young += 1;
+            continue;
+        }
+        let (Some(name), Some(uid)) = (&r.metadata.name, &r.metadata.uid) else {
+            continue;
+        };
+        if let Write::Done(()) = kube.delete_reservation(name, uid)? {
+            tracing::info!(
+                "deleted reservation of {} for {}: no block allocation backs it",
+                r.spec.ip,
+                h.owner
+            );
+            report.reservations_freed += 1;
+        }
+    }
+    Ok(())
 }
 
 fn is_claim(a: &Allocation) -> bool {
@@ -241,12 +314,14 @@ fn dead_by(a: &Allocation, pods: &BTreeSet<String>, claims: Option<&BTreeSet<Str
 /// One reconciliation pass over every block of the cluster.
 pub fn reconcile(kube: &mut Kube, min_age: Duration) -> Result<Report> {
     let mut report = Report::default();
+    let reservations = list_reservations(kube)?;
     let Some(blocks) = list_blocks(kube)? else {
         return Ok(report);
     };
     let pods = pod_uids(kube, "")?;
     let nodes = node_names(kube)?;
     let claims = claim_owners(kube)?;
+    let mut kept = Vec::new();
     for b in blocks {
         let b = free(
             kube,
@@ -255,11 +330,17 @@ pub fn reconcile(kube: &mut Kube, min_age: Duration) -> Result<Report> {
             min_age,
             &mut report,
         )?;
-        if let Some(b) = b
-            && delete_if_orphaned(kube, &b, &nodes)?
-        {
-            report.blocks_deleted += 1;
+        if let Some(b) = b {
+            if delete_if_orphaned(kube, &b, &nodes)? {
+                report.blocks_deleted += 1;
+            } else {
+                kept.push(b);
+            }
         }
+    }
+    if let Some(r) = reservations {
+        let held = held_addresses(kept.iter());
+        free_reservations(kube, r, &held, |_| true, min_age, &mut report)?;
     }
     Ok(report)
 }
@@ -292,6 +373,7 @@ fn pool_sizes(kube: &mut Kube) -> Result<BTreeMap<String, u128>> {
 /// every pool's usage. Allocations younger than `min_age` are left.
 pub fn reconcile_node(kube: &mut Kube, node: &str, min_age: Duration) -> Result<NodePass> {
     let mut pass = NodePass::default();
+    let reservations = list_reservations(kube)?;
     let Some(blocks) = list_blocks(kube)? else {
         pass.not_installed = true;
         return Ok(pass);
@@ -325,6 +407,7 @@ pub fn reconcile_node(kube: &mut Kube, node: &str, min_age: Duration) -> Result<
     };
     let sizes = pool_sizes(kube)?;
     let mut usage: BTreeMap<String, PoolUsage> = BTreeMap::new();
+    let mut kept = Vec::new();
     for b in blocks {
         let dead = |a: &Allocation| {
             if mine(a) {
@@ -355,6 +438,12 @@ pub fn reconcile_node(kube: &mut Kube, node: &str, min_age: Duration) -> Result<
             u.node_blocks += 1;
             u.node_allocated += b.spec.allocations.len();
         }
+        kept.push(b);
+    }
+    if let Some(r) = reservations {
+        let held = held_addresses(kept.iter());
+        let judge = |a: &Allocation| a.node == node || !nodes.contains(&a.node);
+        free_reservations(kube, r, &held, judge, min_age, &mut pass.report)?;
     }
     for (pool, size) in sizes {
         usage.entry(pool.clone()).or_insert(PoolUsage {

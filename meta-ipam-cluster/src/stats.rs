@@ -17,6 +17,11 @@ pub struct Counters {
     pub conflicts: u64,
     /// Requests sent to the API server.
     pub api_requests: u64,
+    /// Addresses skipped because an overlapping range of the scope holds them.
+    pub overlap_skips: u64,
+    /// Addresses handed out while the API server was unreachable that an overlapping
+    /// range turned out to hold as well (found when the journal was written).
+    pub overlap_conflicts: u64,
 }
 
 impl Counters {
@@ -30,6 +35,8 @@ impl Counters {
         self.releases += o.releases;
         self.conflicts += o.conflicts;
         self.api_requests += o.api_requests;
+        self.overlap_skips += o.overlap_skips;
+        self.overlap_conflicts += o.overlap_conflicts;
     }
 }
 

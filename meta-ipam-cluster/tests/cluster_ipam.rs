@@ -107,6 +107,36 @@ impl Fixture {
             .collect()
     }
 
+    /// Address -> owner of every IpReservation on the server.
+    fn reservations(&self) -> BTreeMap<String, String> {
+        use meta_ipam_cluster::crd::IpReservation;
+        let api: Api<IpReservation> = Api::all(self.admin.clone());
+        self.rt
+            .block_on(api.list(&ListParams::default()))
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| (r.spec.ip, r.spec.holder.owner))
+            .collect()
+    }
+
+    /// Address -> owner of every block allocation on the server.
+    fn allocated_addresses(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for b in self.blocks() {
+            let base: ipnet::IpNet = b.spec.cidr.parse().unwrap();
+            for (o, a) in b.spec.allocations {
+                let ip = meta_ipam_cluster::config::from_u128(
+                    base.network(),
+                    meta_ipam_cluster::config::to_u128(base.network()) + o.parse::<u128>().unwrap(),
+                );
+                let prev = out.insert(ip.to_string(), a.owner);
+                assert!(prev.is_none(), "{ip} allocated in two blocks");
+            }
+        }
+        out
+    }
+
     /// Audit events of meta-ipam's objects so far.
     fn ipam_requests(&self) -> usize {
         self.api
@@ -451,6 +481,9 @@ fn offline_then_sync(
     assert_eq!(owners, want);
     let ips: BTreeSet<IpAddr> = offline[1..].iter().copied().chain([first_ip(&r)]).collect();
     assert_eq!(ips.len(), 10, "no address twice");
+    // The reservations journalled offline (no overlapping pool is known) are written too,
+    // and the released ones are gone.
+    assert_eq!(f.reservations(), f.allocated_addresses());
 }
 
 fn signal(pid: i32, sig: i32) -> i32 {
@@ -591,6 +624,11 @@ fn kill_9_then_reconcile_no_duplicates_no_leaks() {
     let want: BTreeSet<String> = done.keys().map(|u| format!("{u}/net1")).collect();
     assert_eq!(owners, want, "leaked or lost allocations");
     assert_eq!(server.len(), done.len(), "an owner twice");
+    assert_eq!(
+        f.reservations(),
+        f.allocated_addresses(),
+        "reservations and block allocations differ after the reconciler"
+    );
     // Every completed ADD's address is the one the server holds for it.
     for b in f.blocks() {
         let base: ipnet::IpNet = b.spec.cidr.parse().unwrap();
@@ -660,6 +698,122 @@ fn reconcile_releases_blocks_of_gone_nodes() {
     delete_pod(&f, "pa");
     let r = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::from_secs(3600)).unwrap();
     assert_eq!((r.freed, r.too_young), (0, 1));
+}
+
+/// `enable_overlapping_ranges` (whereabouts' default, true): two configurations whose
+/// ranges overlap (a /24 and the /25 inside it, no `network_name`), used concurrently on
+/// two nodes, never hand out one address twice; an address held through the other range
+/// is skipped, or refused when requested; DEL and the reconciler release the reservations;
+/// offline, an ADD in a range known to overlap is refused with code 11. With the option
+/// false (and its own `network_name`), the two ranges are independent, as in whereabouts.
+#[test]
+fn overlapping_ranges_never_share_an_address() {
+    let mut f = Fixture::start();
+    let wide = json!({"range": "10.96.0.0/24", "blockSize": 28, "apiTimeoutMs": 1500});
+    let narrow = json!({"range": "10.96.0.0/25", "blockSize": 28, "apiTimeoutMs": 1500});
+    let a = f.conf("node-a", wide.clone());
+    let b = f.conf("node-b", narrow.clone());
+    let first_a = first_ip(&meta_ipam_cluster::add(&a, &owner("ov-a0")).unwrap());
+    let first_b = first_ip(&meta_ipam_cluster::add(&b, &owner("ov-b0")).unwrap());
+    assert_eq!(first_a, "10.96.0.1".parse::<IpAddr>().unwrap());
+    assert_ne!(first_b, first_a, "the /25 skipped what the /24 holds");
+    // Concurrent: 4 threads per (node, range), both ranges on both nodes.
+    let confs = [
+        a.clone(),
+        b.clone(),
+        f.conf("node-a", narrow.clone()),
+        f.conf("node-b", wide.clone()),
+    ];
+    let got = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (ci, c) in confs.iter().enumerate() {
+            for t in 0..4 {
+                let got = &got;
+                s.spawn(move || {
+                    for k in 0..5 {
+                        let o = owner(&format!("ov-{ci}-{t}-{k}"));
+                        let r = meta_ipam_cluster::add(c, &o)
+                            .unwrap_or_else(|e| panic!("ADD {}: {e}", o.key));
+                        got.lock().unwrap().push((o.key, first_ip(&r)));
+                    }
+                });
+            }
+        }
+    });
+    let mut got = got.into_inner().unwrap();
+    got.push(("ov-a0/net1".into(), first_a));
+    got.push(("ov-b0/net1".into(), first_b));
+    let distinct: BTreeSet<IpAddr> = got.iter().map(|(_, ip)| *ip).collect();
+    assert_eq!(
+        distinct.len(),
+        got.len(),
+        "an address handed out twice: {got:?}"
+    );
+    let held = f.allocated_addresses();
+    assert_eq!(
+        held.len(),
+        got.len(),
+        "skipped addresses are not left allocated"
+    );
+    assert_eq!(f.reservations(), held, "one reservation per allocation");
+    // Requested: an address the other range holds is refused with its holder.
+    let c = f.conf_with(
+        "node-b",
+        narrow.clone(),
+        json!({"ips": [format!("{first_a}/25")]}),
+        "",
+    );
+    let e = meta_ipam_cluster::add(&c, &owner("want-a0")).unwrap_err();
+    assert!(
+        e.to_string().contains("through an overlapping range"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("ov-a0/net1"), "{e}");
+    // DEL releases the reservation: then it can be had through the other range.
+    meta_ipam_cluster::del(&a, &owner("ov-a0")).unwrap();
+    assert!(!f.reservations().contains_key(&first_a.to_string()));
+    assert_eq!(
+        first_ip(&meta_ipam_cluster::add(&c, &owner("want-a0")).unwrap()),
+        first_a
+    );
+    assert_eq!(f.reservations(), f.allocated_addresses());
+    // The option off, in a scope of its own: whereabouts' behaviour, no cross-check.
+    let off = |r: &str| json!({"range": r, "network_name": "nocheck", "enable_overlapping_ranges": false});
+    let x = first_ip(
+        &meta_ipam_cluster::add(&f.conf("node-a", off("10.96.0.0/24")), &owner("nc-x")).unwrap(),
+    );
+    let y = first_ip(
+        &meta_ipam_cluster::add(&f.conf("node-a", off("10.96.0.0/25")), &owner("nc-y")).unwrap(),
+    );
+    assert_eq!(
+        x, y,
+        "without the cross-check overlapping ranges are independent"
+    );
+    // Offline: an ADD in a range this node knows to overlap another is refused (it could
+    // not reserve the address), with code 11 and the reason; DEL still works.
+    f.api.stop_apiserver();
+    let e = meta_ipam_cluster::add(&b, &owner("ov-offline")).unwrap_err();
+    assert!(matches!(e, Error::Unreachable(_)), "{e}");
+    assert!(
+        e.to_string().contains("overlaps pool(s) 10-96-0-0-24"),
+        "{e}"
+    );
+    assert_eq!(cni_core::Error::from(e).code, 11);
+    meta_ipam_cluster::del(&b, &owner("ov-b0")).unwrap();
+    f.api.restart_apiserver();
+    meta_ipam_cluster::sync_journal(&b).unwrap();
+    assert!(
+        !f.reservations().contains_key(&first_b.to_string()),
+        "journalled release written"
+    );
+    // The reconciler: every owner here is pod-less, so everything is freed, reservations too.
+    let mut kube =
+        meta_ipam_cluster::api::Kube::new(Some(&f.api.admin_kubeconfig()), Duration::from_secs(10))
+            .unwrap();
+    let r = meta_ipam_cluster::reconcile::reconcile(&mut kube, Duration::ZERO).unwrap();
+    eprintln!("reconcile: {r:?}");
+    assert!(f.allocated_addresses().is_empty());
+    assert!(f.reservations().is_empty(), "{:?}", f.reservations());
 }
 
 /// IPAMClaim: the same address when the pod is recreated (new UID) on another node; DEL
