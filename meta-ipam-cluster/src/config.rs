@@ -76,9 +76,10 @@ pub struct ClusterIpamConfig {
     pub network_name: String,
     /// One range per address family / pool (`range` or `ipRanges`).
     pub ranges: Vec<IpRange>,
-    /// whereabouts' `enable_overlapping_ranges` (default true). Parsed; meta-ipam keeps
-    /// addresses unique per pool (same range and `network_name`), and does not yet check
-    /// *different* ranges that overlap (whereabouts' OverlappingRangeIPReservation).
+    /// whereabouts' `enable_overlapping_ranges` (default true): every address is also
+    /// reserved by an `IpReservation` across the ranges of the scope, so *different*
+    /// ranges that overlap never hand out one address twice (whereabouts'
+    /// OverlappingRangeIPReservation). False: only the pool's own blocks decide.
     pub enable_overlapping_ranges: bool,
     /// Routes for the result (host-local's `routes`).
     pub routes: Vec<Route>,
