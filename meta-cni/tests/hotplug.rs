@@ -298,8 +298,10 @@ fn hotplug_attaches_detaches_and_survives_a_killed_agent() {
 
 /// Hot-plug of a pod sandbox that containerd 1.6 (CRI) set up through meta-cni: the
 /// agent attaches a macvlan and a bridge network into the sandbox when the annotation is
-/// patched (latency printed), removes one, and StopPodSandbox + RemovePodSandbox then
-/// leave nothing, the hot-plugged interfaces included.
+/// patched (latency printed), removes one; the agent is killed (-9) right after a
+/// hot-plug into the sandbox starts and restarted, and sandbox, journal and
+/// network-status agree again; StopPodSandbox + RemovePodSandbox then leave nothing, the
+/// hot-plugged interfaces included.
 #[test]
 fn hotplug_under_containerd() {
     use meta_tests::containerd::Containerd;
@@ -335,7 +337,7 @@ fn hotplug_under_containerd() {
     );
     let uid = create_plain_pod(&e, CPOD);
     let pods: Api<Pod> = Api::namespaced(e.admin.clone(), NS);
-    let agent = start_agent(&e, &env, &socket);
+    let mut agent = start_agent(&e, &env, &socket);
     let ctd = Containerd::start(e.w.node.netns(), &e.bin, &ctd_conf);
     ctd.wait_network_ready(Duration::from_secs(10)).unwrap();
     let cri = ctd.cri();
@@ -344,8 +346,33 @@ fn hotplug_under_containerd() {
         .unwrap_or_else(|s| panic!("RunPodSandbox: {s}\n{}", ctd.log_tail(30)));
     let netns_path = cri.sandbox(&id).unwrap().1.netns_path().expect("netns");
     let sandbox = meta_netlink::Netns::open(&netns_path).unwrap();
-    // (links of the sandbox, network-status (network, interface)), sorted.
-    let seen = || {
+    // (links of the sandbox, network-status (network, interface), journal attachments
+    // (network, ifname, state)), sorted.
+    type Seen = (
+        Vec<String>,
+        Vec<(String, String)>,
+        Vec<(String, String, String)>,
+    );
+    let journal = || -> Vec<(String, String, String)> {
+        let mut j: Vec<_> = meta_cni::journal::peek(&e.cache, &id, "eth0")
+            .expect("journal readable")
+            .map(|en| {
+                en.attachments
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.network.clone(),
+                            a.ifname.clone(),
+                            format!("{:?}", a.state),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        j.sort();
+        j
+    };
+    let seen = || -> Seen {
         let links = meta_tests::link_names(&sandbox);
         let mut st: Vec<(String, String)> = e
             .network_status(CPOD)
@@ -354,20 +381,27 @@ fn hotplug_under_containerd() {
             .map(|s| (s.name, s.interface))
             .collect();
         st.sort();
-        (links, st)
+        (links, st, journal())
     };
-    let want = |nets: &[(&str, &str)]| {
+    let want = |nets: &[(&str, &str)]| -> Seen {
         let mut links = vec!["eth0".to_string(), "lo".to_string()];
         let mut st = vec![("cluster".to_string(), "eth0".to_string())];
+        let mut j = vec![(
+            "cluster".to_string(),
+            "eth0".to_string(),
+            "Added".to_string(),
+        )];
         for (n, i) in nets {
             links.push(i.to_string());
             st.push((format!("{NS}/{n}"), i.to_string()));
+            j.push((format!("{NS}/{n}"), i.to_string(), "Added".to_string()));
         }
         links.sort();
         st.sort();
-        (links, st)
+        j.sort();
+        (links, st, j)
     };
-    let wait = |w: &(Vec<String>, Vec<(String, String)>), ctx: &str| {
+    let wait = |w: &Seen, ctx: &str| {
         let t = Instant::now();
         loop {
             let v = seen();
@@ -404,6 +438,33 @@ fn hotplug_under_containerd() {
     patch("blue");
     wait(&want(&[("blue", "net2")]), "removal of green");
     assert_eq!(e.reservations().len(), 2, "{:?}", e.reservations());
+    // kill -9 of the agent right after a hot-plug into the sandbox starts (its journal
+    // entry grew), then a restart: sandbox, journal and network-status agree again.
+    patch("blue, green");
+    let t = Instant::now();
+    while journal().len() < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the hot-plug never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let log = stop(agent, nix::sys::signal::Signal::SIGKILL);
+    eprintln!(
+        "containerd sandbox: agent killed mid hot-plug, journal {:?}, links {:?}",
+        journal(),
+        meta_tests::link_names(&sandbox)
+    );
+    agent = start_agent(&e, &env, &socket);
+    let took = wait(
+        &want(&[("blue", "net2"), ("green", "net1")]),
+        &format!("after kill -9 and restart; first agent's log:\n{log}"),
+    );
+    eprintln!(
+        "containerd sandbox: after kill -9 mid hot-plug, the restarted agent had sandbox, journal and network-status agreeing in {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+    assert_eq!(e.reservations().len(), 3, "{:?}", e.reservations());
     // Teardown as kubelet does it: the hot-plugged interface goes too.
     cri.stop_pod_sandbox(&id).expect("StopPodSandbox");
     cri.remove_pod_sandbox(&id).expect("RemovePodSandbox");
