@@ -11,14 +11,13 @@
 //! `cargo bench -p meta-cni --bench burst` (root). Prints a Markdown table.
 
 use meta_netlink::Netns;
+use meta_tests::bench::pct;
 use meta_tests::containerd::Containerd;
-use meta_tests::cri::{Cri, PodSandboxConfig};
+use meta_tests::cri::{PodSandboxConfig, parallel};
 use meta_tests::{World, dir_contents, iface_state, link_names, reference, unique, veth_pair_in};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const NS: &str = "burst";
@@ -153,41 +152,6 @@ pub struct Outcome {
     pub p99_ms: f64,
     /// Everything that went wrong (empty: every check passed).
     pub failures: Vec<String>,
-}
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i].as_secs_f64() * 1e3
-}
-
-/// Runs `f(i)` for i in 0..n on `par` threads, each with its own CRI connection.
-fn parallel<T: Send>(
-    socket: &Path,
-    n: usize,
-    par: usize,
-    f: impl Fn(&Cri, usize) -> T + Sync,
-) -> Vec<(usize, T)> {
-    let next = AtomicUsize::new(0);
-    let out = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..par {
-            s.spawn(|| {
-                let cri = Cri::connect(socket);
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= n {
-                        break;
-                    }
-                    let r = f(&cri, i);
-                    out.lock().unwrap().push((i, r));
-                }
-            });
-        }
-    });
-    let mut v = out.into_inner().unwrap();
-    v.sort_by_key(|(i, _)| *i);
-    v
 }
 
 /// `pods` pods up and down through a containerd of their own, `par` at a time.

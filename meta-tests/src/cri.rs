@@ -853,3 +853,35 @@ impl Cri {
         Ok(r.items)
     }
 }
+
+/// Runs `f(cri, i)` for `i` in `0..n` on `par` threads, each with its own CRI connection
+/// to `socket` (as kubelet's pod workers do); the results in `i` order.
+pub fn parallel<T: Send>(
+    socket: &Path,
+    n: usize,
+    par: usize,
+    f: impl Fn(&Cri, usize) -> T + Sync,
+) -> Vec<(usize, T)> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..par {
+            s.spawn(|| {
+                let cri = Cri::connect(socket);
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    let r = f(&cri, i);
+                    out.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+                }
+            });
+        }
+    });
+    let mut v = out.into_inner().unwrap_or_else(|e| e.into_inner());
+    v.sort_by_key(|(i, _)| *i);
+    v
+}

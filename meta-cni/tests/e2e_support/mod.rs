@@ -785,3 +785,44 @@ pub fn agent_synced(
     }
     None
 }
+
+/// `(verb, path of requestURI)` of the audit events of `user` after the first `skip` events.
+pub fn requests_of(events: &[Value], skip: usize, user: &str) -> Vec<(String, String)> {
+    events[skip..]
+        .iter()
+        .filter(|ev| ev["user"]["username"] == user)
+        .map(|ev| {
+            (
+                ev["verb"].as_str().unwrap_or_default().to_string(),
+                // without the query (kube-rs sends an empty one: `?`)
+                ev["requestURI"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Makes an admin request to a unique path and waits until the audit log holds it: every
+/// request answered before it is in the log too. Returns the events.
+pub fn settled_events(e: &E2e, marker: &str) -> Vec<Value> {
+    let api = e.api.as_ref().expect("API server");
+    let path = format!("/api/v1/namespaces/{NS}/configmaps/{marker}");
+    let _ = api.admin_get(&path);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let evs = api.audit_events();
+        if evs
+            .iter()
+            .any(|ev| ev["requestURI"].as_str() == Some(path.as_str()))
+        {
+            return evs;
+        }
+        assert!(Instant::now() < deadline, "marker {marker} never audited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
