@@ -3,21 +3,17 @@
 //! each round; then 8 parallel allocators (threads of one process, as 8 concurrent CNI
 //! invocations on one node) doing `BENCH_PAR` ADDs each, then the DELs, 8 in parallel:
 //! latency percentiles, allocations per second, and API requests per ADD and DEL from
-//! the fixture's audit log.
+//! the fixture's audit log. meta-ipam runs twice: with `enable_overlapping_ranges` at its
+//! default (true: one IpReservation per address) and false.
 //! `BENCH_ITERS=200 BENCH_PAR=100 cargo bench -p meta-ipam-cluster --bench vs_host_local`
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use meta_ipam_cluster::{ClusterIpamConfig, Owner};
 use meta_tests::apiserver::ApiServer;
+use meta_tests::bench::pct;
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i].as_secs_f64() * 1e3
-}
 
 fn ipam_requests(api: &ApiServer) -> usize {
     api.audit_events()
@@ -62,6 +58,15 @@ fn main() {
         &args,
     )
     .unwrap();
+    let mo = ClusterIpamConfig::from_conf(
+        &conf(json!({"type": "meta-ipam", "range": "10.102.0.0/16",
+                     "enable_overlapping_ranges": false,
+                     "kubeconfig": api.admin_kubeconfig().display().to_string(),
+                     "dataDir": dir.path().join("meta-ipam-no-overlap").display().to_string(),
+                     "nodeName": "bench-node"})),
+        &args,
+    )
+    .unwrap();
     let hl = meta_ipam::HostLocalConfig::from_conf(
         &conf(json!({"type": "host-local", "subnet": "10.101.0.0/16",
                      "dataDir": dir.path().join("host-local").display().to_string()})),
@@ -76,26 +81,30 @@ fn main() {
         container_id: format!("c{i}"),
     };
     // Warm-up (claims the first block).
-    for i in 0..5 {
-        meta_ipam_cluster::add(&mi, &owner(1_000_000 + i)).unwrap();
-        meta_ipam_cluster::del(&mi, &owner(1_000_000 + i)).unwrap();
+    for c in [&mi, &mo] {
+        for i in 0..5 {
+            meta_ipam_cluster::add(c, &owner(1_000_000 + i)).unwrap();
+            meta_ipam_cluster::del(c, &owner(1_000_000 + i)).unwrap();
+        }
     }
     let (mut ma, mut md, mut ha, mut hd) = (vec![], vec![], vec![], vec![]);
-    let r0 = ipam_requests(&api);
-    let mut add_reqs = 0;
-    let mut del_reqs = 0;
+    let (mut oa, mut od) = (vec![], vec![]);
+    // API requests of ADD and DEL, with and without the overlap check.
+    let mut reqs = [[0usize; 2]; 2];
     for i in 0..iters {
-        let t = Instant::now();
-        meta_ipam_cluster::add(&mi, &owner(i)).unwrap();
-        ma.push(t.elapsed());
-        let r1 = ipam_requests(&api);
-        let t = Instant::now();
-        meta_ipam_cluster::del(&mi, &owner(i)).unwrap();
-        md.push(t.elapsed());
-        let r2 = ipam_requests(&api);
-        add_reqs += r1;
-        del_reqs += r2 - r1;
-        add_reqs -= r1;
+        for (k, c, a, d) in [(0, &mi, &mut ma, &mut md), (1, &mo, &mut oa, &mut od)] {
+            let r0 = ipam_requests(&api);
+            let t = Instant::now();
+            meta_ipam_cluster::add(c, &owner(i)).unwrap();
+            a.push(t.elapsed());
+            let r1 = ipam_requests(&api);
+            let t = Instant::now();
+            meta_ipam_cluster::del(c, &owner(i)).unwrap();
+            d.push(t.elapsed());
+            let r2 = ipam_requests(&api);
+            reqs[k][0] += r1 - r0;
+            reqs[k][1] += r2 - r1;
+        }
         let id = format!("hl-{i}");
         let t = Instant::now();
         meta_ipam::allocate(&hl, &id, "net1").unwrap();
@@ -104,12 +113,14 @@ fn main() {
         meta_ipam::release(&hl, &id, "net1").unwrap();
         hd.push(t.elapsed());
     }
-    let total = ipam_requests(&api) - r0;
-    add_reqs += total - del_reqs;
+    let per_op = |n: usize| n as f64 / iters as f64;
     println!(
-        "{iters} rounds of ADD then DEL, one node, in-process; API requests per ADD {:.2}, per DEL {:.2}",
-        add_reqs as f64 / iters as f64,
-        del_reqs as f64 / iters as f64
+        "{iters} rounds of ADD then DEL, one node, in-process; API requests per ADD {:.2}, per DEL {:.2} \
+         (enable_overlapping_ranges false: {:.2}, {:.2})",
+        per_op(reqs[0][0]),
+        per_op(reqs[0][1]),
+        per_op(reqs[1][0]),
+        per_op(reqs[1][1])
     );
     println!(
         "| IPAM | ADD p50 ms | ADD p95 ms | ADD p99 ms | DEL p50 ms | DEL p95 ms | DEL p99 ms |"
@@ -117,6 +128,11 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for (name, a, d) in [
         ("meta-ipam (kube-apiserver 1.20.2)", &mut ma, &mut md),
+        (
+            "meta-ipam, enable_overlapping_ranges false",
+            &mut oa,
+            &mut od,
+        ),
         ("host-local", &mut ha, &mut hd),
     ] {
         println!(
@@ -147,6 +163,14 @@ fn main() {
         meta_ipam_cluster::del(&mi, &owner(base + i)).unwrap();
     });
     let r2 = ipam_requests(&api);
+    let (mo_add, mo_add_wall) = parallel(PAR, per, |i| {
+        meta_ipam_cluster::add(&mo, &owner(base + i)).unwrap();
+    });
+    let r3 = ipam_requests(&api);
+    let (mo_del, mo_del_wall) = parallel(PAR, per, |i| {
+        meta_ipam_cluster::del(&mo, &owner(base + i)).unwrap();
+    });
+    let r4 = ipam_requests(&api);
     let (hl_add, hl_add_wall) = parallel(PAR, per, |i| {
         meta_ipam::allocate(&hl, &format!("par-{i}"), "net1").unwrap();
     });
@@ -156,9 +180,11 @@ fn main() {
     println!();
     println!(
         "{PAR} parallel allocators x {per} ADDs ({total} allocations), then the {total} DELs 8 in parallel; \
-         meta-ipam API requests per ADD {:.2}, per DEL {:.2}",
+         meta-ipam API requests per ADD {:.2}, per DEL {:.2} (enable_overlapping_ranges false: {:.2}, {:.2})",
         (r1 - r0) as f64 / total as f64,
-        (r2 - r1) as f64 / total as f64
+        (r2 - r1) as f64 / total as f64,
+        (r3 - r2) as f64 / total as f64,
+        (r4 - r3) as f64 / total as f64
     );
     println!(
         "| IPAM | ADD p50 ms | ADD p99 ms | allocations/s | DEL p50 ms | DEL p99 ms | releases/s |"
@@ -171,6 +197,13 @@ fn main() {
             mi_add_wall,
             mi_del,
             mi_del_wall,
+        ),
+        (
+            "meta-ipam, enable_overlapping_ranges false",
+            mo_add,
+            mo_add_wall,
+            mo_del,
+            mo_del_wall,
         ),
         ("host-local", hl_add, hl_add_wall, hl_del, hl_del_wall),
     ] {
