@@ -9,10 +9,9 @@
 
 mod e2e_support;
 use e2e_support::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io::Read;
 use std::process::Child;
-use std::time::{Duration, Instant};
 
 const PLUGIN_USER: &str = "system:serviceaccount:kube-system:meta-cni";
 const AGENT_USER: &str = "system:serviceaccount:kube-system:meta-cni-agent";
