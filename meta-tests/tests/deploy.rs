@@ -75,7 +75,7 @@ fn bundle_applies_with_kubectl_1_20_dry_run_and_for_real_then_deletes() {
     let api = ApiServer::start();
     let dir = deploy_dir();
     let objects = bundle_objects(&api);
-    assert_eq!(objects.len(), 21, "the bundle's objects: {objects:?}");
+    assert_eq!(objects.len(), 22, "the bundle's objects: {objects:?}");
     for o in [
         "Namespace/meta-cni-system",
         // the plugin's and the node agent's own ServiceAccounts
@@ -85,6 +85,7 @@ fn bundle_applies_with_kubectl_1_20_dry_run_and_for_real_then_deletes() {
         // the cluster IPAM's objects and the NPWG IPAMClaim
         "CustomResourceDefinition/ippools.ipam.meta-cni.io",
         "CustomResourceDefinition/ipblocks.ipam.meta-cni.io",
+        "CustomResourceDefinition/ipreservations.ipam.meta-cni.io",
         "CustomResourceDefinition/ipamclaims.k8s.cni.cncf.io",
         "DaemonSet/meta-cni",
         "Deployment/meta-cni-webhook",
