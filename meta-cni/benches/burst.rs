@@ -264,12 +264,7 @@ pub fn burst(label: &str, pods: usize, par: usize, setup: fn(&World) -> Setup) -
 
 #[allow(dead_code)] // the test that includes this file has its own entry point
 fn main() {
-    let env = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = meta_tests::bench::env_usize;
     let (pods, par) = (env("BENCH_PODS", 100), env("BENCH_PAR", 8));
     let runs = [
         burst(

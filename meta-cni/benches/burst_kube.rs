@@ -19,7 +19,6 @@ use e2e_support::*;
 use meta_tests::bench::pct;
 use meta_tests::containerd::Containerd;
 use meta_tests::cri::{PodSandboxConfig, parallel};
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -185,17 +184,7 @@ pub fn run(pods: usize, par: usize) -> Vec<Row> {
     let e = E2e::setup(0);
     let (_agent_fwd, agent_kc) = agent_api_access(&e);
     let socket = e.w.path("agent/agent.sock");
-    let conf = e.conf(json!({
-        "agentSocket": socket,
-        "capabilities": {"io.kubernetes.cri.pod-annotations": true}
-    }));
-    let ctd_conf = e.w.path("ctd-net.d");
-    std::fs::create_dir_all(&ctd_conf).unwrap();
-    std::fs::write(
-        ctd_conf.join("00-meta-cni.conflist"),
-        json!({"cniVersion": "1.0.0", "name": "meta-burst", "plugins": [conf]}).to_string(),
-    )
-    .unwrap();
+    let (ctd_conf, _) = e.containerd_conflist(&socket);
     let mut set = BTreeMap::new();
     for mode in ["agent", "direct"] {
         let v: Vec<(String, String)> = (0..pods)
@@ -244,12 +233,7 @@ pub fn run(pods: usize, par: usize) -> Vec<Row> {
 
 #[allow(dead_code)] // the test that includes this file has its own entry point
 fn main() {
-    let env = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = meta_tests::bench::env_usize;
     let (pods, par) = (env("BENCH_PODS", 100), env("BENCH_PAR", 8));
     let rows = run(pods, par);
     println!(

@@ -73,21 +73,7 @@ type View = (
 
 fn view(e: &E2e) -> View {
     let links = meta_tests::link_names(e.w.pods[0].netns());
-    let journal = meta_cni::journal::peek(&e.cache, CID, "eth0")
-        .expect("journal readable")
-        .map(|en| {
-            en.attachments
-                .iter()
-                .map(|a| {
-                    (
-                        a.network.clone(),
-                        a.ifname.clone(),
-                        format!("{:?}", a.state),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let journal = e.journal_attachments(CID);
     let mut status: Vec<(String, String)> = e
         .network_status(POD)
         .unwrap_or_default()
@@ -310,18 +296,7 @@ fn hotplug_under_containerd() {
     let e = E2e::setup(0);
     let (_agent_fwd, agent_kc) = agent_api_access(&e);
     let socket = e.w.path("agent/agent.sock");
-    let conf = e.conf(json!({
-        "agentSocket": socket,
-        "capabilities": {"io.kubernetes.cri.pod-annotations": true}
-    }));
-    let ctd_conf = e.w.path("ctd-net.d");
-    std::fs::create_dir_all(&ctd_conf).unwrap();
-    let conf_file = ctd_conf.join("00-meta-cni.conflist");
-    std::fs::write(
-        &conf_file,
-        json!({"cniVersion": "1.0.0", "name": "meta-e2e", "plugins": [conf]}).to_string(),
-    )
-    .unwrap();
+    let (ctd_conf, conf_file) = e.containerd_conflist(&socket);
     let env = agent_env(
         &e,
         NODE,
@@ -354,21 +329,7 @@ fn hotplug_under_containerd() {
         Vec<(String, String, String)>,
     );
     let journal = || -> Vec<(String, String, String)> {
-        let mut j: Vec<_> = meta_cni::journal::peek(&e.cache, &id, "eth0")
-            .expect("journal readable")
-            .map(|en| {
-                en.attachments
-                    .iter()
-                    .map(|a| {
-                        (
-                            a.network.clone(),
-                            a.ifname.clone(),
-                            format!("{:?}", a.state),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut j = e.journal_attachments(&id);
         j.sort();
         j
     };

@@ -108,7 +108,12 @@ pub fn print_table<S: AsRef<str>>(rows: Vec<(S, AddDel)>) {
 
 /// `BENCH_ITERS`, default `default`, at least 1.
 pub fn iters(default: usize) -> usize {
-    std::env::var("BENCH_ITERS")
+    env_usize("BENCH_ITERS", default)
+}
+
+/// The number in environment variable `key`, default `default`, at least 1.
+pub fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)

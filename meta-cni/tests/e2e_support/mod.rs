@@ -611,6 +611,45 @@ impl E2e {
         );
     }
 
+    /// containerd's CNI configuration directory (`ctd-net.d` in the World) with meta-cni's
+    /// conflist as deploy/ ships it (pod annotations from the runtime), asking the agent
+    /// at `agent_socket`; returns the directory and the conflist file.
+    pub fn containerd_conflist(&self, agent_socket: &Path) -> (PathBuf, PathBuf) {
+        let conf = self.conf(json!({
+            "agentSocket": agent_socket,
+            "capabilities": {"io.kubernetes.cri.pod-annotations": true}
+        }));
+        let dir = self.w.path("ctd-net.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("00-meta-cni.conflist");
+        std::fs::write(
+            &file,
+            json!({"cniVersion": "1.0.0", "name": "meta-e2e", "plugins": [conf]}).to_string(),
+        )
+        .unwrap();
+        (dir, file)
+    }
+
+    /// The journal's attachments of container `cid` as (network, ifname, state), in
+    /// journal order; empty without an entry.
+    pub fn journal_attachments(&self, cid: &str) -> Vec<(String, String, String)> {
+        meta_cni::journal::peek(&self.cache, cid, "eth0")
+            .expect("journal readable")
+            .map(|en| {
+                en.attachments
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.network.clone(),
+                            a.ifname.clone(),
+                            format!("{:?}", a.state),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The wrapper's log lines.
     pub fn calls(&self) -> Vec<String> {
         std::fs::read_to_string(&self.calls)
