@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Builds a real kube-apiserver (v1.20.2) for the integration tests, from Debian packages only:
-# the source comes from Debian bookworm's `kubernetes` source package (upstream v1.20.2 with
-# its vendor/ tree), the compiler is Debian's golang-go (1.19), and three fixes make that
-# source build with Go 1.19 (see meta-tests/apiserver/README.md). The tests also need etcd
-# (Debian's etcd-server), openssl and curl, which this script installs too.
+# Builds real Kubernetes v1.20.2 components for the integration tests, from Debian packages
+# only: the source comes from Debian bookworm's `kubernetes` source package (upstream v1.20.2
+# with its vendor/ tree), the compiler is Debian's golang-go (1.19), and three fixes make that
+# source build with Go 1.19 (see meta-tests/apiserver/README.md). kubelet gets two more
+# patches so that several kubelets can share one machine (no global sysctls written; the
+# device-plugin, pod-log and container-log directories configurable). The tests also need
+# etcd (Debian's etcd-server), openssl and curl, which this script installs too.
 #
-# Usage: meta-tests/apiserver/build.sh [--force]
-#   Prints the binary's path (and nothing else) on stdout; progress goes to stderr.
-#   Idempotent: when the binary is already in the cache and `--version` works, only the
-#   runtime packages are checked. --force rebuilds. Needs root for apt-get and the cache.
+# Usage: meta-tests/apiserver/build.sh [--force] [COMPONENT...]
+#   COMPONENT: kube-apiserver (the default), kubelet, kube-controller-manager, kube-scheduler,
+#   or `all`. Builds every requested component missing from the cache in one pass over the
+#   source. Prints the binaries' paths (one per line, and nothing else) on stdout; progress
+#   goes to stderr. Idempotent: when a binary is already in the cache and `--version`
+#   works, it is not rebuilt. --force rebuilds. Needs root for apt-get and the cache.
 #
 # Environment:
 #   META_CNI_APISERVER_WORK  work dir for the source and Go caches
@@ -17,7 +21,7 @@ set -euo pipefail
 
 VERSION=1.20.2
 CACHE_DIR=/var/cache/meta-cni
-BIN="$CACHE_DIR/kube-apiserver-$VERSION"
+ALL_COMPONENTS=(kube-apiserver kubelet kube-controller-manager kube-scheduler)
 WORK="${META_CNI_APISERVER_WORK:-/var/tmp/meta-cni-kube-apiserver-build}"
 # sha256 of the upstream tarball inside Debian's source package (kubernetes_*really1.20.2.orig.tar.gz).
 ORIG_SHA256=b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdfc
@@ -37,23 +41,30 @@ die() {
 trap 'rc=$?; [ $rc -eq 0 ] || echo "build.sh: FAILED (exit $rc) at line $LINENO: $BASH_COMMAND" >&2' EXIT
 
 FORCE=0
+COMPONENTS=()
 for a in "$@"; do
     case "$a" in
     --force) FORCE=1 ;;
     -h | --help)
-        sed -n '2,16p' "$0" >&2
+        sed -n '2,20p' "$0" >&2
         exit 0
         ;;
+    all) COMPONENTS+=("${ALL_COMPONENTS[@]}") ;;
+    kube-apiserver | kubelet | kube-controller-manager | kube-scheduler) COMPONENTS+=("$a") ;;
     *) die "unknown argument: $a" ;;
     esac
 done
+[ ${#COMPONENTS[@]} -gt 0 ] || COMPONENTS=(kube-apiserver)
 
 case "$(realpath -m "$WORK")/" in
 "$(realpath -m "$HERE/../..")"/*) die "work dir $WORK is inside the repository; pick one outside it" ;;
 esac
 
+bin_of() { echo "$CACHE_DIR/$1-$VERSION"; }
 binary_ok() {
-    [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -qx "Kubernetes v$VERSION"
+    local bin
+    bin="$(bin_of "$1")"
+    [ -x "$bin" ] && [ -s "$bin.buildinfo" ] && "$bin" --version 2>/dev/null | grep -qx "Kubernetes v$VERSION"
 }
 
 missing_pkgs() {
@@ -156,11 +167,19 @@ mkdir -p "$CACHE_DIR" 2>/dev/null || die "cannot create $CACHE_DIR (run as root)
 exec 9>"$CACHE_DIR/.kube-apiserver-$VERSION.lock" || die "cannot open lock in $CACHE_DIR"
 flock 9 # another build.sh (another test process) may be building: wait for it
 
-if [ "$FORCE" = 0 ] && binary_ok; then
-    echo "$BIN"
+TODO=()
+for c in "${COMPONENTS[@]}"; do
+    if [ "$FORCE" = 0 ] && binary_ok "$c"; then
+        continue
+    fi
+    [ -e "$(bin_of "$c")" ] && [ "$FORCE" = 0 ] && log "$(bin_of "$c") exists but '--version' does not say v$VERSION: rebuilding"
+    case " ${TODO[*]} " in *" $c "*) ;; *) TODO+=("$c") ;; esac
+done
+if [ ${#TODO[@]} -eq 0 ]; then
+    for c in "${COMPONENTS[@]}"; do bin_of "$c"; done
     exit 0
 fi
-[ -e "$BIN" ] && [ "$FORCE" = 0 ] && log "$BIN exists but '--version' does not say v$VERSION: rebuilding"
+log "to build: ${TODO[*]}"
 
 T0=$(date +%s)
 install_pkgs "${BUILD_PKGS[@]}"
@@ -247,6 +266,39 @@ log "generating pkg/generated/openapi/zz_generated.openapi.go"
 diff "$WORK/openapi-violations.report" api/api-rules/violation_exceptions.list >&2 ||
     die "openapi-gen's API rule violations differ from api/api-rules/violation_exceptions.list"
 
+# --- kubelet: several kubelets on one machine (see README.md, "kubelet patches") ----------
+# 1. No global sysctls: setupNode's KernelTunableModify becomes KernelTunableWarn.
+grep -q '^	b := KernelTunableModify$' pkg/kubelet/cm/container_manager_linux.go ||
+    die "pkg/kubelet/cm/container_manager_linux.go: 'b := KernelTunableModify' not found"
+sed -i 's/^	b := KernelTunableModify$/	b := KernelTunableWarn \/\/ meta-cni fixture: never write global sysctls/' \
+    pkg/kubelet/cm/container_manager_linux.go
+# 2. The hard-coded node-wide directories read from the environment (default: upstream's).
+del_const() { # file, exact const line
+    grep -qxF "$2" "$1" || die "$1: line '$2' not found"
+    grep -vxF "$2" "$1" >"$1.new" && mv "$1.new" "$1"
+}
+del_const pkg/kubelet/kubelet.go '	ContainerLogsDir = "/var/log/containers"'
+del_const pkg/kubelet/kuberuntime/kuberuntime_manager.go '	podLogsRootDirectory = "/var/log/pods"'
+del_const pkg/kubelet/kuberuntime/legacy.go '	legacyContainerLogsDir = "/var/log/containers"'
+grep -q 'newManagerImpl(pluginapi.KubeletSocket,' pkg/kubelet/cm/devicemanager/manager.go ||
+    die "pkg/kubelet/cm/devicemanager/manager.go: newManagerImpl(pluginapi.KubeletSocket, not found"
+sed -i 's/newManagerImpl(pluginapi.KubeletSocket,/newManagerImpl(metaCNIKubeletSocket(),/' pkg/kubelet/cm/devicemanager/manager.go
+envdir_go() { # package, var/func definitions
+    printf '// Added by meta-cni'"'"'s fixture build (meta-tests/apiserver/build.sh).\n\npackage %s\n\nimport "os"\n\n' "$1"
+    printf 'func metaCNIEnvDir(name, def string) string {\n\tif v := os.Getenv(name); v != "" {\n\t\treturn v\n\t}\n\treturn def\n}\n\n%s\n' "$2"
+}
+envdir_go kubelet 'var ContainerLogsDir = metaCNIEnvDir("KUBELET_CONTAINER_LOGS_DIR", "/var/log/containers")' \
+    >pkg/kubelet/zz_meta_cni_paths.go
+envdir_go kuberuntime 'var (
+	podLogsRootDirectory   = metaCNIEnvDir("KUBELET_POD_LOGS_DIR", "/var/log/pods")
+	legacyContainerLogsDir = metaCNIEnvDir("KUBELET_CONTAINER_LOGS_DIR", "/var/log/containers")
+)' >pkg/kubelet/kuberuntime/zz_meta_cni_paths.go
+envdir_go devicemanager 'func metaCNIKubeletSocket() string {
+	return metaCNIEnvDir("KUBELET_DEVICE_PLUGINS_DIR", "/var/lib/kubelet/device-plugins") + "/kubelet.sock"
+}' >pkg/kubelet/cm/devicemanager/zz_meta_cni_paths.go
+gofmt -l pkg/kubelet/zz_meta_cni_paths.go pkg/kubelet/kuberuntime/zz_meta_cni_paths.go \
+    pkg/kubelet/cm/devicemanager/zz_meta_cni_paths.go | grep . && die "patched files are not gofmt-clean"
+
 # --- build ---------------------------------------------------------------------------------
 SOURCE_DATE_EPOCH="$(dpkg-parsechangelog -l debian/changelog -STimestamp)"
 BUILD_DATE="$(date -u --date="@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)"
@@ -254,26 +306,30 @@ LDFLAGS="-s -w -buildid="
 for kv in gitVersion=v$VERSION gitMajor=1 gitMinor=20 gitTreeState=clean buildDate=$BUILD_DATE; do
     LDFLAGS="$LDFLAGS -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
 done
-log "go build ./cmd/kube-apiserver (nice 10, -p 2; about 4-10 minutes on 2 cores, longer when busy)"
-T1=$(date +%s)
-nice -n 10 go build -p 2 -trimpath -buildvcs=false -tags selinux,notest -ldflags "$LDFLAGS" \
-    -o "$WORK/bin/kube-apiserver" ./cmd/kube-apiserver || die "go build ./cmd/kube-apiserver failed"
-T2=$(date +%s)
-"$WORK/bin/kube-apiserver" --version | grep -qx "Kubernetes v$VERSION" ||
-    die "built binary's --version is '$("$WORK/bin/kube-apiserver" --version 2>&1)'"
-
-install -m 0755 "$WORK/bin/kube-apiserver" "$BIN.tmp.$$"
-mv -f "$BIN.tmp.$$" "$BIN"
-{
-    echo "kube-apiserver v$VERSION"
-    echo "source: Debian source package kubernetes $DEB_VERSION (orig sha256 $ORIG_SHA256)"
-    echo "go: $GO_VER"
-    echo "reflect2: Debian golang-github-modern-go-reflect2-dev $REFLECT2_VER"
-    echo "sha256: $(sha256sum "$BIN" | cut -d' ' -f1)"
-    echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ); go build took $((T2 - T1)) s, all $((T2 - T0)) s"
-} >"$BIN.buildinfo"
-binary_ok || die "installed $BIN does not run"
+for c in "${TODO[@]}"; do
+    BIN="$(bin_of "$c")"
+    log "go build ./cmd/$c (nice 10, -p 2; about 3-10 minutes on 2 cores, longer when busy)"
+    T1=$(date +%s)
+    nice -n 10 go build -p 2 -trimpath -buildvcs=false -tags selinux,notest -ldflags "$LDFLAGS" \
+        -o "$WORK/bin/$c" "./cmd/$c" || die "go build ./cmd/$c failed"
+    T2=$(date +%s)
+    "$WORK/bin/$c" --version | grep -qx "Kubernetes v$VERSION" ||
+        die "built $c's --version is '$("$WORK/bin/$c" --version 2>&1)'"
+    install -m 0755 "$WORK/bin/$c" "$BIN.tmp.$$"
+    mv -f "$BIN.tmp.$$" "$BIN"
+    {
+        echo "$c v$VERSION"
+        echo "source: Debian source package kubernetes $DEB_VERSION (orig sha256 $ORIG_SHA256)"
+        if [ "$c" = kubelet ]; then echo "patched: no global sysctls (KernelTunableWarn); KUBELET_{DEVICE_PLUGINS,POD_LOGS,CONTAINER_LOGS}_DIR"; fi
+        echo "go: $GO_VER"
+        echo "reflect2: Debian golang-github-modern-go-reflect2-dev $REFLECT2_VER"
+        echo "sha256: $(sha256sum "$BIN" | cut -d' ' -f1)"
+        echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ); go build took $((T2 - T1)) s, all $((T2 - T0)) s"
+    } >"$BIN.buildinfo"
+    binary_ok "$c" || die "installed $BIN does not run"
+    rm -f "$WORK/bin/$c"
+done
 # The source tree (~1 GiB) is not needed any more; keep the downloads and the Go cache.
-rm -rf "$SRC" "$WORK/gopath" "$WORK/bin/kube-apiserver"
-log "built $BIN in $(($(date +%s) - T0)) s (go build $((T2 - T1)) s)"
-echo "$BIN"
+rm -rf "$SRC" "$WORK/gopath"
+log "built ${TODO[*]} in $(($(date +%s) - T0)) s"
+for c in "${COMPONENTS[@]}"; do bin_of "$c"; done
