@@ -17,6 +17,7 @@ pub mod default_route;
 pub mod exec;
 pub mod handoff;
 pub mod hotplug;
+pub mod install;
 pub mod journal;
 pub mod network_status;
 pub mod plan;
