@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-PKGS=(containernetworking-plugins golang-go golang-github-appc-cni-dev nftables iptables iproute2 util-linux iputils-ping iperf3 jq containerd runc gcc libc6-dev strace)
+PKGS=(containernetworking-plugins golang-go golang-github-appc-cni-dev nftables iptables iproute2 util-linux iputils-ping iperf3 jq containerd runc gcc libc6-dev strace busybox-static)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,11 +32,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/meta-cni-target}"
 export CARGO_TERM_COLOR=never
 
 # Test fixtures built from Debian packages, cached outside the clone (once per machine):
-# a real kube-apiserver v1.20.2 (meta-tests/apiserver/build.sh, ~8 min the first time) and the
+# a real kube-apiserver v1.20.2 with kubelet, kube-controller-manager and kube-scheduler from the
+# same source for scripts/cluster.sh (meta-tests/apiserver/build.sh all, ~12 min the first time), the
 # pause image for containerd (meta-tests/containerd/build-pause.sh) and kubectl v1.20.2, Debian's
 # kubernetes-client unpacked into the cache (meta-tests/kubectl/fetch.sh).
-echo "== fixtures: kube-apiserver, pause image, kubectl"
-bash meta-tests/apiserver/build.sh >/dev/null
+echo "== fixtures: kube-apiserver, kubelet, kube-controller-manager, kube-scheduler, pause image, kubectl"
+bash meta-tests/apiserver/build.sh all >/dev/null
 bash meta-tests/containerd/build-pause.sh >/dev/null
 bash meta-tests/kubectl/fetch.sh >/dev/null
 

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Builds meta-cni's OCI images locally, offline, with no registry and no container builder:
+#
+#   localhost/meta-cni:0.1.0          the release binaries, statically linked (glibc
+#                                     crt-static), in /usr/local/bin; the node conflist in
+#                                     /etc/meta-cni/00-meta-cni.conflist; nothing else
+#                                     (FROM scratch: no shell, no libc, no package manager)
+#   localhost/busybox-static:1.35     Debian's busybox-static (ping, nc, ip, sh, ...) for
+#                                     test pods
+#
+# Each is one OCI image-layout tarball (one uncompressed layer, config, manifest, index.json
+# with io.containerd.image.name) that `ctr -n k8s.io images import` reads; scripts/cluster.sh
+# imports them into every node's containerd. Tarballs are deterministic (fixed mtimes, owners,
+# order): the same binaries give the same digest.
+#
+# Usage: scripts/images.sh [--force] [meta-cni|busybox]...   (default: both)
+#   Prints the tarballs' paths, one per line, on stdout; progress goes to stderr.
+#   The release build uses CARGO_TARGET_DIR_IMAGE (default /var/tmp/meta-cni-image-target),
+#   a target dir of its own: RUSTFLAGS differ from the test build's, and sharing one would
+#   rebuild everything each time.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SELF="$HERE/scripts/images.sh"
+CACHE_DIR=/var/cache/meta-cni/images
+TARGET_DIR="${CARGO_TARGET_DIR_IMAGE:-/var/tmp/meta-cni-image-target}"
+TRIPLE=x86_64-unknown-linux-gnu
+META_IMAGE=localhost/meta-cni:0.1.0
+BUSYBOX_IMAGE=localhost/busybox-static:1.35
+BINARIES=(meta-cni meta-cni-agent meta-cni-webhook meta-bridge meta-macvlan meta-ipvlan meta-vxlan
+    meta-host-local meta-static meta-ipam)
+PACKAGES=(meta-cni meta-cni-agent meta-cni-webhook meta-bridge meta-macvlan meta-ipvlan meta-vxlan
+    meta-ipam meta-ipam-cluster)
+
+log() { echo "images.sh: $*" >&2; }
+die() {
+    echo "images.sh: ERROR: $*" >&2
+    exit 1
+}
+
+FORCE=0
+WHICH=()
+for a in "$@"; do
+    case "$a" in
+    --force) FORCE=1 ;;
+    meta-cni | busybox) WHICH+=("$a") ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d'
+        exit 0
+        ;;
+    *) die "unknown argument $a" ;;
+    esac
+done
+[ ${#WHICH[@]} -gt 0 ] || WHICH=(meta-cni busybox)
+
+det_tar() { tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=posix \
+    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime "$@"; }
+
+# oci_image NAME ROOTFS OUT CONFIG_JSON: packs ROOTFS into an image-layout tarball OUT.
+oci_image() {
+    local name="$1" rootfs="$2" out="$3" config="$4" work
+    work="$(mktemp -d /var/tmp/meta-cni-image.XXXXXX)"
+    mkdir -p "$work/layout/blobs/sha256"
+    blob() {
+        local d s
+        d="$(sha256sum "$1" | cut -d' ' -f1)"
+        s="$(stat -c %s "$1")"
+        mv "$1" "$work/layout/blobs/sha256/$d"
+        echo "$d $s"
+    }
+    (cd "$rootfs" && det_tar -cf "$work/layer.tar" .)
+    read -r ld ls < <(blob "$work/layer.tar")
+    printf '%s' '{"architecture":"amd64","os":"linux","config":'"$config"','\
+'"rootfs":{"type":"layers","diff_ids":["sha256:'"$ld"'"]},'\
+'"history":[{"created_by":"scripts/images.sh (meta-cni)"}]}' >"$work/config.json"
+    read -r cd cs < <(blob "$work/config.json")
+    printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'\
+'"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:'"$cd"'","size":'"$cs"'},'\
+'"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:'"$ld"'","size":'"$ls"'}]}' \
+        >"$work/manifest.json"
+    read -r md ms < <(blob "$work/manifest.json")
+    printf '%s' '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",'\
+'"digest":"sha256:'"$md"'","size":'"$ms"',"platform":{"architecture":"amd64","os":"linux"},'\
+'"annotations":{"io.containerd.image.name":"'"$name"'","org.opencontainers.image.ref.name":"'"${name##*:}"'"}}]}' \
+        >"$work/layout/index.json"
+    printf '%s' '{"imageLayoutVersion":"1.0.0"}' >"$work/layout/oci-layout"
+    mkdir -p "$(dirname "$out")"
+    det_tar -C "$work/layout" -cf "$out.tmp" blobs index.json oci-layout
+    mv "$out.tmp" "$out"
+    rm -rf "$work"
+    log "built $out: $name, manifest sha256:$md"
+}
+
+# skeleton ROOTFS: the mount points runc expects.
+skeleton() {
+    mkdir -p "$1"/{dev,proc,sys,etc,tmp,run,var/run}
+    chmod 1777 "$1/tmp"
+    # numeric users only (runAsUser); /etc/passwd for tools that print names
+    printf 'root:x:0:0:root:/:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$1/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$1/etc/group"
+}
+
+build_meta() {
+    local out="$CACHE_DIR/meta-cni.tar"
+    command -v cargo >/dev/null || die "cargo missing"
+    log "release build (static) of ${PACKAGES[*]} into $TARGET_DIR"
+    local pkgs=()
+    for p in "${PACKAGES[@]}"; do pkgs+=(-p "$p"); done
+    (cd "$HERE" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$TARGET_DIR" \
+        cargo build --quiet --release --target "$TRIPLE" --bins "${pkgs[@]}" >&2)
+    local bin="$TARGET_DIR/$TRIPLE/release" rootfs
+    rootfs="$(mktemp -d /var/tmp/meta-cni-rootfs.XXXXXX)"
+    skeleton "$rootfs"
+    mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc/meta-cni"
+    for b in "${BINARIES[@]}"; do
+        [ -x "$bin/$b" ] || die "$bin/$b missing after the build"
+        # static: no interpreter, so it runs in a scratch image
+        if readelf -l "$bin/$b" 2>/dev/null | grep -q 'Requesting program interpreter'; then
+            die "$b is dynamically linked"
+        fi
+        install -m 0755 "$bin/$b" "$rootfs/usr/local/bin/$b"
+    done
+    install -m 0644 "$HERE/deploy/meta-cni.conflist" "$rootfs/etc/meta-cni/00-meta-cni.conflist"
+    local recipe
+    recipe="$( (cd "$rootfs" && find . -type f | sort | xargs sha256sum; cat "$SELF") | sha256sum | cut -d' ' -f1) $META_IMAGE"
+    if [ "$FORCE" = 0 ] && [ -s "$out" ] && [ "$(cat "$out.recipe" 2>/dev/null)" = "$recipe" ]; then
+        log "up to date: $out"
+    else
+        oci_image "$META_IMAGE" "$rootfs" "$out" \
+            '{"Entrypoint":["/usr/local/bin/meta-cni-agent"],"WorkingDir":"/","Env":["PATH=/usr/local/bin"]}'
+        echo "$recipe" >"$out.recipe"
+    fi
+    rm -rf "$rootfs"
+    echo "$out"
+}
+
+build_busybox() {
+    local out="$CACHE_DIR/busybox-static.tar" bb=/bin/busybox
+    if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed"; then
+        log "installing Debian's busybox-static"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static >&2
+    fi
+    [ -x "$bb" ] || die "$bb missing"
+    local recipe
+    recipe="$( (sha256sum "$bb"; cat "$SELF") | sha256sum | cut -d' ' -f1) $BUSYBOX_IMAGE"
+    if [ "$FORCE" = 0 ] && [ -s "$out" ] && [ "$(cat "$out.recipe" 2>/dev/null)" = "$recipe" ]; then
+        log "up to date: $out"
+        echo "$out"
+        return
+    fi
+    local rootfs
+    rootfs="$(mktemp -d /var/tmp/meta-cni-rootfs.XXXXXX)"
+    skeleton "$rootfs"
+    mkdir -p "$rootfs/bin"
+    install -m 0755 "$bb" "$rootfs/bin/busybox"
+    local applet
+    for applet in $("$bb" --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
+    done
+    oci_image "$BUSYBOX_IMAGE" "$rootfs" "$out" \
+        '{"Entrypoint":["/bin/sh"],"WorkingDir":"/","Env":["PATH=/bin"]}'
+    echo "$recipe" >"$out.recipe"
+    rm -rf "$rootfs"
+    echo "$out"
+}
+
+for w in "${WHICH[@]}"; do
+    case "$w" in
+    meta-cni) build_meta ;;
+    busybox) build_busybox ;;
+    esac
+done
