@@ -6,8 +6,8 @@
 
 use crate::apiserver::SA_ISSUER;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, PostParams};
 use meta_netlink::Netns;
 use serde_json::Value;
@@ -167,7 +167,8 @@ pub async fn apply_crds(
 }
 
 /// Loads every object of `deploy/rbac.yaml` (ServiceAccount, ClusterRole,
-/// ClusterRoleBinding); returns their kinds/names.
+/// ClusterRoleBinding, the plugin's token Secret, the installer's Role and RoleBinding);
+/// returns their kinds/names.
 pub async fn apply_rbac(admin: &kube::Client) -> Vec<String> {
     let path = repo_root().join("deploy/rbac.yaml");
     let text = std::fs::read_to_string(&path).expect("read rbac.yaml");
@@ -203,6 +204,30 @@ pub async fn apply_rbac(admin: &kube::Client) -> Vec<String> {
                     .create(&pp, &o)
                     .await
                     .expect("create ClusterRoleBinding");
+            }
+            "Secret" => {
+                let o: Secret = serde_json::from_value(d).expect("Secret");
+                let ns = o.metadata.namespace.clone().expect("Secret namespace");
+                Api::<Secret>::namespaced(admin.clone(), &ns)
+                    .create(&pp, &o)
+                    .await
+                    .expect("create Secret");
+            }
+            "Role" => {
+                let o: Role = serde_json::from_value(d).expect("Role");
+                let ns = o.metadata.namespace.clone().expect("Role namespace");
+                Api::<Role>::namespaced(admin.clone(), &ns)
+                    .create(&pp, &o)
+                    .await
+                    .expect("create Role");
+            }
+            "RoleBinding" => {
+                let o: RoleBinding = serde_json::from_value(d).expect("RoleBinding");
+                let ns = o.metadata.namespace.clone().expect("RoleBinding namespace");
+                Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+                    .create(&pp, &o)
+                    .await
+                    .expect("create RoleBinding");
             }
             other => panic!("{}: unexpected kind {other:?}", path.display()),
         }

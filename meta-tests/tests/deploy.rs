@@ -75,7 +75,7 @@ fn bundle_applies_with_kubectl_1_20_dry_run_and_for_real_then_deletes() {
     let api = ApiServer::start();
     let dir = deploy_dir();
     let objects = bundle_objects(&api);
-    assert_eq!(objects.len(), 22, "the bundle's objects: {objects:?}");
+    assert_eq!(objects.len(), 25, "the bundle's objects: {objects:?}");
     for o in [
         "Namespace/meta-cni-system",
         // the plugin's and the node agent's own ServiceAccounts

@@ -197,7 +197,10 @@ impl E2e {
                 "ClusterRole/meta-cni-plugin",
                 "ClusterRole/meta-cni-agent",
                 "ClusterRoleBinding/meta-cni-plugin",
-                "ClusterRoleBinding/meta-cni-agent"
+                "ClusterRoleBinding/meta-cni-agent",
+                "Secret/meta-cni-token",
+                "Role/meta-cni-install",
+                "RoleBinding/meta-cni-install"
             ]
         );
         let token = rt.block_on(sa_token(&admin));
