@@ -54,7 +54,10 @@ for b in /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/bin/ctr /usr/
     [ -x "$b" ] || die "$b missing after installing ${PKGS[*]}"
 done
 
-recipe="$(cat "$HERE/pause.c" "$0" | sha256sum | cut -d' ' -f1) $IMAGE"
+OCI_LIB="$HERE/../../scripts/lib/oci-image.sh"
+# shellcheck source=../../scripts/lib/oci-image.sh
+. "$OCI_LIB"
+recipe="$(cat "$HERE/pause.c" "$0" "$OCI_LIB" | sha256sum | cut -d' ' -f1) $IMAGE"
 if [ "$FORCE" = 0 ] && [ -s "$OUT" ] && [ "$(cat "$RECIPE" 2>/dev/null)" = "$recipe" ]; then
     log "up to date: $OUT"
     echo "$OUT"
@@ -74,43 +77,7 @@ mkdir -p "$work/rootfs/dev" "$work/rootfs/proc" "$work/rootfs/sys" "$work/rootfs
 chmod 0755 "$work/rootfs/dev" "$work/rootfs/proc" "$work/rootfs/sys" "$work/rootfs/etc"
 chmod 1777 "$work/rootfs/tmp"
 
-# blob NAME-OF-FILE: moves a file into blobs/sha256/<digest>, prints "<digest> <size>".
-blob() {
-    local d s
-    d="$(sha256sum "$1" | cut -d' ' -f1)"
-    s="$(stat -c %s "$1")"
-    mv "$1" "$work/layout/blobs/sha256/$d"
-    echo "$d $s"
-}
-det_tar() { tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=posix \
-    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime "$@"; }
-
-det_tar -C "$work/rootfs" -cf "$work/layer.tar" dev etc pause proc sys tmp
-read -r layer_digest layer_size < <(blob "$work/layer.tar")
-
-printf '%s' '{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/pause"],"WorkingDir":"/"},'\
-'"rootfs":{"type":"layers","diff_ids":["sha256:'"$layer_digest"'"]},'\
-'"history":[{"created_by":"meta-tests/containerd/build-pause.sh (meta-cni)"}]}' >"$work/config.json"
-read -r config_digest config_size < <(blob "$work/config.json")
-
-printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'\
-'"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:'"$config_digest"'","size":'"$config_size"'},'\
-'"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:'"$layer_digest"'","size":'"$layer_size"'}]}' \
-    >"$work/manifest.json"
-read -r manifest_digest manifest_size < <(blob "$work/manifest.json")
-
-# io.containerd.image.name gives ctr the full name; ref.name is the OCI-standard tag.
-printf '%s' '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",'\
-'"digest":"sha256:'"$manifest_digest"'","size":'"$manifest_size"','\
-'"platform":{"architecture":"amd64","os":"linux"},'\
-'"annotations":{"io.containerd.image.name":"'"$IMAGE"'","org.opencontainers.image.ref.name":"'"${IMAGE##*:}"'"}}]}' \
-    >"$work/layout/index.json"
-printf '%s' '{"imageLayoutVersion":"1.0.0"}' >"$work/layout/oci-layout"
-
 mkdir -p "$CACHE_DIR"
-det_tar -C "$work/layout" -cf "$work/pause.tar" blobs index.json oci-layout
-mv "$work/pause.tar" "$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
+oci_image "$IMAGE" "$work/rootfs" "$OUT" '{"Entrypoint":["/pause"],"WorkingDir":"/"}'
 echo "$recipe" >"$RECIPE"
-log "built $OUT: $IMAGE, manifest sha256:$manifest_digest"
 echo "$OUT"
