@@ -183,14 +183,7 @@ pub async fn apply_rbac(admin: &kube::Client) -> Vec<String> {
             .unwrap_or_default()
             .to_string();
         match kind.as_str() {
-            "ServiceAccount" => {
-                let o: ServiceAccount = serde_json::from_value(d).expect("ServiceAccount");
-                let ns = o.metadata.namespace.clone().expect("SA namespace");
-                Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
-                    .create(&pp, &o)
-                    .await
-                    .expect("create ServiceAccount");
-            }
+            "ServiceAccount" => create_namespaced::<ServiceAccount>(admin, d).await,
             "ClusterRole" => {
                 let o: ClusterRole = serde_json::from_value(d).expect("ClusterRole");
                 Api::<ClusterRole>::all(admin.clone())
@@ -205,35 +198,37 @@ pub async fn apply_rbac(admin: &kube::Client) -> Vec<String> {
                     .await
                     .expect("create ClusterRoleBinding");
             }
-            "Secret" => {
-                let o: Secret = serde_json::from_value(d).expect("Secret");
-                let ns = o.metadata.namespace.clone().expect("Secret namespace");
-                Api::<Secret>::namespaced(admin.clone(), &ns)
-                    .create(&pp, &o)
-                    .await
-                    .expect("create Secret");
-            }
-            "Role" => {
-                let o: Role = serde_json::from_value(d).expect("Role");
-                let ns = o.metadata.namespace.clone().expect("Role namespace");
-                Api::<Role>::namespaced(admin.clone(), &ns)
-                    .create(&pp, &o)
-                    .await
-                    .expect("create Role");
-            }
-            "RoleBinding" => {
-                let o: RoleBinding = serde_json::from_value(d).expect("RoleBinding");
-                let ns = o.metadata.namespace.clone().expect("RoleBinding namespace");
-                Api::<RoleBinding>::namespaced(admin.clone(), &ns)
-                    .create(&pp, &o)
-                    .await
-                    .expect("create RoleBinding");
-            }
+            "Secret" => create_namespaced::<Secret>(admin, d).await,
+            "Role" => create_namespaced::<Role>(admin, d).await,
+            "RoleBinding" => create_namespaced::<RoleBinding>(admin, d).await,
             other => panic!("{}: unexpected kind {other:?}", path.display()),
         }
         done.push(format!("{kind}/{name}"));
     }
     done
+}
+
+/// Creates the namespaced object `d` (of kind `K`) in its own namespace.
+async fn create_namespaced<K>(admin: &kube::Client, d: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let o: K = serde_json::from_value(d).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    let ns = o
+        .meta()
+        .namespace
+        .clone()
+        .unwrap_or_else(|| panic!("{kind} without a namespace"));
+    Api::<K>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &o)
+        .await
+        .unwrap_or_else(|e| panic!("create {kind}: {e}"));
 }
 
 /// A token of ServiceAccount kube-system/meta-cni from the TokenRequest API
