@@ -28,7 +28,7 @@ use meta_cni::plan::PodCtx;
 use meta_cni::source::{PodInfo, Source};
 use meta_crd::NadConfig;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -88,8 +88,10 @@ impl Events {
     }
 }
 
-/// Loads meta-cni's configuration from `conf` and starts hot-plug; the pod watch feeds
-/// the returned [`Events`].
+/// Starts hot-plug with meta-cni's configuration file `conf`; the pod watch feeds the
+/// returned [`Events`]. The file may not exist yet (the DaemonSet's installer writes it only
+/// once this agent has published the node's subnet): pods are then reconciled once it does.
+/// A file that exists but is not a meta-cni configuration is a configuration error.
 pub fn spawn(
     conf: &Path,
     node: &str,
@@ -99,15 +101,25 @@ pub fn spawn(
     resync: Duration,
     shutdown: Shutdown,
 ) -> Result<Events> {
-    let meta = MetaConf::from_file(conf)
-        .map_err(|e| Error::Config(format!("--hotplug-conf: {}", e.msg)))?;
-    tracing::info!(
-        conf = %conf.display(),
-        cache_dir = %meta.cache_dir.display(),
-        "hot-plug of the networks annotation on"
-    );
+    let meta = if conf.exists() {
+        let m = MetaConf::from_file(conf)
+            .map_err(|e| Error::Config(format!("--hotplug-conf: {}", e.msg)))?;
+        tracing::info!(
+            conf = %conf.display(),
+            cache_dir = %m.cache_dir.display(),
+            "hot-plug of the networks annotation on"
+        );
+        Some(m)
+    } else {
+        tracing::info!(
+            conf = %conf.display(),
+            "hot-plug of the networks annotation on, once meta-cni's configuration exists"
+        );
+        None
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let h = Hotplug {
+        conf_path: conf.to_path_buf(),
         conf: meta,
         recorder: crate::events::Recorder::new(client.clone(), node),
         client,
@@ -120,13 +132,36 @@ pub fn spawn(
 }
 
 struct Hotplug {
-    conf: MetaConf,
+    /// `--hotplug-conf`, read again before each reconcile (the installer rewrites it).
+    conf_path: PathBuf,
+    /// The last configuration read successfully; None until the file first exists.
+    conf: Option<MetaConf>,
     /// Sends the Warning Events of failed changes.
     recorder: crate::events::Recorder,
     client: kube::Client,
     state: Shared,
     debounce: Duration,
     resync: Duration,
+}
+
+impl Hotplug {
+    /// meta-cni's configuration as the file has it now; the last good one when the file
+    /// cannot be read or parsed (logged); None while it never existed.
+    fn current_conf(&mut self) -> Option<MetaConf> {
+        match MetaConf::from_file(&self.conf_path) {
+            Ok(c) => {
+                if self.conf.is_none() {
+                    tracing::info!(conf = %self.conf_path.display(), cache_dir = %c.cache_dir.display(), "hot-plug: meta-cni's configuration is there");
+                }
+                self.conf = Some(c);
+            }
+            Err(e) if self.conf.is_some() => {
+                tracing::warn!("hot-plug: --hotplug-conf: {}; keeping the last configuration read", e.msg);
+            }
+            Err(e) => tracing::debug!("hot-plug: --hotplug-conf: {}", e.msg),
+        }
+        self.conf.clone()
+    }
 }
 
 /// NADs from the agent's cache for the engine (it reads nothing else).
@@ -252,7 +287,10 @@ impl Hotplug {
     /// One pod: the engine on a blocking thread, then network-status. Returns whether to
     /// try again later.
     async fn reconcile(&mut self, key: &Key, v: &PodView) -> bool {
-        let conf = self.conf.clone();
+        let Some(conf) = self.current_conf() else {
+            // no configuration yet: nothing was attached by meta-cni on this node either
+            return true;
+        };
         let state = self.state.clone();
         let pod = PodCtx {
             namespace: key.0.clone(),
