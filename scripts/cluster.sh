@@ -27,7 +27,8 @@
 #   NAME-node-a  a node "node-a", eth0 10.250.0.11 (default route via the control plane),
 #   NAME-node-b  lan0 on the LAN; its own containerd 1.6 and kubelet v1.20.2, in a mount
 #                namespace of its own where /etc/cni, /opt, /var/lib/cni, /run and /var/log
-#                are the node's private directories (what hostPath volumes see)
+#                are the node's private directories (what hostPath volumes see), and a UTS
+#                namespace whose host name is the node's name
 # State (certificates, kubeconfigs, logs, containerd's and kubelet's data) is under
 # /var/tmp/mcc-NAME; etcd's data under /dev/shm. There is no kube-proxy: each node maps the
 # "kubernetes" Service 10.96.0.1:443 to the API server with one nftables DNAT rule in its
@@ -123,7 +124,7 @@ in_node() {
     fi
     h="$(holder_pid "$node")" || die "$node is not up"
     pid_alive "$h" || die "$node's mount namespace holder ($h) is gone"
-    nsenter -t "$h" -m -n -- "$@"
+    nsenter -t "$h" -m -n -u -- "$@"
 }
 
 # daemon NODE NAME CMD...: starts CMD detached (own session) in NODE, pid in $S/NODE/NAME.pid,
@@ -136,7 +137,7 @@ daemon() {
         nsenter --net="/run/netns/$NS_CP" -- setsid "$@" </dev/null >>"$S/$node/$name.log" 2>&1 &
     else
         h="$(holder_pid "$node")"
-        nsenter -t "$h" -m -n -- setsid "$@" </dev/null >>"$S/$node/$name.log" 2>&1 &
+        nsenter -t "$h" -m -n -u -- setsid "$@" </dev/null >>"$S/$node/$name.log" 2>&1 &
     fi
     echo $! >"$S/$node/$name.pid"
 }
@@ -544,9 +545,10 @@ start_node() { # NODE
     # The holder owns the node's mount namespace: a slave of the root one (nothing mounted in
     # it propagates out), with the node's private directories bound over the host paths
     # that hostPath volumes and the CNI use, then made shared inside (HostToContainer mounts).
-    nsenter --net="/run/netns/$ns" -- setsid unshare -m --propagation slave -- sh -c '
+    nsenter --net="/run/netns/$ns" -- setsid unshare -m -u --propagation slave -- sh -c '
         set -e
         d="$1"
+        hostname "$2"
         mount --bind "$d/etc-cni" /etc/cni
         mkdir -p /etc/cni/net.d
         mount --bind "$d/opt" /opt
@@ -556,7 +558,7 @@ start_node() { # NODE
         mount --bind "$d/log" /var/log
         mount --make-rshared /
         touch "$d/holder.ready"
-        exec sleep infinity' holder "$d" </dev/null >>"$d/holder.log" 2>&1 &
+        exec sleep infinity' holder "$d" "$n" </dev/null >>"$d/holder.log" 2>&1 &
     echo $! >"$d/holder.pid"
     wait_for 20 "$n mount namespace" test -e "$d/holder.ready" ||
         die "$n's mount namespace: $(cat "$d/holder.log")"

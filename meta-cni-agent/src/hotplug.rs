@@ -156,7 +156,10 @@ impl Hotplug {
                 self.conf = Some(c);
             }
             Err(e) if self.conf.is_some() => {
-                tracing::warn!("hot-plug: --hotplug-conf: {}; keeping the last configuration read", e.msg);
+                tracing::warn!(
+                    "hot-plug: --hotplug-conf: {}; keeping the last configuration read",
+                    e.msg
+                );
             }
             Err(e) => tracing::debug!("hot-plug: --hotplug-conf: {}", e.msg),
         }
