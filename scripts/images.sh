@@ -71,7 +71,16 @@ build_meta() {
     log "release build (static) of ${PACKAGES[*]} into $TARGET_DIR"
     local pkgs=()
     for p in "${PACKAGES[@]}"; do pkgs+=(-p "$p"); done
-    (cd "$HERE" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$TARGET_DIR" \
+    # A fixed environment: run from a shell, from cargo test (scripts/cluster.sh in
+    # meta-tests/tests/cluster.rs) or from CI, cargo sees the same variables, so the target
+    # dir's fingerprints hold and nothing is rebuilt for a mere change of caller.
+    local keep=(PATH="$PATH" HOME="$HOME")
+    local v
+    for v in CARGO_HOME RUSTUP_HOME RUSTUP_TOOLCHAIN; do
+        [ -z "${!v:-}" ] || keep+=("$v=${!v}")
+    done
+    (cd "$HERE" && env -i "${keep[@]}" RUSTFLAGS="-C target-feature=+crt-static" \
+        CARGO_TARGET_DIR="$TARGET_DIR" CARGO_TERM_COLOR=never \
         cargo build --quiet --release --target "$TRIPLE" --bins "${pkgs[@]}" >&2)
     local bin="$TARGET_DIR/$TRIPLE/release" rootfs
     rootfs="$(mktemp -d /var/tmp/meta-cni-rootfs.XXXXXX)"
