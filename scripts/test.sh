@@ -35,11 +35,15 @@ export CARGO_TERM_COLOR=never
 # a real kube-apiserver v1.20.2 with kubelet, kube-controller-manager and kube-scheduler from the
 # same source for scripts/cluster.sh (meta-tests/apiserver/build.sh all, ~12 min the first time), the
 # pause image for containerd (meta-tests/containerd/build-pause.sh) and kubectl v1.20.2, Debian's
-# kubernetes-client unpacked into the cache (meta-tests/kubectl/fetch.sh).
-echo "== fixtures: kube-apiserver, kubelet, kube-controller-manager, kube-scheduler, pause image, kubectl"
+# kubernetes-client unpacked into the cache (meta-tests/kubectl/fetch.sh), and the OCI images
+# the cluster test (meta-tests/tests/cluster.rs, scripts/cluster.sh) loads into its nodes:
+# meta-cni's (a static release build of this checkout, in its own target dir; rebuilt when
+# the sources change) and busybox-static (scripts/images.sh).
+echo "== fixtures: kube-apiserver, kubelet, kube-controller-manager, kube-scheduler, pause image, kubectl, images"
 bash meta-tests/apiserver/build.sh all >/dev/null
 bash meta-tests/containerd/build-pause.sh >/dev/null
 bash meta-tests/kubectl/fetch.sh >/dev/null
+bash scripts/images.sh >/dev/null
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

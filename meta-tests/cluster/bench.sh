@@ -21,7 +21,15 @@ REPLICAS=20
 kc() { bash "$CL" kubectl "$NAME" -- "$@"; }
 on() { bash "$CL" exec "$NAME" "$1" -- "${@:2}"; }
 
-cleanup() { bash "$CL" down "$NAME" >/dev/null 2>&1 || true; }
+cleanup() {
+    rc=$?
+    if [ $rc != 0 ]; then
+        echo "bench.sh: failed (exit $rc); the cluster's state:" >&2
+        kc get nodes,pods -A -o wide >&2 || true
+        kc get events -A --sort-by=.lastTimestamp 2>/dev/null | tail -20 >&2 || true
+    fi
+    bash "$CL" down "$NAME" >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 META_CNI_CLUSTER_OWNER_PID=$$ bash "$CL" up "$NAME" >/dev/null
 
@@ -82,7 +90,11 @@ done
 kc wait --for=condition=Ready node --all --timeout=120s >/dev/null
 round warmup-bridge "" >/dev/null
 for r in $(seq "$ROUNDS"); do round bridge "" | tee -a "$results"; done
-for n in node-a node-b; do on "$n" rm -f /etc/cni/net.d/10-bridge.conflist; done
+# the bridge's gateway address is the node subnet's .1, which meta-cni's overlay bridge takes
+for n in node-a node-b; do
+    on "$n" rm -f /etc/cni/net.d/10-bridge.conflist
+    on "$n" ip link del cni0
+done
 
 # --- meta-cni, three networks
 kc apply -k "$HERE/deploy" >/dev/null

@@ -17,7 +17,8 @@
 //! 6. scale to 0: on both nodes no veth, IP reservation (host-local, meta-ipam), journal
 //!    entry or nftables rule of those pods is left (the VXLAN segment's device and bridge
 //!    stay by design, like the reference bridge plugin's bridge);
-//! 7. deleting node-b's Node removes its overlay entries (FDB, neighbour, route) on node-a.
+//! 7. deleting node-b's Node removes its overlay entries (FDB, route) on node-a;
+//! 8. `kubectl delete -k deploy/` removes the conflist and node-a turns NotReady.
 //!
 //! The cluster is torn down (`cluster.sh down`) when the test ends, however it ends; a
 //! cluster left by a killed test is swept by the next `cluster.sh up` (its owner pid is gone).
@@ -601,6 +602,30 @@ fn cluster_two_nodes_deploy_pods_restart_rollout_scale_delete_node() {
             Ok(())
         } else {
             Err(format!("{left:?}"))
+        }
+    });
+
+    // 8. uninstall: the conflist goes, node-a reports NotReady (no pods without networks)
+    c.kubectl(&[
+        "delete",
+        "-k",
+        &deploy.display().to_string(),
+        "--timeout=180s",
+    ]);
+    c.wait("node-a's conflist removed and node-a NotReady", 120, || {
+        let confs = c.on_node("node-a", &["ls", "/etc/cni/net.d"]);
+        let v = c.json(&["get", "node", "node-a"]);
+        let ready = v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| k["type"] == "Ready")
+            .cloned()
+            .unwrap_or_default();
+        if !confs.contains("00-meta-cni.conflist") && ready["status"] == "False" {
+            Ok(())
+        } else {
+            Err(format!("conf dir {confs:?}, Ready {ready}"))
         }
     });
 }
