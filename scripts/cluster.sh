@@ -217,7 +217,7 @@ ensure_fixtures() {
     done
     [ -s "$CACHE/pause.tar" ] || bash "$HERE/meta-tests/containerd/build-pause.sh" >/dev/null
     [ -x "$KUBECTL" ] || bash "$HERE/meta-tests/kubectl/fetch.sh" >/dev/null
-    # images.sh is incremental: it rebuilds the meta-cni image when the binaries changed
+    # images.sh rebuilds the meta-cni image only when its sources (by content) changed
     bash "$HERE/scripts/images.sh" meta-cni busybox >/dev/null
 }
 

@@ -65,9 +65,36 @@ skeleton() {
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$1/etc/group"
 }
 
+# The sha256 of everything the release build reads: the workspace's sources, manifests and
+# lock file (not docs, tests, scripts, deploy/'s manifests or fuzz/, its own workspace),
+# the image's conflist, this script, the toolchain and the flags.
+source_key() {
+    (
+        cd "$HERE"
+        if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+            git ls-files -co --exclude-standard
+        else
+            find . -path ./target -prune -o -path ./.git -prune -o -type f -print | sed 's|^\./||'
+        fi | grep -Ev '^(docs/|meta-tests/|scripts/|deploy/|fuzz/|\.ci/)|\.md$' | LC_ALL=C sort |
+            while IFS= read -r f; do [ -f "$f" ] && printf '%s\n' "$f"; done | xargs -r -d '\n' sha256sum
+        sha256sum deploy/meta-cni.conflist "$SELF" scripts/lib/oci-image.sh
+        rustc -vV
+        echo "$TRIPLE -C target-feature=+crt-static release"
+    ) | sha256sum | cut -d' ' -f1
+}
+
 build_meta() {
     local out="$CACHE_DIR/meta-cni.tar"
     command -v cargo >/dev/null || die "cargo missing"
+    # The build's inputs by content: a fresh clone elsewhere (CI) has new paths and mtimes,
+    # which cargo fingerprints, and would rebuild all of it in release for the same sources.
+    local src
+    src="$(source_key)"
+    if [ "$FORCE" = 0 ] && [ -s "$out" ] && [ "$(cat "$out.src" 2>/dev/null)" = "$src" ]; then
+        log "up to date (same sources, toolchain and recipe): $out"
+        echo "$out"
+        return
+    fi
     log "release build (static) of ${PACKAGES[*]} into $TARGET_DIR"
     local pkgs=()
     for p in "${PACKAGES[@]}"; do pkgs+=(-p "$p"); done
@@ -104,6 +131,7 @@ build_meta() {
             '{"Entrypoint":["/usr/local/bin/meta-cni-agent"],"WorkingDir":"/","Env":["PATH=/usr/local/bin"]}'
         echo "$recipe" >"$out.recipe"
     fi
+    echo "$src" >"$out.src"
     rm -rf "$rootfs"
     echo "$out"
 }

@@ -18,7 +18,8 @@
 //!    entry or nftables rule of those pods is left (the VXLAN segment's device and bridge
 //!    stay by design, like the reference bridge plugin's bridge);
 //! 7. deleting node-b's Node removes its overlay entries (FDB, route) on node-a;
-//! 8. `kubectl delete -k deploy/` removes the conflist and node-a turns NotReady.
+//! 8. `kubectl delete -k deploy/ --ignore-not-found` removes the conflist and node-a turns
+//!    NotReady.
 //!
 //! The cluster is torn down (`cluster.sh down`) when the test ends, however it ends; a
 //! cluster left by a killed test is swept by the next `cluster.sh up` (its owner pid is gone).
@@ -610,6 +611,8 @@ fn cluster_two_nodes_deploy_pods_restart_rollout_scale_delete_node() {
         "delete",
         "-k",
         &deploy.display().to_string(),
+        // the token controller deletes meta-cni-token with its ServiceAccount first
+        "--ignore-not-found",
         "--timeout=180s",
     ]);
     c.wait("node-a's conflist removed and node-a NotReady", 120, || {
