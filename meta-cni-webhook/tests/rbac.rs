@@ -245,6 +245,9 @@ fn deployment_runs_two_hardened_replicas_with_https_probes() {
         "preferred anti-affinity: {pod}"
     );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    // on the node's network: its pods must be deletable after the conflist is gone
+    assert_eq!(pod["hostNetwork"], true, "hostNetwork: {pod}");
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
     let cs = pod["containers"].as_array().expect("containers");
     assert_eq!(cs.len(), 1);
     let c = &cs[0];
