@@ -66,7 +66,8 @@ skeleton() {
 }
 
 # The sha256 of everything the release build reads: the workspace's sources, manifests and
-# lock file (not docs, tests, scripts, deploy/'s manifests or fuzz/, its own workspace),
+# lock file (not docs, tests, benches, scripts, deploy/'s manifests or fuzz/, its own
+# workspace; `cargo build --bins` reads no crate's tests/, benches/ or examples/),
 # the image's conflist, this script, the toolchain and the flags.
 source_key() {
     (
@@ -75,7 +76,7 @@ source_key() {
             git ls-files -co --exclude-standard
         else
             find . -path ./target -prune -o -path ./.git -prune -o -type f -print | sed 's|^\./||'
-        fi | grep -Ev '^(docs/|meta-tests/|scripts/|deploy/|fuzz/|\.ci/)|\.md$' | LC_ALL=C sort |
+        fi | grep -Ev '^(docs/|meta-tests/|scripts/|deploy/|fuzz/|\.ci/)|^(delegates/)?[^/]+/(tests|benches|examples)/|\.md$' | LC_ALL=C sort |
             while IFS= read -r f; do [ -f "$f" ] && printf '%s\n' "$f"; done | xargs -r -d '\n' sha256sum
         sha256sum deploy/meta-cni.conflist "$SELF" scripts/lib/oci-image.sh
         rustc -vV
