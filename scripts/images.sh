@@ -68,7 +68,8 @@ skeleton() {
 # The sha256 of everything the release build reads: the workspace's sources, manifests and
 # lock file (not docs, tests, benches, scripts, deploy/'s manifests or fuzz/, its own
 # workspace; `cargo build --bins` reads no crate's tests/, benches/ or examples/),
-# the image's conflist, this script, the toolchain and the flags.
+# the image's conflist, this script, the toolchain and the flags, every path relative to
+# the checkout (sha256sum prints the paths it is given: an absolute one differs per clone).
 source_key() {
     (
         cd "$HERE"
@@ -78,7 +79,7 @@ source_key() {
             find . -path ./target -prune -o -path ./.git -prune -o -type f -print | sed 's|^\./||'
         fi | grep -Ev '^(docs/|meta-tests/|scripts/|deploy/|fuzz/|\.ci/)|^(delegates/)?[^/]+/(tests|benches|examples)/|\.md$' | LC_ALL=C sort |
             while IFS= read -r f; do [ -f "$f" ] && printf '%s\n' "$f"; done | xargs -r -d '\n' sha256sum
-        sha256sum deploy/meta-cni.conflist "$SELF" scripts/lib/oci-image.sh
+        sha256sum deploy/meta-cni.conflist scripts/images.sh scripts/lib/oci-image.sh
         rustc -vV
         echo "$TRIPLE -C target-feature=+crt-static release"
     ) | sha256sum | cut -d' ' -f1
