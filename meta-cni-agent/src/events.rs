@@ -83,27 +83,10 @@ pub fn plan(rec: &Record) -> Vec<Planned> {
     }]
 }
 
-/// RFC 3339 (UTC, seconds) of Unix milliseconds.
+/// RFC 3339 (UTC, seconds) of Unix milliseconds: the same rendering as the installer's
+/// log timestamps ([`meta_cni::install::format_utc`]).
 pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    meta_cni::install::format_utc(ms / 1000)
 }
 
 /// Why an Event was not sent now.
